@@ -1,0 +1,39 @@
+"""TTSP/1: the wire contract shared by the tts-broker broker, workers and clients.
+
+See protocol/PROTOCOL.md for the specification this package implements.
+"""
+
+from __future__ import annotations
+
+from tts_protocol.codec import Message, decode, encode
+from tts_protocol.constants import (
+    CLIENT_HEADER,
+    DEFAULT_BACKEND,
+    DEFAULT_FRONTEND,
+    PROTOCOL_VERSION,
+    WORKER_HEADER,
+    Command,
+    Priority,
+    Side,
+)
+from tts_protocol.errors import ErrorCode, ProtocolError, TtsError
+from tts_protocol.naming import output_filename, safe_name_part
+
+__all__ = [
+    "CLIENT_HEADER",
+    "DEFAULT_BACKEND",
+    "DEFAULT_FRONTEND",
+    "PROTOCOL_VERSION",
+    "WORKER_HEADER",
+    "Command",
+    "ErrorCode",
+    "Message",
+    "Priority",
+    "ProtocolError",
+    "Side",
+    "TtsError",
+    "decode",
+    "encode",
+    "output_filename",
+    "safe_name_part",
+]

@@ -1,0 +1,55 @@
+"""Error codes carried in ERROR/FAIL bodies and the protocol's exception root."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(str, enum.Enum):
+    """Machine-readable error codes (PROTOCOL.md section 3)."""
+
+    PROTOCOL = "protocol"
+    BAD_REQUEST = "bad_request"
+    QUEUE_FULL = "queue_full"
+    SHUTTING_DOWN = "shutting_down"
+    NO_WORKERS = "no_workers"
+    CANCELLED = "cancelled"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    MAX_ATTEMPTS = "max_attempts"
+    ENGINE_ERROR = "engine_error"
+    NOT_FOUND = "not_found"
+    INTERNAL = "internal"
+
+    @property
+    def retryable(self) -> bool:
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL}
+)
+
+
+class TtsError(Exception):
+    """Root of every exception raised by the tts-broker packages."""
+
+
+class ProtocolError(TtsError):
+    """A message that does not follow TTSP/1.
+
+    Carries what could still be read of the message (its command and job/request id) so the receiver can
+    answer the sender with a useful ERROR instead of dropping it silently.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: int | None = None,
+        job_id: str | None = None,
+        req_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.job_id = job_id
+        self.req_id = req_id

@@ -1,0 +1,1 @@
+"""Engine plugins, found by name (see registry.py)."""

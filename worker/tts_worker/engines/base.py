@@ -1,0 +1,105 @@
+"""The engine plugin interface: load once, synthesize text into audio chunks, describe itself, close.
+
+An engine is constructed with its options (from `--engine-opt key=value` and settings), loaded once by the
+worker, then used from a single synthesis thread. Heavy imports (onnxruntime, torch) belong in `load()` or
+the engine module itself, which the registry imports only when that engine is chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Iterator, Mapping, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+from tts_protocol.errors import TtsError
+
+
+class EngineError(TtsError):
+    """A job the engine cannot do (unknown speaker, bad settings, text it rejects).
+
+    `code` goes to the client as the FAIL/ERROR code; such failures are not retried.
+    """
+
+    def __init__(self, message: str, *, code: str = "engine_error", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class EngineLoadError(TtsError):
+    """The engine cannot start (missing package, bad checkpoint folder): the worker exits non-zero."""
+
+
+class SynthesisCancelled(TtsError):
+    """Raised by an engine that noticed its cancel event."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What a loaded engine tells the broker about itself (READY body)."""
+
+    engine: str
+    model: str
+    sample_rate: int
+    device: str = "cpu"
+    licence: str = ""
+    channels: int = 1
+    capacity: int = 1
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SynthesisRequest:
+    """One job as the engine sees it."""
+
+    job_id: str
+    text: str
+    speaker: Optional[str] = None
+    voice: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stream: bool = False
+    timeout_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of synthesized audio: mono or interleaved int16 samples."""
+
+    samples: np.ndarray  # dtype int16, shape (n,) or (n, channels)
+    sample_rate: int
+
+    def to_bytes(self) -> bytes:
+        return np.ascontiguousarray(self.samples, dtype="<i2").tobytes()
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine plugin implements."""
+
+    name: str
+
+    def load(self) -> EngineInfo:
+        """Load the model (once). Raise EngineLoadError with a clear message on failure."""
+        ...
+
+    def synthesize(self, request: SynthesisRequest, cancel: threading.Event) -> Iterator[AudioChunk]:
+        """Yield audio chunks for one job (one per sentence/segment where the engine can).
+
+        Check `cancel` between chunks and raise SynthesisCancelled when it is set. Raise EngineError for a
+        job the engine rejects.
+        """
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-specific figures for heartbeats (cache hits, GPU memory...); may be empty."""
+        ...
+
+    def close(self) -> None:
+        """Release the model; idempotent."""
+        ...
+
+
+def float_to_int16(audio: np.ndarray) -> np.ndarray:
+    """Clip float audio in [-1, 1] and convert to int16 (upstream engines forget the clip)."""
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
