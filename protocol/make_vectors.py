@@ -41,6 +41,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     ("job_status", Command.JOB_STATUS, {"req_id": "r1", "job_id": "job-1"}, None),
     ("broker_status", Command.BROKER_STATUS, {"req_id": "r2"}, None),
     ("ping", Command.PING, {"req_id": "r3"}, None),
+    ("reload", Command.RELOAD, {"req_id": "r4", "model": "fish-speech", "options": {"checkpoint": "/models/s1", "model_version": "s1-mini"}}, None),
+    ("reload_reply", Command.RELOAD_REPLY, {"req_id": "r4", "workers": 2}, None),
     ("accepted", Command.ACCEPTED, {"job_id": "job-1", "state": "queued", "queue_depth": 3, "duplicate": False}, None),
     (
         "partial",
@@ -151,7 +153,7 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     (
         "worker_heartbeat",
         Command.W_HEARTBEAT,
-        {"stats": {"jobs_done": 10, "jobs_failed": 1, "mean_gen_ms": 95.5, "rss_bytes": 157286400, "busy": 1}},
+        {"stats": {"jobs_done": 10, "jobs_failed": 1, "mean_gen_ms": 95.5, "rss_bytes": 157286400, "busy": 1, "warm": ["narrator"]}},
         None,
     ),
     (
@@ -190,6 +192,7 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     ),
     ("broker_cancel", Command.B_CANCEL, {"job_id": "job-1", "attempt": 1, "reason": "deadline"}, None),
     ("broker_heartbeat", Command.B_HEARTBEAT, {}, None),
+    ("broker_reload", Command.B_RELOAD, {"options": {"checkpoint": "/models/s1"}}, None),
     ("broker_disconnect", Command.B_DISCONNECT, {"reason": "unknown worker"}, None),
 ]
 

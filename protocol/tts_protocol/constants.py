@@ -31,6 +31,7 @@ class Command(enum.IntEnum):
     JOB_STATUS = 0x03
     BROKER_STATUS = 0x04
     PING = 0x05
+    RELOAD = 0x06
     # broker -> client
     ACCEPTED = 0x11
     PARTIAL = 0x12
@@ -39,6 +40,7 @@ class Command(enum.IntEnum):
     JOB_STATUS_REPLY = 0x15
     BROKER_STATUS_REPLY = 0x16
     PONG = 0x17
+    RELOAD_REPLY = 0x18
     # worker -> broker
     W_READY = 0x21
     W_HEARTBEAT = 0x22
@@ -51,6 +53,7 @@ class Command(enum.IntEnum):
     B_CANCEL = 0x32
     B_HEARTBEAT = 0x33
     B_DISCONNECT = 0x34
+    B_RELOAD = 0x35
 
     @property
     def side(self) -> Side:

@@ -66,6 +66,12 @@ class Request(Body):
     req_id: ReqId
 
 
+class Reload(Body):
+    req_id: ReqId
+    model: Optional[ShortStr] = None
+    options: VoiceSettings = Field(default_factory=dict)
+
+
 # ---- broker -> client ------------------------------------------------------------------------------
 
 
@@ -182,6 +188,11 @@ class Pong(Body):
     time_ms: NonNegInt
 
 
+class ReloadReply(Body):
+    req_id: ReqId
+    workers: NonNegInt
+
+
 # ---- worker -> broker ------------------------------------------------------------------------------
 
 
@@ -244,12 +255,17 @@ class CancelLease(Body):
     reason: Annotated[str, StringConstraints(max_length=1024)] = ""
 
 
+class WorkerReload(Body):
+    options: VoiceSettings = Field(default_factory=dict)
+
+
 BODY_TYPES: dict[Command, type[Body]] = {
     Command.SUBMIT: Submit,
     Command.CANCEL: CancelJob,
     Command.JOB_STATUS: JobStatusRequest,
     Command.BROKER_STATUS: Request,
     Command.PING: Request,
+    Command.RELOAD: Reload,
     Command.ACCEPTED: Accepted,
     Command.PARTIAL: Partial,
     Command.RESULT: Result,
@@ -257,6 +273,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.JOB_STATUS_REPLY: JobStatusReply,
     Command.BROKER_STATUS_REPLY: BrokerStatusReply,
     Command.PONG: Pong,
+    Command.RELOAD_REPLY: ReloadReply,
     Command.W_READY: Ready,
     Command.W_HEARTBEAT: Heartbeat,
     Command.W_PARTIAL: Partial,
@@ -267,4 +284,5 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.B_CANCEL: CancelLease,
     Command.B_HEARTBEAT: Empty,
     Command.B_DISCONNECT: Disconnect,
+    Command.B_RELOAD: WorkerReload,
 }

@@ -1,0 +1,176 @@
+"""Shared fixtures: a real broker and real worker processes on random loopback ports.
+
+Every process a test starts is tracked and killed at the end of the test; a test that leaves one running
+fails. Nothing sleeps a fixed time: helpers wait for a condition with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "") -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
+        time.sleep(interval_s)
+
+
+class Proc:
+    """A child process with its log file, stopped politely or killed."""
+
+    def __init__(self, args: list[str], log_path: Path, env: Optional[dict[str, str]] = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+                                      cwd=str(ROOT), start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> Optional[int]:
+        """SIGTERM, wait, then SIGKILL the whole process group."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class BrokerProc:
+    """A tts-broker process on fixed random ports, restartable on the same ports."""
+
+    def __init__(self, tmp: Path, procs: list[Proc], extra_args: list[str]) -> None:
+        self.tmp = tmp
+        self.procs = procs
+        self.extra_args = extra_args
+        self.frontend = f"tcp://127.0.0.1:{free_port()}"
+        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.proc: Optional[Proc] = None
+        self.starts = 0
+
+    def start(self, extra_args: Optional[list[str]] = None) -> "BrokerProc":
+        self.starts += 1
+        ready = self.tmp / f"broker-ready-{self.starts}.json"
+        args = [sys.executable, "-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend,
+                "--ready-file", str(ready), "--log-level", "DEBUG", *self.extra_args, *(extra_args or [])]
+        self.proc = Proc(args, self.tmp / f"broker-{self.starts}.log")
+        self.procs.append(self.proc)
+        proc = self.proc
+        wait_for(lambda: ready.exists() or not proc.alive(), 20, what="broker ready file")
+        if not proc.alive():
+            raise AssertionError(f"broker exited at start:\n{proc.log()}")
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+
+    def stop(self) -> Optional[int]:
+        assert self.proc is not None
+        return self.proc.stop()
+
+    def log(self) -> str:
+        return "\n".join(p.log() for p in self.procs if "tts_broker" in p.args)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[list[Proc]]:
+    """All processes the test started; killed at teardown."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path, procs: list[Proc]) -> Callable[..., BrokerProc]:
+    def make(*extra_args: str, start: bool = True) -> BrokerProc:
+        b = BrokerProc(tmp_path, procs, list(extra_args))
+        return b.start() if start else b
+
+    return make
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., BrokerProc]) -> BrokerProc:
+    """A running broker with default settings (1 s heartbeats)."""
+    return broker_factory()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, procs: list[Proc]) -> Callable[..., Proc]:
+    """Start `tts-worker` against a broker: start_worker(broker, engine="tone", opts={...}, concurrency=1)."""
+    counter = [0]
+
+    def start(broker: BrokerProc, engine: str = "tone", opts: Optional[dict[str, object]] = None,
+              concurrency: int = 1, extra_args: Optional[list[str]] = None,
+              env: Optional[dict[str, str]] = None) -> Proc:
+        counter[0] += 1
+        args = [sys.executable, "-m", "tts_worker", "--broker", broker.backend, "--engine", engine,
+                "--concurrency", str(concurrency), "--log-level", "DEBUG", "--name", f"test-{counter[0]}"]
+        for key, value in (opts or {}).items():
+            args += ["--engine-opt", f"{key}={value}"]
+        args += extra_args or []
+        p = Proc(args, tmp_path / f"worker-{counter[0]}.log", env)
+        procs.append(p)
+        return p
+
+    return start
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
