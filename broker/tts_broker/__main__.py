@@ -1,0 +1,3 @@
+from tts_broker.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""Jobs the broker knows: their state, who waits for them, and how long finished ones are kept."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from typing import Any, Iterator, Optional
+
+from tts_protocol.constants import JobState, Priority
+from tts_protocol.messages import ErrorInfo, JobView, Result, Submit
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Job:
+    """One accepted job. Mutable: the broker moves it through its states."""
+
+    request: Submit
+    priority: Priority
+    model: Optional[str]
+    accepted_at: float  # monotonic
+    deadline: Optional[float] = None  # monotonic, whole job
+    state: JobState = JobState.QUEUED
+    attempt: int = 0  # number of the current (or last) lease
+    worker_id: Optional[str] = None
+    worker_identity: Optional[bytes] = None
+    lease_deadline: Optional[float] = None
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    queue_seq: int = 0
+    subscribers: set[bytes] = dataclasses.field(default_factory=set)
+    result: Optional[Result] = None
+    audio: Any = None  # zmq.Frame or bytes of the whole utterance
+    error: Optional[ErrorInfo] = None
+    workers_tried: list[str] = dataclasses.field(default_factory=list)
+    partials_sent: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    @property
+    def audio_bytes(self) -> int:
+        if self.audio is None:
+            return 0
+        return len(self.audio.buffer) if hasattr(self.audio, "buffer") else len(self.audio)
+
+    def view(self, now: float) -> JobView:
+        run_ms = None
+        if self.started_at is not None:
+            run_ms = int(((self.finished_at or now) - self.started_at) * 1000)
+        return JobView(
+            job_id=self.job_id,
+            state=self.state,
+            attempt=self.attempt,
+            priority=self.priority,
+            model=self.model,
+            worker_id=self.worker_id,
+            queued_ms=int(((self.started_at or self.finished_at or now) - self.accepted_at) * 1000),
+            run_ms=run_ms,
+            error=self.error,
+        )
+
+
+class JobTable:
+    """All live jobs by id, plus finished ones retained for a while (bounded by age, count and bytes).
+
+    Retention is what makes resubmission idempotent after a job finished: the same job id gets the same
+    result instead of a second synthesis.
+    """
+
+    def __init__(self, *, ttl_s: float, max_jobs: int, max_bytes: int) -> None:
+        self._live: dict[str, Job] = {}
+        self._finished: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._finished_bytes = 0
+        self._ttl_s = ttl_s
+        self._max_jobs = max_jobs
+        self._max_bytes = max_bytes
+        self.done_total = 0
+        self.failed_total = 0
+
+    def get(self, job_id: str) -> Optional[Job]:
+        return self._live.get(job_id) or self._finished.get(job_id)
+
+    def add(self, job: Job) -> None:
+        self._live[job.job_id] = job
+
+    def finish(self, job: Job, now: float) -> None:
+        """Move a job that reached a final state into retention."""
+        self._live.pop(job.job_id, None)
+        job.finished_at = now
+        job.subscribers.clear()
+        if job.state is JobState.DONE:
+            self.done_total += 1
+        else:
+            self.failed_total += 1
+        if self._max_jobs == 0 or self._ttl_s == 0:
+            return
+        self._finished[job.job_id] = job
+        self._finished_bytes += job.audio_bytes
+        self._trim(now)
+
+    def expire(self, now: float) -> None:
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        finished = self._finished
+        while finished:
+            job_id, oldest = next(iter(finished.items()))
+            too_old = now - (oldest.finished_at or now) > self._ttl_s
+            if not (too_old or len(finished) > self._max_jobs or self._finished_bytes > self._max_bytes):
+                break
+            finished.popitem(last=False)
+            self._finished_bytes -= oldest.audio_bytes
+
+    def live(self) -> Iterator[Job]:
+        return iter(list(self._live.values()))
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    @property
+    def retained_count(self) -> int:
+        return len(self._finished)
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._finished_bytes
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,38 @@
+"""Broker settings: environment (TTS_*), .env, then command-line flags on top."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
+
+
+class BrokerSettings(BaseSettings):
+    """Everything the broker can be told; see .env.example for the documented names."""
+
+    model_config = SettingsConfigDict(env_prefix="TTS_", env_file=".env", extra="ignore")
+
+    frontend: str = Field(DEFAULT_FRONTEND, description="endpoint clients connect to (bound)")
+    backend: str = Field(DEFAULT_BACKEND, description="endpoint workers connect to (bound)")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="heartbeat period, both ways")
+    heartbeat_liveness: int = Field(3, ge=1, description="missed heartbeats before a worker is dead")
+    max_attempts: int = Field(3, ge=1, description="attempts before a job fails as a poison job")
+    max_queue: int = Field(10_000, ge=1, description="queued jobs before SUBMIT answers queue_full")
+    max_text_chars: int = Field(20_000, ge=1, description="longest text a job may carry")
+    job_timeout_s: float = Field(300.0, gt=0, description="default per-attempt run time limit")
+    drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
+    default_model: Optional[str] = Field(None, description="routing key for jobs that name no model")
+    unroutable_timeout_s: float = Field(
+        0.0, ge=0, description="fail a job no connected worker can serve after this long (0 = wait)"
+    )
+    result_ttl_s: float = Field(300.0, ge=0, description="how long finished jobs and results are kept")
+    max_retained_bytes: int = Field(256 * 1024 * 1024, ge=0, description="audio kept for finished jobs")
+    max_retained_jobs: int = Field(100_000, ge=0, description="finished jobs kept for status/resubmit")
+    sticky_max_wait_s: float = Field(2.0, ge=0, description="warm-speaker routing never delays a job longer")
+    frontend_max_msg_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    backend_max_msg_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
+    log_level: str = Field("INFO")

@@ -1,0 +1,382 @@
+"""The broker against hand-driven protocol peers on real sockets: leases, liveness, routing, limits."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Iterator
+
+import pytest
+import zmq
+
+from tts_protocol import Command, Side
+from tts_protocol.constants import JobState
+
+from conftest import BrokerProc, wait_for
+from peers import Peer, RawClient, RawWorker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def workers_registered(client: RawClient, n: int) -> bool:
+    return len(client.status().workers) >= n
+
+
+def test_job_round_trip_with_payload_and_metadata(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("j1", "Hello, world!", speaker="narrator", voice={"length_scale": 1.2})
+    accepted = client.recv_until(Command.ACCEPTED)
+    assert accepted.body.state is JobState.QUEUED and not accepted.body.duplicate
+    job = worker.next_job()
+    assert (job.job_id, job.attempt, job.text, job.speaker) == ("j1", 1, "Hello, world!", "narrator")
+    assert job.voice == {"length_scale": 1.2} and job.timeout_ms == 300_000
+    pcm = bytes(range(200)) * 10
+    worker.result(job, pcm, sample_rate=22050)
+    result = client.recv_until(Command.RESULT)
+    assert result.payload == pcm
+    body = result.body
+    assert (body.job_id, body.attempt, body.worker_id, body.sample_rate, body.num_samples) == (
+        "j1", 1, worker.worker_id, 22050, len(pcm) // 2)
+    status = client.status()
+    assert status.jobs["done"] == 1 and status.workers[0].jobs_done == 1 and status.workers[0].state == "idle"
+
+
+def test_resubmitting_a_job_id_attaches_and_returns_the_same_result(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client, other = RawClient(ctx, broker.frontend), RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("same", "one")
+    client.recv_until(Command.ACCEPTED)
+    job = worker.next_job()
+    other.submit("same", "one")
+    dup = other.recv_until(Command.ACCEPTED)
+    assert dup.body.duplicate and dup.body.state is JobState.RUNNING
+    worker.result(job, b"\x01\x00" * 4)
+    assert client.recv_until(Command.RESULT).payload == b"\x01\x00" * 4
+    assert other.recv_until(Command.RESULT).payload == b"\x01\x00" * 4
+    # After it finished: the retained result comes back at once, no second synthesis.
+    client.submit("same", "one")
+    assert client.recv_until(Command.RESULT).body.attempt == 1
+    assert worker.nothing_for(0.3)
+
+
+def test_dead_worker_job_is_requeued_and_its_late_result_dropped(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--heartbeat-interval-s", "0.2", "--heartbeat-liveness", "3")
+    client = RawClient(ctx, broker.frontend)
+    doomed = RawWorker(ctx, broker.backend, name="doomed")
+    client.submit("j-requeue")
+    job = doomed.next_job()
+    survivor = RawWorker(ctx, broker.backend, name="survivor")
+    # doomed goes silent; survivor keeps heartbeating until it is handed the job.
+    deadline = time.monotonic() + 10
+    retry = None
+    while retry is None and time.monotonic() < deadline:
+        survivor.heartbeat()
+        if survivor.sock.poll(100):
+            msg = survivor.recv()
+            if msg.command is Command.B_JOB:
+                retry = msg.body
+    assert retry is not None and (retry.job_id, retry.attempt) == ("j-requeue", 2)
+    doomed.result(job, b"\x00\x00")  # too late: the broker declared it dead
+    assert doomed.recv_until(Command.B_DISCONNECT).body.reason
+    survivor.result(retry, b"\x07\x00")
+    result = client.recv_until(Command.RESULT)
+    assert result.payload == b"\x07\x00" and result.body.attempt == 2 and result.body.worker_id == survivor.worker_id
+
+
+def test_poison_job_fails_after_max_attempts(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--max-attempts", "2")
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("poison")
+    for attempt in (1, 2):
+        job = worker.next_job()
+        assert job.attempt == attempt
+        worker.fail(job, code="crashed", retryable=True, message="engine crashed")
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert error.body.code == "max_attempts" and not error.body.retryable
+    assert "2 attempts" in error.body.message
+
+
+def test_engine_error_is_final_and_carries_the_remote_code(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("bad-speaker", speaker="nobody")
+    worker.fail(worker.next_job(), code="engine_error", message="unknown speaker 'nobody'")
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert (error.body.code, error.body.message, error.body.retryable) == (
+        "engine_error", "unknown speaker 'nobody'", False)
+
+
+def test_cancel_queued_and_running(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("running")
+    client.submit("queued")
+    job = worker.next_job()
+    assert job.job_id == "running"
+    client.send(Command.CANCEL, {"job_id": "queued"})
+    client.send(Command.CANCEL, {"job_id": "running"})
+    codes = {}
+    while len(codes) < 2:
+        msg = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+        codes[msg.body.job_id] = msg.body.code
+    assert codes == {"queued": "cancelled", "running": "cancelled"}
+    cancel = worker.recv_until(Command.B_CANCEL)
+    assert (cancel.body.job_id, cancel.body.attempt) == ("running", 1)
+    # Until the worker answers for the revoked lease its slot stays busy: a new job waits.
+    client.submit("next")
+    assert worker.nothing_for(0.3)
+    worker.fail(job, code="cancelled")
+    assert worker.next_job().job_id == "next"
+    client.send(Command.CANCEL, {"job_id": "never-submitted"})
+    assert client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,)).body.code == "not_found"
+
+
+def test_deadline_fails_the_job_and_cancels_the_worker(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("slow", deadline_ms=300)
+    job = worker.next_job()
+    assert 0 < job.timeout_ms <= 300
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert error.body.code == "deadline_exceeded"
+    assert worker.recv_until(Command.B_CANCEL).body.job_id == "slow"
+    worker.result(job, b"\x00\x00")  # late: dropped
+    assert client.nothing_for(0.3)
+
+
+def test_queued_job_past_its_deadline_never_runs(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    client.submit("expires", deadline_ms=200)
+    assert client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,)).body.code == "deadline_exceeded"
+    worker = RawWorker(ctx, broker.backend)
+    assert worker.nothing_for(0.3)
+
+
+def test_attempt_timeout_requeues_then_fails(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--max-attempts", "2")
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend, capacity=2)
+    client.submit("hangs", timeout_ms=300)
+    first = worker.next_job()
+    assert worker.recv_until(Command.B_CANCEL).body.attempt == 1
+    second = worker.next_job()  # second slot: the first is still held by the unanswered lease
+    assert (second.job_id, second.attempt) == ("hangs", 2)
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert error.body.code == "max_attempts"
+    assert first.attempt == 1
+
+
+def test_queue_full_is_a_retryable_error(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--max-queue", "3")
+    client = RawClient(ctx, broker.frontend)
+    for i in range(3):
+        client.submit(f"q{i}")
+        client.recv_until(Command.ACCEPTED)
+    client.submit("q3")
+    error = client.recv_until(Command.ERROR)
+    assert (error.body.job_id, error.body.code, error.body.retryable) == ("q3", "queue_full", True)
+
+
+def test_priority_levels_dispatch_high_first_fifo_within(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    order = [("l1", "low"), ("n1", "normal"), ("h1", "high"), ("n2", "normal"), ("h2", "high"), ("l2", "low")]
+    for job_id, priority in order:
+        client.submit(job_id, priority=priority)
+        client.recv_until(Command.ACCEPTED)
+    worker = RawWorker(ctx, broker.backend)
+    seen = []
+    for _ in order:
+        job = worker.next_job()
+        seen.append(job.job_id)
+        worker.result(job)
+    assert seen == ["h1", "h2", "n1", "n2", "l1", "l2"]
+
+
+def test_jobs_are_routed_by_model(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    tone = RawWorker(ctx, broker.backend, engine="tone", model="tone-v1")
+    piper = RawWorker(ctx, broker.backend, engine="piper", model="en_US-joe-medium")
+    client.submit("p1", model="piper")
+    client.submit("p2", model="piper:en_US-joe-medium")
+    client.submit("t1", model="tone")
+    assert tone.next_job().job_id == "t1"
+    job = piper.next_job()
+    assert job.job_id == "p1"
+    assert tone.nothing_for(0.2)  # p2 waits for the piper worker; the idle tone worker does not take it
+    piper.result(job)
+    assert piper.next_job().job_id == "p2"
+
+
+def test_unroutable_jobs_fail_after_the_timeout(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--unroutable-timeout-s", "0.3")
+    client = RawClient(ctx, broker.frontend)
+    RawWorker(ctx, broker.backend, engine="tone")
+    client.submit("nobody-serves", model="fish-speech")
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert (error.body.code, error.body.retryable) == ("no_workers", True)
+
+
+def test_capacity_and_lru_dispatch(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    big = RawWorker(ctx, broker.backend, capacity=3)
+    wait_for(lambda: workers_registered(client, 1))
+    for i in range(4):
+        client.submit(f"c{i}")
+    got = [big.next_job() for _ in range(3)]
+    assert [j.job_id for j in got] == ["c0", "c1", "c2"]
+    assert big.nothing_for(0.2)  # a fourth would exceed its capacity
+    big.result(got[0])
+    assert big.next_job().job_id == "c3"
+
+
+def test_sticky_routing_prefers_a_warm_worker_without_starving(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    worker.heartbeat(warm=["alice"])
+    wait_for(lambda: workers_registered(client, 1))
+    client.submit("busy")
+    job = worker.next_job()
+    client.submit("bob-1", speaker="bob")
+    client.submit("alice-1", speaker="alice")
+    for _ in range(2):
+        client.recv_until(Command.ACCEPTED, skip=(Command.ACCEPTED,))
+    worker.result(job)
+    first = worker.next_job()
+    assert first.job_id == "alice-1"  # warm speaker first, though bob-1 is older
+    worker.result(first)
+    assert worker.next_job().job_id == "bob-1"
+
+
+def test_unknown_worker_is_told_to_reregister(broker: BrokerProc, ctx: zmq.Context) -> None:
+    worker = RawWorker(ctx, broker.backend)
+    # A worker whose broker forgot it (restart, declared dead) looks like a socket that never sent READY.
+    ghost = Peer(ctx, broker.backend, Side.WORKER)
+    ghost.send(Command.W_HEARTBEAT, {"stats": {}})
+    assert ghost.recv_until(Command.B_DISCONNECT).body.reason
+    worker.heartbeat()
+    assert worker.nothing_for(0.2)
+
+
+GARBAGE = [
+    [b"hello"],
+    [b"", b"TTSC1"],
+    [b"", b"TTSC1", b"\x01", b"\xc1"],
+    [b"", b"TTSC1", b"\x01", b"\x93\x01\x02\x03"],
+    [b"", b"TTSC1", b"\xff", b"\x80"],
+    [b"", b"TTSW1", b"\x21", b"\x80"],
+    [b"", b"TTSC1", b"\x01", b"\x82\xa6job_id\xa3a/b\xa4text\xa1x"],
+    [b"", b"TTSC1", b"\x01", b"\x81\xa6job_id\xa1j"],
+    [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\xa1r", b"x", b"y"],
+    [b"x" * 1000] * 9,
+]
+
+
+def test_garbage_on_both_ports_is_answered_or_dropped_and_the_broker_keeps_serving(
+    broker: BrokerProc, ctx: zmq.Context
+) -> None:
+    client = RawClient(ctx, broker.frontend)
+    for frames in GARBAGE:
+        client.send_raw(frames)
+    errors = 0
+    while client.sock.poll(500):
+        msg = client.recv()
+        assert msg.command is Command.ERROR and msg.body.code == "protocol"
+        errors += 1
+    assert errors == len(GARBAGE)
+    garbage_worker = RawWorker(ctx, broker.backend)
+    for frames in GARBAGE + [[b"", b"TTSW1", b"\x24", b"\x80"], [b"", b"TTSW1", b"\x24", b"\x80", b"pcm"]]:
+        garbage_worker.send_raw(frames)
+    garbage_worker.send(Command.W_DISCONNECT, {"reason": "done sending garbage"})
+    # Truncated, oversized and random-byte frames on raw TCP, not even ZMTP.
+    import socket
+    for endpoint in (broker.frontend, broker.backend):
+        host, port = endpoint.replace("tcp://", "").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f" + b"\x00" * 54 + b"\x04\xff" * 100)
+    # Still serving, on both ports.
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("after-garbage")
+    job = worker.next_job()
+    worker.result(job)
+    assert client.recv_until(Command.RESULT, skip=(Command.ACCEPTED,)).body.job_id == "after-garbage"
+    assert broker.proc is not None and broker.proc.alive()
+
+
+def test_oversized_message_drops_only_that_peer(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory()
+    client = RawClient(ctx, broker.frontend)
+    big = RawClient(ctx, broker.frontend)
+    big.send_raw([b"", b"TTSC1", b"\x01", b"\x80", b"x" * (65 * 1024 * 1024)])  # over the 64 MiB limit
+    client.submit("small")
+    assert client.recv_until(Command.ACCEPTED).body.job_id == "small"
+    assert broker.proc is not None and broker.proc.alive()
+
+
+def test_text_longer_than_the_limit_is_a_bad_request(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    client.submit("long", "x" * 20_001)
+    error = client.recv_until(Command.ERROR)
+    assert error.body.code == "bad_request" and "20000" in error.body.message
+
+
+def test_job_status_and_ping(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    client.submit("watched")
+    view = client.request(Command.JOB_STATUS, Command.JOB_STATUS_REPLY, job_id="watched").body.job
+    assert view.state is JobState.QUEUED and view.attempt == 0
+    pong = client.request(Command.PING, Command.PONG).body
+    assert pong.broker_id.startswith("b-")
+    missing = client.request(Command.JOB_STATUS, Command.ERROR, job_id="nope").body
+    assert missing.code == "not_found" and missing.req_id
+
+
+def test_sigterm_drains_running_jobs_then_exits(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--drain-grace-s", "10")
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("finishing")
+    job = worker.next_job()
+    assert broker.proc is not None
+    broker.proc.signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in broker.log(), 10)
+    client.submit("too-late")
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert (error.body.job_id, error.body.code, error.body.retryable) == ("too-late", "shutting_down", True)
+    worker.result(job)
+    assert client.recv_until(Command.RESULT).body.job_id == "finishing"
+    assert broker.proc.popen.wait(10) == 0
+    assert worker.recv_until(Command.B_DISCONNECT).body.reason == "broker shutting down"
+
+
+def test_drain_grace_expiry_fails_leftovers_as_retryable(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--drain-grace-s", "0.3")
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("stuck")
+    worker.next_job()
+    assert broker.proc is not None
+    broker.proc.signal(signal.SIGTERM)
+    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
+    assert (error.body.code, error.body.retryable) == ("shutting_down", True)
+    assert broker.proc.popen.wait(10) == 0
+
+
+def test_reload_is_forwarded_to_matching_workers(broker: BrokerProc, ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    fish = RawWorker(ctx, broker.backend, engine="fish-speech", model="1.5")
+    tone = RawWorker(ctx, broker.backend, engine="tone")
+    wait_for(lambda: workers_registered(client, 2))
+    reply = client.request(Command.RELOAD, Command.RELOAD_REPLY, model="fish-speech",
+                           options={"checkpoint": "/models/s1"})
+    assert reply.body.workers == 1
+    assert fish.recv_until(Command.B_RELOAD).body.options == {"checkpoint": "/models/s1"}
+    assert tone.nothing_for(0.2)
