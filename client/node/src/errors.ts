@@ -1,0 +1,90 @@
+/** Error classes of the Node client. Every error it throws is a TtsError with a stable `code`. */
+
+export type TtsErrorCode =
+  | "timeout"
+  | "job_failed"
+  | "request_failed"
+  | "protocol"
+  | "closed"
+  | "aborted"
+  | "invalid_argument"
+  | "unavailable";
+
+/** Root of every error the client throws; switch on `code`, not on the message. */
+export class TtsError extends Error {
+  readonly code: TtsErrorCode;
+
+  constructor(code: TtsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A job or request did not finish within its time limit. */
+export class TimeoutError extends TtsError {
+  readonly timeoutMs: number;
+  constructor(message: string, timeoutMs: number) {
+    super("timeout", message);
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The broker answered ERROR for a request (status, ping, reload); carries the remote code. */
+export class RequestFailedError extends TtsError {
+  readonly remoteCode: string;
+  readonly remoteMessage: string;
+  readonly retryable: boolean;
+
+  constructor(remoteCode: string, remoteMessage: string, retryable: boolean, code: TtsErrorCode = "request_failed") {
+    super(code, `${remoteCode}: ${remoteMessage || "(no message)"}`);
+    this.remoteCode = remoteCode;
+    this.remoteMessage = remoteMessage;
+    this.retryable = retryable;
+  }
+}
+
+/** A job ended with an ERROR from the broker (engine_error, cancelled, max_attempts, ...). */
+export class JobFailedError extends RequestFailedError {
+  readonly jobId: string;
+  constructor(jobId: string, remoteCode: string, remoteMessage: string, retryable: boolean) {
+    super(remoteCode, remoteMessage, retryable, "job_failed");
+    this.jobId = jobId;
+    this.message = `job ${jobId} failed: ${remoteCode}: ${remoteMessage || "(no message)"}`;
+  }
+}
+
+/** A message that does not follow TTSP/1 (from the broker, or one we were asked to build). */
+export class ProtocolError extends TtsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("protocol", message, options);
+  }
+}
+
+/** The client was closed (before or while the call was pending). */
+export class ClosedError extends TtsError {
+  constructor(message = "the TTS client is closed") {
+    super("closed", message);
+  }
+}
+
+/** The caller's AbortSignal fired; `cause` holds the signal's reason. */
+export class AbortError extends TtsError {
+  constructor(message: string, reason?: unknown) {
+    super("aborted", message, { cause: reason });
+  }
+}
+
+/** A bad argument or setting, e.g. a malformed broker URL or an empty text. */
+export class InvalidArgumentError extends TtsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("invalid_argument", message, options);
+  }
+}
+
+/** The broker could not be reached within the time allowed. */
+export class BrokerUnavailableError extends TtsError {
+  constructor(message: string) {
+    super("unavailable", message);
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Encode and decode TTSP/1 multipart messages (PROTOCOL.md section 2).
+ *
+ * The one place that knows the frame layout. decodeMessage() throws only ProtocolError, whatever the bytes,
+ * so the receive loop can catch one error type and keep going. Encoding produces the same bytes as the
+ * Python codec (checked against protocol/vectors): keys in schema order, smallest integers, str/bin types,
+ * float64 for float fields.
+ */
+
+import { Decoder, Encoder } from "@msgpack/msgpack";
+
+import { ProtocolError } from "../errors.js";
+import {
+  PAYLOAD_COMMANDS,
+  commandName,
+  commandSide,
+  commandToBroker,
+  type CommandName,
+  type Side,
+} from "./constants.js";
+import { BODY_SCHEMAS, SchemaError, hasFloatField, normalize, type FieldSpec, type Schema } from "./schema.js";
+
+const MAX_BODY_BYTES = 4 * 1024 * 1024; // bodies are metadata; audio rides in the payload frame
+const EMPTY = new Uint8Array(0);
+const HEADERS = new Map<Side, Buffer>([
+  ["TTSC1", Buffer.from("TTSC1", "ascii")],
+  ["TTSW1", Buffer.from("TTSW1", "ascii")],
+]);
+const COMMAND_FRAMES = new Map<number, Uint8Array>();
+
+const plain = new Encoder();
+// A JS number does not say whether it is a float; float fields force float64, as Python writes them.
+const float64 = new Encoder({ forceIntegerToFloat: true });
+const decoder = new Decoder({
+  mapKeyConverter: (key: unknown) => {
+    if (typeof key !== "string") throw new SchemaError("map keys must be strings");
+    return key;
+  },
+  maxStrLength: MAX_BODY_BYTES,
+  maxBinLength: MAX_BODY_BYTES,
+});
+const floatSchemas = new Set<Schema>([...BODY_SCHEMAS.values()].filter(hasFloatField));
+
+/** One decoded message: command byte and name, validated body in wire order, optional raw payload. */
+export interface Message {
+  command: number;
+  name: CommandName;
+  body: Record<string, unknown>;
+  payload?: Uint8Array;
+}
+
+/** What the receiver could still read of a malformed message, so it can be matched to a request. */
+export class MalformedMessageError extends ProtocolError {
+  readonly command: number | undefined;
+  readonly jobId: string | undefined;
+  readonly reqId: string | undefined;
+
+  constructor(message: string, info: { command?: number; jobId?: string; reqId?: string } = {}, cause?: unknown) {
+    super(message, { cause });
+    this.command = info.command;
+    this.jobId = info.jobId;
+    this.reqId = info.reqId;
+  }
+}
+
+/**
+ * Frames for a DEALER peer to send (a ROUTER prepends the routing id).
+ * Throws ProtocolError when the body does not validate or a payload is not allowed.
+ */
+export function encodeMessage(command: number, body: Record<string, unknown>, payload?: Uint8Array): Uint8Array[] {
+  const name = commandName(command);
+  const schema = BODY_SCHEMAS.get(command);
+  if (name === undefined || schema === undefined) throw new ProtocolError(`unknown command 0x${hex(command)}`);
+  if (payload !== undefined && !PAYLOAD_COMMANDS.has(command)) throw new ProtocolError(`${name} carries no payload`);
+  let normalized: Record<string, unknown>;
+  try {
+    normalized = normalize(schema, body);
+  } catch (err) {
+    throw new ProtocolError(`invalid ${name} body: ${(err as Error).message}`, { cause: err });
+  }
+  const frames = [EMPTY, HEADERS.get(commandSide(command))!, commandFrame(command), packBody(schema, normalized)];
+  if (payload !== undefined) frames.push(payload);
+  return frames;
+}
+
+/** Validate and decode frames (without a routing id) that travel in the given direction. */
+export function decodeMessage(frames: readonly Uint8Array[], side: Side, toBroker: boolean): Message {
+  if (frames.length < 4 || frames.length > 5) {
+    throw new MalformedMessageError(`expected 4 or 5 frames, got ${frames.length}`);
+  }
+  const [delimiter, header, commandBytes, bodyBytes] = frames as [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+  if (delimiter.length !== 0) throw new MalformedMessageError("frame 0 must be empty");
+  if (!bytesEqual(header, HEADERS.get(side)!)) {
+    throw new MalformedMessageError(`bad protocol header ${JSON.stringify(ascii(header.subarray(0, 16)))}, expected ${side}`);
+  }
+  if (commandBytes.length !== 1) throw new MalformedMessageError("command frame must be exactly one byte");
+  const command = commandBytes[0]!;
+  const name = commandName(command);
+  if (name === undefined) throw new MalformedMessageError(`unknown command 0x${hex(command)}`);
+  if (commandSide(command) !== side || commandToBroker(command) !== toBroker) {
+    throw new MalformedMessageError(`command ${name} not allowed here`, { command });
+  }
+  const raw = unpackMap(bodyBytes, name, command);
+  const ids = {
+    command,
+    jobId: typeof raw["job_id"] === "string" ? raw["job_id"] : undefined,
+    reqId: typeof raw["req_id"] === "string" ? raw["req_id"] : undefined,
+  };
+  let payload: Uint8Array | undefined;
+  if (frames.length === 5) {
+    if (!PAYLOAD_COMMANDS.has(command)) throw new MalformedMessageError(`${name} takes no payload frame`, ids);
+    payload = frames[4];
+  } else if (PAYLOAD_COMMANDS.has(command)) {
+    throw new MalformedMessageError(`${name} needs a payload frame`, ids);
+  }
+  let body: Record<string, unknown>;
+  try {
+    body = normalize(BODY_SCHEMAS.get(command)!, raw);
+  } catch (err) {
+    throw new MalformedMessageError(`invalid ${name} body: ${(err as Error).message}`, ids, err);
+  }
+  return payload === undefined ? { command, name, body } : { command, name, body, payload };
+}
+
+function unpackMap(data: Uint8Array, name: string, command: number): Record<string, unknown> {
+  if (data.length > MAX_BODY_BYTES) {
+    throw new MalformedMessageError(`${name} body too large (${data.length} bytes)`, { command });
+  }
+  let raw: unknown;
+  try {
+    raw = decoder.decode(data);
+  } catch (err) {
+    throw new MalformedMessageError(`${name} body is not valid msgpack: ${(err as Error).message}`, { command }, err);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || ArrayBuffer.isView(raw)) {
+    throw new MalformedMessageError(`${name} body must be a msgpack map`, { command });
+  }
+  return raw as Record<string, unknown>;
+}
+
+function packBody(schema: Schema, body: Record<string, unknown>): Uint8Array {
+  if (!floatSchemas.has(schema)) return plain.encode(body);
+  const parts: Uint8Array[] = [];
+  packObject(schema, body, parts);
+  return Buffer.concat(parts);
+}
+
+function packObject(schema: Schema, body: Record<string, unknown>, parts: Uint8Array[]): void {
+  parts.push(containerHeader(schema.length, 0x80, 0xde));
+  for (const [key, spec] of schema) {
+    parts.push(plain.encode(key));
+    packValue(spec, body[key], parts);
+  }
+}
+
+function packValue(spec: FieldSpec, value: unknown, parts: Uint8Array[]): void {
+  if (value === null) parts.push(plain.encode(null));
+  else if (spec.kind === "float") parts.push(float64.encode(value));
+  else if (spec.kind === "object") packObject(spec.schema, value as Record<string, unknown>, parts);
+  else if (spec.kind === "list") {
+    const items = value as Record<string, unknown>[];
+    parts.push(containerHeader(items.length, 0x90, 0xdc));
+    for (const item of items) packObject(spec.item, item, parts);
+  } else parts.push(plain.encode(value));
+}
+
+/** fixmap/fixarray, else map16/array16, else map32/array32 (the 32-bit code is the 16-bit one + 1). */
+function containerHeader(n: number, fix: number, code16: number): Uint8Array {
+  if (n < 16) return Uint8Array.of(fix | n);
+  if (n < 0x10000) return Uint8Array.of(code16, n >> 8, n & 0xff);
+  const b = Buffer.alloc(5);
+  b[0] = code16 + 1;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
+function commandFrame(command: number): Uint8Array {
+  let frame = COMMAND_FRAMES.get(command);
+  if (frame === undefined) {
+    frame = Uint8Array.of(command);
+    COMMAND_FRAMES.set(command, frame);
+  }
+  return frame;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function ascii(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
+}
+
+function hex(byte: number): string {
+  return byte.toString(16).padStart(2, "0");
+}
