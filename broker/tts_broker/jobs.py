@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import time
 from typing import Any, Iterator, Optional
 
 from tts_protocol.constants import JobState, Priority
-from tts_protocol.messages import ErrorInfo, JobView, Result, Submit
+from tts_protocol.messages import ErrorInfo, JobView, Submit
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -29,7 +28,7 @@ class Job:
     finished_at: Optional[float] = None
     queue_seq: int = 0
     subscribers: set[bytes] = dataclasses.field(default_factory=set)
-    result: Optional[Result] = None
+    result: bytes = b""  # packed RESULT body, kept so a resubmission gets the same answer
     audio: Any = None  # zmq.Frame or bytes of the whole utterance
     error: Optional[ErrorInfo] = None
     workers_tried: list[str] = dataclasses.field(default_factory=list)
@@ -128,6 +127,3 @@ class JobTable:
     def retained_bytes(self) -> int:
         return self._finished_bytes
 
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -1,0 +1,250 @@
+"""Broker overhead: tts-broker against a minimal pyzmq ROUTER load-balancing broker, same run, same machine.
+
+Both brokers get 4 echo workers (separate processes) that answer every job at once with a small payload, and
+one client that keeps N jobs in flight. What differs is only the broker (and the protocol it needs), so the
+ratio is the price of leases, heartbeats, validation, priorities and status. A third row runs tts-broker with
+4 real `tts-worker --engine tone` processes (latency 0) for the end-to-end figure. Latency rows use one job
+in flight.
+
+    python benchmarks/bench_broker.py [--jobs 5000] [--inflight 100] [--latency-jobs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from tts_protocol import Command, Side, decode, encode
+
+REPLY = b"\x00" * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- the baseline: the smallest useful LRU broker --------------------------------------------------
+
+
+def minimal_broker(front: str, back: str) -> None:
+    ctx = zmq.Context()
+    fe, be = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    fe.bind(front)
+    be.bind(back)
+    idle: list[bytes] = []
+    waiting: list[list[bytes]] = []
+    poller = zmq.Poller()
+    poller.register(fe, zmq.POLLIN)
+    poller.register(be, zmq.POLLIN)
+    while True:
+        events = dict(poller.poll())
+        if be in events:
+            while True:
+                try:
+                    frames = be.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                worker, body = frames[0], frames[1:]
+                if body[0] != b"READY":
+                    fe.send_multipart(body)  # [client id, reply]
+                if waiting:
+                    be.send_multipart([worker, *waiting.pop(0)])
+                else:
+                    idle.append(worker)
+        if fe in events:
+            while True:
+                try:
+                    frames = fe.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if idle:
+                    be.send_multipart([idle.pop(0), *frames])
+                else:
+                    waiting.append(frames)
+
+
+def minimal_worker(back: str) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(back)
+    sock.send(b"READY")
+    while True:
+        client, _request = sock.recv_multipart()
+        sock.send_multipart([client, REPLY])
+
+
+def minimal_client_call(sock: zmq.Socket, i: int) -> None:
+    sock.send(str(i).encode())
+
+
+def minimal_client_done(sock: zmq.Socket) -> bool:
+    sock.recv()
+    return True
+
+
+# ---- tts-broker with protocol-speaking echo workers -------------------------------------------------
+
+
+def ttsp_echo_worker(back: str) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, b"w-" + secrets.token_hex(8).encode())
+    sock.connect(back)
+    sock.send_multipart(encode(Command.W_READY, {"worker_id": f"echo-{os.getpid()}", "engine": "echo"}))
+    heartbeat = encode(Command.W_HEARTBEAT, {"stats": {}})
+    next_hb = time.monotonic() + 1.0
+    while True:
+        if sock.poll(200):
+            msg = decode(sock.recv_multipart(), side=Side.WORKER, to_broker=False)
+            if msg.command is Command.B_JOB:
+                job = msg.body
+                sock.send_multipart(encode(Command.W_RESULT, {"job_id": job.job_id, "attempt": job.attempt,
+                                                              "sample_rate": 16000}, REPLY))
+        if time.monotonic() >= next_hb:
+            sock.send_multipart(heartbeat)
+            next_hb = time.monotonic() + 1.0
+
+
+def ttsp_call(sock: zmq.Socket, i: int) -> None:
+    sock.send_multipart(encode(Command.SUBMIT, {"job_id": f"b{time.monotonic_ns()}-{i}", "text": "bench"}))
+
+
+def ttsp_done(sock: zmq.Socket) -> bool:
+    frames = sock.recv_multipart()
+    return frames[2] == bytes((Command.RESULT,))
+
+
+# ---- driver -----------------------------------------------------------------------------------------
+
+
+def drive(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[zmq.Socket], bool],
+          jobs: int, inflight: int) -> tuple[float, list[float]]:
+    """Keep `inflight` jobs going until `jobs` finished; returns (jobs/s, per-job latencies of a 1-deep run)."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(front)
+    # warm-up: wait until the path works end to end
+    deadline = time.monotonic() + 30
+    while True:
+        call(sock, -1)
+        if sock.poll(1000):
+            while not done(sock):
+                pass
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("no reply during warm-up")
+    sent = finished = 0
+    start = time.perf_counter()
+    while finished < jobs:
+        while sent < jobs and sent - finished < inflight:
+            call(sock, sent)
+            sent += 1
+        if done(sock):
+            finished += 1
+    rate = jobs / (time.perf_counter() - start)
+    return rate, []
+
+
+def latencies(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[zmq.Socket], bool],
+              n: int) -> list[float]:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(front)
+    out = []
+    for i in range(n + 20):
+        t0 = time.perf_counter()
+        call(sock, i)
+        while not done(sock):
+            pass
+        if i >= 20:
+            out.append((time.perf_counter() - t0) * 1000)
+    sock.close()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_case(name: str, start: Callable[[str, str], list], call, done, args) -> dict:
+    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    procs = start(front, back)
+    try:
+        rate, _ = drive(front, call, done, args.jobs, args.inflight)
+        lat = latencies(front, call, done, args.latency_jobs)
+    finally:
+        for p in procs:
+            p.terminate() if hasattr(p, "terminate") else None
+        for p in procs:
+            p.join(5) if hasattr(p, "join") else p.wait(5)
+    row = {"case": name, "jobs_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99)}
+    print(f"{name:<34} {rate:>9.0f} jobs/s   p50 {row['p50_ms']:.3f} ms   p99 {row['p99_ms']:.3f} ms", flush=True)
+    return row
+
+
+def start_minimal(front: str, back: str) -> list:
+    procs = [mp.Process(target=minimal_broker, args=(front, back), daemon=True)]
+    procs += [mp.Process(target=minimal_worker, args=(back,), daemon=True) for _ in range(4)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def _tts_broker(front: str, back: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", front, "--backend", back,
+                             "--log-level", "WARNING"], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def start_ttsp_echo(front: str, back: str) -> list:
+    log = Path(tempfile.gettempdir()) / "bench-broker.log"
+    broker = _tts_broker(front, back, log)
+    workers = [mp.Process(target=ttsp_echo_worker, args=(back,), daemon=True) for _ in range(4)]
+    for p in workers:
+        p.start()
+    return [broker, *workers]
+
+
+def start_tone_workers(front: str, back: str) -> list:
+    log = Path(tempfile.gettempdir()) / "bench-broker.log"
+    broker = _tts_broker(front, back, log)
+    worker = subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone",
+                               "--concurrency", "4", "--log-level", "WARNING"], stdout=log.open("ab"),
+                              stderr=subprocess.STDOUT)
+    return [worker, broker]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--inflight", type=int, default=100)
+    parser.add_argument("--latency-jobs", type=int, default=1000)
+    parser.add_argument("--no-tone", action="store_true", help="skip the real tone-worker row")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; {args.jobs} jobs, {args.inflight} in flight; 1 KB replies; 4 workers")
+    base = run_case("minimal ROUTER broker + echo", start_minimal, minimal_client_call, minimal_client_done, args)
+    ours = run_case("tts-broker + TTSP echo workers", start_ttsp_echo, ttsp_call, ttsp_done, args)
+    print(f"throughput ratio tts-broker / minimal: {ours['jobs_per_s'] / base['jobs_per_s']:.2f} (target >= 0.60)")
+    print(f"added p50 latency, one job in flight: {ours['p50_ms'] - base['p50_ms']:+.3f} ms (target < 0.5 ms)")
+    if not args.no_tone:
+        run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)
+
+
+if __name__ == "__main__":
+    main()
