@@ -1,0 +1,68 @@
+"""Thin clients for the tts-broker: TtsClient (blocking), AsyncTtsClient (asyncio), the seed API, `tts`."""
+
+from __future__ import annotations
+
+from tts_client.aio import AsyncSynthesisStream, AsyncTtsClient
+from tts_client.audio import save_line, save_result, write_pcm
+from tts_client.client import JobHandle, PingReply, SynthesisStream, TtsClient
+from tts_client.errors import (
+    BatchFailed,
+    BrokerUnavailable,
+    ClientClosed,
+    ClientTimeout,
+    InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    JobTimeout,
+    NotFound,
+    QueueFull,
+    RemoteError,
+    TtsClientError,
+    UnsafePath,
+)
+from tts_client.results import AudioChunk, SynthesisResult
+from tts_client.seed_api import (
+    configure,
+    create_message_chunks,
+    generate_audio,
+    get_worker_status,
+    health_check,
+    process_message_chunks,
+    shutdown_worker_manager,
+)
+from tts_client.settings import ClientSettings
+
+__all__ = [
+    "AsyncSynthesisStream",
+    "AsyncTtsClient",
+    "AudioChunk",
+    "BatchFailed",
+    "BrokerUnavailable",
+    "ClientClosed",
+    "ClientSettings",
+    "ClientTimeout",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobFailed",
+    "JobHandle",
+    "JobTimeout",
+    "NotFound",
+    "PingReply",
+    "QueueFull",
+    "RemoteError",
+    "SynthesisResult",
+    "SynthesisStream",
+    "TtsClient",
+    "TtsClientError",
+    "UnsafePath",
+    "configure",
+    "create_message_chunks",
+    "generate_audio",
+    "get_worker_status",
+    "health_check",
+    "process_message_chunks",
+    "save_line",
+    "save_result",
+    "shutdown_worker_manager",
+    "write_pcm",
+]

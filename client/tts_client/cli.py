@@ -1,0 +1,371 @@
+"""`tts`: run a local stack, synthesise lines and batches, and look at the broker.
+
+Exit codes: 0 ok, 1 a job failed, 2 usage error, 3 broker unavailable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import click
+
+from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from tts_protocol.messages import StatusView
+
+from tts_client.audio import FORMATS, check_format, format_for_path, line_output_path, save_line, save_result
+from tts_client.batchfile import BatchLine, read_batch
+from tts_client.client import JobHandle, TtsClient
+from tts_client.errors import (
+    BrokerUnavailable,
+    ClientTimeout,
+    InvalidRequest,
+    JobFailed,
+    RemoteError,
+    TtsClientError,
+    UnsafePath,
+)
+from tts_client.jobspec import new_job_id
+from tts_client.launcher import LocalStack, StackConfig, StopSignal, client_endpoint
+from tts_client.results import SynthesisResult
+from tts_client.settings import ClientSettings
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` pairs; values that read as JSON scalars (1, 0.5, true, null) keep that type."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[key.strip()] = value if isinstance(value, (str, int, float, bool, type(None))) else raw
+    return options
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(click.style(f"tts: {message}", fg="red"), err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Map client errors to the documented exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BrokerUnavailable as exc:
+            _fail(str(exc), EXIT_UNAVAILABLE)
+        except (InvalidRequest, UnsafePath) as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except (JobFailed, RemoteError, ClientTimeout) as exc:
+            _fail(str(exc), EXIT_JOB_FAILED)
+        except TtsClientError as exc:
+            _fail(str(exc), EXIT_JOB_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client(ctx: click.Context) -> TtsClient:
+    settings: ClientSettings = ctx.obj
+    client = TtsClient(settings=settings)
+    ctx.call_on_close(client.close)
+    return client
+
+
+def _require_broker(client: TtsClient) -> None:
+    """Fail fast (exit 3) instead of waiting a whole job timeout for a broker that is not there."""
+    client.ping()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--broker", "broker_url", envvar="TTS_BROKER_URL", help="Broker frontend URL [env TTS_BROKER_URL].")
+@click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
+@click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                                                  case_sensitive=False))
+@click.pass_context
+def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[float], log_level: str) -> None:
+    """Speak text through a tts-broker: `tts up` starts a local stack, `tts say` speaks a line."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if broker_url:
+        overrides["broker_url"] = broker_url
+    if timeout_s is not None:
+        overrides["timeout_s"] = timeout_s
+    try:
+        ctx.obj = ClientSettings(**overrides)
+    except Exception as exc:  # pydantic ValidationError
+        raise click.UsageError(str(exc)) from exc
+
+
+# ---- tts up ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1, 256), default=2, help="Worker processes to start.")
+@click.option("--engine", default="piper", help="Engine the workers load (tone, piper, fish-speech).")
+@click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE", help="Engine option (repeatable).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device for the workers.")
+@click.option("--frontend", default=DEFAULT_FRONTEND, help="Endpoint the broker binds for clients.")
+@click.option("--backend", default=DEFAULT_BACKEND, help="Endpoint the broker binds for workers.")
+@click.option("--drain-grace-s", type=float, default=30.0, help="On stop, how long running jobs may finish.")
+@click.option("--broker-opt", "broker_opts", multiple=True, metavar="FLAG=VALUE",
+              help="Extra broker flag, e.g. max-queue=500 (repeatable).")
+@click.option("--child-log-level", default="INFO", help="Log level of the broker and workers.")
+def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
+       drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str) -> None:
+    """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
+    parse_options(engine_opts)  # reject malformed pairs before starting anything
+    broker_args: list[str] = []
+    for opt in broker_opts:
+        flag, sep, value = opt.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected FLAG=VALUE, got {opt!r}", param_hint="--broker-opt")
+        broker_args += [f"--{flag.lstrip('-')}", value]
+    stack = LocalStack(StackConfig(frontend=frontend, backend=backend, workers=workers, engine=engine,
+                                   engine_opts=list(engine_opts), device=device, broker_args=broker_args,
+                                   log_level=child_log_level.upper(), drain_grace_s=drain_grace_s))
+    stop = StopSignal()
+    stop.install()
+    note = functools.partial(click.secho, fg="cyan", err=True)
+    code = EXIT_OK
+    try:
+        ready = stack.start_broker()
+        note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
+        stack.start_workers()
+        note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
+        code = _watch(stack, stop, client_endpoint(frontend), workers)
+    except RuntimeError as exc:
+        click.secho(f"tts up: {exc}", fg="red", err=True)
+        code = EXIT_JOB_FAILED
+    finally:
+        stack.stop(on_step=note)
+        note("stopped")
+    sys.exit(code)
+
+
+def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
+    """Wait for a stop signal or a child's death; say once when every worker has registered."""
+    announced = False
+    with TtsClient(url, request_timeout_s=1.0) as client:
+        while not stop.event.wait(0.5):
+            gone = stack.exited()
+            if gone is not None:
+                click.secho(f"tts up: the {gone[0]} exited with code {gone[1]}; stopping", fg="red", err=True)
+                return EXIT_JOB_FAILED
+            if not announced:
+                try:
+                    registered = len(client.broker_status().workers)
+                except TtsClientError:
+                    continue
+                if registered >= expected:
+                    announced = True
+                    click.secho(f"{registered} worker(s) ready; Ctrl-C to stop", fg="green", err=True)
+    return EXIT_OK
+
+
+# ---- tts say ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("text")
+@click.option("--speaker", help="Speaker / voice name.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for {stream_index}_{id}.{format}.")
+@click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False),
+              help="Exact output file (format from its extension); overrides --output-dir.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Audio format [env TTS_CLIENT_OUTPUT_FORMAT].")
+@click.option("--model", help="Routing key: ENGINE or ENGINE:MODEL.")
+@click.option("--id", "line_id", help="Line id for the file name (default: the job id).")
+@click.option("--stream-index", default="0", help="Stream index for the file name.")
+@click.option("--voice", "voice_opts", multiple=True, metavar="KEY=VALUE", help="Engine voice setting (repeatable).")
+@click.option("--stream", is_flag=True, help="Stream chunks while synthesising (reports time to first audio).")
+@click.pass_context
+@handle_errors
+def say(ctx: click.Context, text: str, speaker: Optional[str], output_dir: Optional[str],
+        output_file: Optional[str], fmt: Optional[str], model: Optional[str], line_id: Optional[str],
+        stream_index: str, voice_opts: tuple[str, ...], stream: bool) -> None:
+    """Synthesise TEXT into one audio file; prints its path, then timings on stderr."""
+    settings: ClientSettings = ctx.obj
+    voice = parse_options(voice_opts)
+    job_id = new_job_id("say")
+    if output_file is not None:
+        target = Path(output_file)
+        fmt = check_format(fmt) if fmt else format_for_path(target, settings.output_format)
+    else:
+        fmt = check_format(fmt or settings.output_format)
+        target = line_output_path(output_dir or settings.output_dir, stream_index, line_id or job_id, fmt)
+    client = _client(ctx)
+    _require_broker(client)
+    started = time.perf_counter()
+    first_audio_ms: Optional[float] = None
+    if stream:
+        job = client.stream(text, job_id=job_id, speaker=speaker, model=model, voice=voice)
+        for _chunk in job:
+            if first_audio_ms is None:
+                first_audio_ms = (time.perf_counter() - started) * 1000
+        result = job.result
+    else:
+        result = client.synthesize(text, job_id=job_id, speaker=speaker, model=model, voice=voice)
+    wall_ms = (time.perf_counter() - started) * 1000
+    path = save_result(result, target, fmt)
+    click.echo(str(path))
+    click.echo(_timing_line(result, wall_ms, first_audio_ms), err=True)
+
+
+def _timing_line(result: SynthesisResult, wall_ms: float, first_audio_ms: Optional[float]) -> str:
+    meta = result.meta
+    parts = [f"{result.duration_s:.2f}s of audio in {wall_ms:.0f} ms",
+             f"gen {meta.gen_time_ms} ms", f"queue {meta.queue_time_ms} ms"]
+    if first_audio_ms is not None:
+        parts.append(f"first audio {first_audio_ms:.0f} ms")
+    parts.append(f"{meta.engine}{':' + meta.model if meta.model else ''} on {meta.worker_id}")
+    return click.style(", ".join(parts), dim=True)
+
+
+# ---- tts batch -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("jsonl", type=click.File("r", encoding="utf-8"))
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for the audio files.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Audio format.")
+@click.option("--model", help="Routing key for every line: ENGINE or ENGINE:MODEL.")
+@click.option("--max-in-flight", type=click.IntRange(1, 100_000), help="Jobs submitted at once.")
+@click.pass_context
+@handle_errors
+def batch(ctx: click.Context, jsonl: Any, output_dir: Optional[str], fmt: Optional[str], model: Optional[str],
+          max_in_flight: Optional[int]) -> None:
+    """Synthesise every line of JSONL ({"text", "speaker", "id"} per line) into --output-dir."""
+    settings: ClientSettings = ctx.obj
+    fmt = check_format(fmt or settings.output_format)
+    directory = Path(output_dir or settings.output_dir)
+    lines, bad = read_batch(jsonl, fmt)
+    for b in bad:
+        click.secho(f"{jsonl.name}:{b.line_no}: skipped: {b.reason}", fg="yellow", err=True)
+    client = _client(ctx)
+    if lines:
+        _require_broker(client)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    failures = _run_batch(client, lines, directory, fmt, model, max_in_flight or settings.max_in_flight)
+    elapsed = time.perf_counter() - started
+    for line, exc in failures:
+        click.secho(f"{jsonl.name}:{line.line_no} (id {line.line_id}): failed: {exc}", fg="red", err=True)
+    ok = len(lines) - len(failures)
+    colour = "green" if not failures and not bad else "red"
+    rate = ok / elapsed if elapsed > 0 else 0.0
+    click.secho(f"{ok} written, {len(failures)} failed, {len(bad)} bad lines in {elapsed:.1f}s "
+                f"({rate:.1f} lines/s) -> {directory}", fg=colour, err=True)
+    if failures and ok == 0 and all(isinstance(exc, BrokerUnavailable) for _, exc in failures):
+        sys.exit(EXIT_UNAVAILABLE)
+    if failures or bad:
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _run_batch(client: TtsClient, lines: list[BatchLine], directory: Path, fmt: str, model: Optional[str],
+               max_in_flight: int) -> list[tuple[BatchLine, BaseException]]:
+    failures: list[tuple[BatchLine, BaseException]] = []
+    in_flight: dict[Future, tuple[BatchLine, JobHandle]] = {}
+    todo = iter(lines)
+    with click.progressbar(length=len(lines), label="synthesising", file=sys.stderr) as bar:
+        exhausted = False
+        while in_flight or not exhausted:
+            while not exhausted and len(in_flight) < max_in_flight:
+                line = next(todo, None)
+                if line is None:
+                    exhausted = True
+                    break
+                handle = client.submit(line.text, speaker=line.speaker, model=model, voice=line.voice)
+                in_flight[handle.future] = (line, handle)
+            if not in_flight:
+                break
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                line, handle = in_flight.pop(future)
+                try:
+                    save_line(handle.result(), directory, line.stream_index, line.line_id, fmt)
+                except Exception as exc:
+                    failures.append((line, exc))
+                bar.update(1)
+    return failures
+
+
+# ---- tts status / ping / reload --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the broker's status view as JSON.")
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Workers (state, jobs, mean generation time, memory) and the queue."""
+    view = _client(ctx).broker_status()
+    if as_json:
+        click.echo(json.dumps(view.to_wire(), indent=2))
+        return
+    click.echo(render_status(view))
+
+
+def render_status(view: StatusView) -> str:
+    """A coloured table of the workers, then queue and job counters."""
+    headers = ["WORKER", "NAME", "ENGINE/MODEL", "STATE", "DONE", "FAILED", "MEAN GEN", "RSS"]
+    rows = []
+    for w in view.workers:
+        rows.append([w.worker_id, w.name, f"{w.engine}:{w.model}" if w.model else w.engine,
+                     f"{w.state} {w.busy}/{w.capacity}", str(w.jobs_done), str(w.jobs_failed),
+                     f"{w.mean_gen_ms:.0f} ms", f"{w.rss_bytes / 2**20:.0f} MiB"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [click.style("  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)), bold=True)]
+    for r in rows:
+        cells = [c.ljust(widths[i]) for i, c in enumerate(r)]
+        cells[3] = click.style(cells[3], fg="green" if r[3].startswith("idle") else "yellow")
+        if r[5] != "0":
+            cells[5] = click.style(cells[5], fg="red")
+        lines.append("  ".join(cells))
+    if not rows:
+        lines.append(click.style("no workers connected", fg="yellow"))
+    queue, jobs = view.queue, view.jobs
+    lines.append("")
+    lines.append(f"queue {queue.get('depth', 0)}/{queue.get('max', '?')}  running {jobs.get('running', 0)}  "
+                 f"done {jobs.get('done', 0)}  failed {jobs.get('failed', 0)}  "
+                 f"broker {view.broker_id} v{view.version} up {view.uptime_s:.0f}s"
+                 + (click.style("  draining", fg="yellow") if view.draining else ""))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.pass_context
+@handle_errors
+def ping(ctx: click.Context) -> None:
+    """Check that the broker answers."""
+    reply = _client(ctx).ping()
+    click.echo(f"broker {reply.broker_id} answered in {reply.rtt_ms:.1f} ms")
+
+
+@main.command()
+@click.option("--model", help="Only workers serving this routing key (default: all).")
+@click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE",
+              help="Option merged over the workers' engine options (repeatable).")
+@click.pass_context
+@handle_errors
+def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...]) -> None:
+    """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects."""
+    told = _client(ctx).reload(model=model, options=parse_options(engine_opts))
+    click.echo(f"told {told} worker(s) to reload")

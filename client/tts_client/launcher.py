@@ -1,0 +1,152 @@
+"""`tts up`: a broker and a worker supervisor as child processes of one foreground command.
+
+Stopping order matters: the broker is asked to drain first (it stops taking jobs and lets running ones
+finish while the workers are still there), then the workers are stopped, then anything left is killed.
+Children run in their own session, so a terminal's Ctrl-C reaches only us and we stop them in that order;
+on Linux they also get SIGTERM should this process die without cleaning up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when its parent goes away."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def client_endpoint(bound: str) -> str:
+    """The address a local client uses for an endpoint the broker bound (`*` or 0.0.0.0 -> 127.0.0.1)."""
+    for wildcard in ("://*:", "://0.0.0.0:"):
+        if wildcard in bound:
+            return bound.replace(wildcard, "://127.0.0.1:")
+    return bound
+
+
+@dataclasses.dataclass
+class StackConfig:
+    """What `tts up` starts."""
+
+    frontend: str
+    backend: str
+    workers: int
+    engine: str
+    engine_opts: list[str]
+    device: Optional[str] = None
+    broker_args: list[str] = dataclasses.field(default_factory=list)
+    log_level: str = "INFO"
+    drain_grace_s: float = 30.0
+
+
+class LocalStack:
+    """The broker and worker child processes, started and stopped together."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.broker: Optional[subprocess.Popen] = None
+        self.worker: Optional[subprocess.Popen] = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="tts-up-")
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen:
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=preexec)
+
+    def start_broker(self, timeout_s: float = 30.0) -> dict:
+        """Start the broker and wait for its ready file; returns it (frontend, backend, pid, broker_id)."""
+        cfg = self.config
+        ready = Path(self._tmp.name) / "broker-ready.json"
+        args = [sys.executable, "-m", "tts_broker", "--frontend", cfg.frontend, "--backend", cfg.backend,
+                "--ready-file", str(ready), "--log-level", cfg.log_level,
+                "--drain-grace-s", str(cfg.drain_grace_s), *cfg.broker_args]
+        self.broker = self._spawn(args)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.broker.poll() is not None:
+                raise RuntimeError(f"the broker exited with code {self.broker.returncode} while starting")
+            try:
+                return json.loads(ready.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.05)  # the ready file is the only signal the broker gives; poll it briefly
+        raise RuntimeError(f"the broker did not become ready within {timeout_s:.0f}s")
+
+    def start_workers(self) -> None:
+        cfg = self.config
+        args = [sys.executable, "-m", "tts_worker", "--broker", client_endpoint(cfg.backend), "--engine", cfg.engine,
+                "--concurrency", str(cfg.workers), "--log-level", cfg.log_level]
+        if cfg.device:
+            args += ["--device", cfg.device]
+        for opt in cfg.engine_opts:
+            args += ["--engine-opt", opt]
+        self.worker = self._spawn(args)
+
+    def children(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(name, p) for name, p in (("broker", self.broker), ("workers", self.worker)) if p is not None]
+
+    def exited(self) -> Optional[tuple[str, int]]:
+        """The first child that has exited, with its code."""
+        for name, proc in self.children():
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, on_step: Callable[[str], None] = lambda _msg: None) -> None:
+        """Drain the broker, then stop the workers; kill whatever outlives its grace time."""
+        if self.broker is not None and self.broker.poll() is None:
+            on_step(f"draining the broker (up to {self.config.drain_grace_s:.0f}s for running jobs)")
+            _terminate(self.broker, self.config.drain_grace_s + 10)
+        if self.worker is not None and self.worker.poll() is None:
+            on_step("stopping the workers")
+            _terminate(self.worker, 20)
+        self._tmp.cleanup()
+
+
+def _terminate(proc: subprocess.Popen, grace_s: float) -> None:
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("process %d ignored SIGTERM for %.0fs; killing its process group", proc.pid, grace_s)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+class StopSignal:
+    """SIGINT/SIGTERM turned into an Event the foreground loop waits on."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: Optional[int] = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        self.event.set()

@@ -1,0 +1,101 @@
+"""Book-keeping for one unfinished job or request inside the client's I/O thread.
+
+Only the I/O thread touches these objects; callers see nothing but the Future.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from tts_protocol.messages import Error, Partial, Result, Submit
+
+from tts_client.results import AudioChunk
+
+ChunkSink = Callable[[AudioChunk], None]
+
+
+def settle(future: Future, *, result: Any = None, error: Optional[BaseException] = None) -> bool:
+    """Complete a future once; False if it was already done (delivered, or cancelled by its caller)."""
+    if future.done():
+        return False
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except Exception:  # InvalidStateError: the caller cancelled it between done() and set_*()
+        return False
+    return True
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class PendingJob:
+    """A submitted job: its request (for resubmission), its caller's Future and its stream position."""
+
+    request: Submit
+    future: Future
+    sink: Optional[ChunkSink]
+    deadline: Optional[float]
+    last_heard: float
+    backoff_s: float
+    heard_any: bool = False
+    retry_at: Optional[float] = None
+    last_error: Optional[Error] = None
+    cancel_requested: bool = False
+    attempt: int = 0
+    chunks_delivered: int = 0
+    bytes_delivered: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    def schedule_retry(self, now: float, error: Error, backoff_max_s: float) -> None:
+        """Wait (jittered exponential backoff) before resubmitting after a retryable error."""
+        self.last_error = error
+        self.retry_at = now + self.backoff_s * random.uniform(0.75, 1.25)
+        self.backoff_s = min(self.backoff_s * 2, backoff_max_s)
+
+    def forget_attempts(self) -> None:
+        """The broker restarted: its attempt numbers start again at 1, so stop comparing with old ones."""
+        self.attempt = 0
+
+    def accept_partial(self, body: Partial, payload: bytes) -> Optional[AudioChunk]:
+        """The chunk to hand to the caller, or None for a stale, repeated or out-of-order one.
+
+        seq restarts at 0 on every attempt; chunks below the count already delivered were delivered by an
+        earlier attempt. A gap (seq above the count) is skipped: the RESULT carries the whole utterance and
+        its tail is delivered then.
+        """
+        if self.sink is None or body.attempt < self.attempt:
+            return None
+        self.attempt = body.attempt
+        if body.seq != self.chunks_delivered:
+            return None
+        self.chunks_delivered += 1
+        self.bytes_delivered += len(payload)
+        return AudioChunk(job_id=body.job_id, attempt=body.attempt, seq=body.seq, pcm=payload,
+                          sample_rate=body.sample_rate, channels=body.channels)
+
+    def tail_chunk(self, body: Result, payload: bytes) -> Optional[AudioChunk]:
+        """The part of the final audio no PARTIAL delivered (all of it if the stream saw nothing)."""
+        if self.sink is None or self.bytes_delivered >= len(payload):
+            return None
+        tail = payload[self.bytes_delivered:]
+        self.bytes_delivered = len(payload)
+        chunk = AudioChunk(job_id=body.job_id, attempt=body.attempt, seq=self.chunks_delivered, pcm=tail,
+                           sample_rate=body.sample_rate, channels=body.channels)
+        self.chunks_delivered += 1
+        return chunk
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class PendingRequest:
+    """A request (PING, JOB_STATUS, BROKER_STATUS, RELOAD) waiting for the reply with its req_id."""
+
+    future: Future
+    deadline: float
+    what: str
