@@ -34,6 +34,7 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
             "timeout_ms": 600000,
             "stream": True,
             "voice": {"length_scale": 1.15, "seed": 42, "normalize": True, "style": "calm", "unset": None},
+            "cache": False,
         },
         None,
     ),
@@ -43,6 +44,32 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     ("ping", Command.PING, {"req_id": "r3"}, None),
     ("reload", Command.RELOAD, {"req_id": "r4", "model": "fish-speech", "options": {"checkpoint": "/models/s1", "model_version": "s1-mini"}}, None),
     ("reload_reply", Command.RELOAD_REPLY, {"req_id": "r4", "workers": 2}, None),
+    ("jobs", Command.JOBS, {"req_id": "r5", "state": "failed", "limit": 20}, None),
+    ("retry", Command.RETRY, {"req_id": "r6", "job_id": "job-1"}, None),
+    (
+        "jobs_reply",
+        Command.JOBS_REPLY,
+        {
+            "req_id": "r5",
+            "jobs": [
+                {
+                    "job_id": "job-1",
+                    "state": "failed",
+                    "attempt": 3,
+                    "priority": "low",
+                    "model": "tone",
+                    "worker_id": None,
+                    "queued_ms": 20,
+                    "run_ms": 3100,
+                    "error": {"code": "max_attempts", "message": "gave up after 3 attempts", "retryable": False},
+                    "workers": ["w-1", "w-2", "w-3"],
+                    "accepted_at_ms": 1764045000000,
+                    "cached": False,
+                }
+            ],
+        },
+        None,
+    ),
     ("accepted", Command.ACCEPTED, {"job_id": "job-1", "state": "queued", "queue_depth": 3, "duplicate": False}, None),
     (
         "partial",
@@ -66,6 +93,7 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
             "gen_time_ms": 12,
             "queue_time_ms": 3,
             "total_time_ms": 20,
+            "cached": True,
         },
         PCM,
     ),
@@ -165,7 +193,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     (
         "worker_result",
         Command.W_RESULT,
-        {"job_id": "job-1", "attempt": 1, "sample_rate": 22050, "channels": 1, "sample_format": "s16le", "gen_time_ms": 95},
+        {"job_id": "job-1", "attempt": 1, "sample_rate": 22050, "channels": 1, "sample_format": "s16le", "gen_time_ms": 95,
+         "deterministic": True},
         PCM,
     ),
     (

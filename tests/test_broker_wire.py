@@ -27,5 +27,5 @@ def test_job_matches_model() -> None:
 
 def test_result_matches_model() -> None:
     model = Result(job_id="j", attempt=1, worker_id="w-1", engine="tone", model="tone-v1", sample_rate=16000,
-                   channels=1, sample_format="s16le", num_samples=10, gen_time_ms=3, queue_time_ms=4, total_time_ms=9)
-    assert wire.result("j", 1, "w-1", "tone", "tone-v1", 16000, 1, "s16le", 10, 3, 4, 9) == pack_body(model)
+                   channels=1, sample_format="s16le", num_samples=10, gen_time_ms=3, queue_time_ms=4, total_time_ms=9, cached=True)
+    assert wire.result("j", 1, "w-1", "tone", "tone-v1", 16000, 1, "s16le", 10, 3, 4, 9, True) == pack_body(model)

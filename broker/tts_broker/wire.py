@@ -27,8 +27,9 @@ def job(job_id: str, attempt: int, text: str, speaker: Optional[str], model: Opt
 
 
 def result(job_id: str, attempt: int, worker_id: str, engine: str, model: str, sample_rate: int, channels: int,
-           sample_format: str, num_samples: int, gen_time_ms: int, queue_time_ms: int, total_time_ms: int) -> bytes:
+           sample_format: str, num_samples: int, gen_time_ms: int, queue_time_ms: int, total_time_ms: int,
+           cached: bool = False) -> bytes:
     return _pack({"job_id": job_id, "attempt": attempt, "worker_id": worker_id, "engine": engine, "model": model,
                   "sample_rate": sample_rate, "channels": channels, "sample_format": sample_format,
                   "num_samples": num_samples, "gen_time_ms": gen_time_ms, "queue_time_ms": queue_time_ms,
-                  "total_time_ms": total_time_ms})
+                  "total_time_ms": total_time_ms, "cached": cached})

@@ -49,6 +49,7 @@ class Submit(Body):
     timeout_ms: NonNegInt = 0
     stream: bool = False
     voice: VoiceSettings = Field(default_factory=dict)
+    cache: Optional[bool] = None
 
 
 class CancelJob(Body):
@@ -56,6 +57,17 @@ class CancelJob(Body):
 
 
 class JobStatusRequest(Body):
+    req_id: ReqId
+    job_id: JobId
+
+
+class JobsRequest(Body):
+    req_id: ReqId
+    state: Optional[JobState] = Field(default=None, strict=False)
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+class RetryJob(Body):
     req_id: ReqId
     job_id: JobId
 
@@ -110,6 +122,7 @@ class Result(Body):
     gen_time_ms: NonNegInt = 0
     queue_time_ms: NonNegInt = 0
     total_time_ms: NonNegInt = 0
+    cached: bool = False
 
 
 class Error(Body):
@@ -136,11 +149,19 @@ class JobView(Body):
     queued_ms: NonNegInt = 0
     run_ms: Optional[NonNegInt] = None
     error: Optional[ErrorInfo] = None
+    workers: list[ShortStr] = Field(default_factory=list, max_length=1024)
+    accepted_at_ms: NonNegInt = 0
+    cached: bool = False
 
 
 class JobStatusReply(Body):
     req_id: ReqId
     job: JobView
+
+
+class JobsReply(Body):
+    req_id: ReqId
+    jobs: list[JobView] = Field(default_factory=list)
 
 
 class WorkerView(Body):
@@ -221,6 +242,7 @@ class WorkerResult(Body):
     channels: Annotated[int, Field(ge=1, le=8)] = 1
     sample_format: Annotated[str, StringConstraints(pattern=f"^{SAMPLE_FORMAT}$")] = SAMPLE_FORMAT
     gen_time_ms: NonNegInt = 0
+    deterministic: bool = False
 
 
 class Fail(Body):
@@ -266,6 +288,8 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.BROKER_STATUS: Request,
     Command.PING: Request,
     Command.RELOAD: Reload,
+    Command.JOBS: JobsRequest,
+    Command.RETRY: RetryJob,
     Command.ACCEPTED: Accepted,
     Command.PARTIAL: Partial,
     Command.RESULT: Result,
@@ -274,6 +298,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.BROKER_STATUS_REPLY: BrokerStatusReply,
     Command.PONG: Pong,
     Command.RELOAD_REPLY: ReloadReply,
+    Command.JOBS_REPLY: JobsReply,
     Command.W_READY: Ready,
     Command.W_HEARTBEAT: Heartbeat,
     Command.W_PARTIAL: Partial,
