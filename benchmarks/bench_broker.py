@@ -207,23 +207,29 @@ def start_minimal(front: str, back: str) -> list:
     return procs
 
 
-def _tts_broker(front: str, back: str, log: Path) -> subprocess.Popen:
+def _tts_broker(front: str, back: str, log: Path, *, journal: bool = False) -> subprocess.Popen:
+    state = tempfile.mkdtemp(prefix="bench-broker-")
+    flags = ["--state-dir", state, "--no-cache"] + ([] if journal else ["--no-journal"])
     return subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", front, "--backend", back,
-                             "--log-level", "WARNING"], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+                             "--log-level", "WARNING", *flags], stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def start_ttsp_echo(front: str, back: str) -> list:
+def start_ttsp_echo(front: str, back: str, journal: bool = False) -> list:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker = _tts_broker(front, back, log)
+    broker = _tts_broker(front, back, log, journal=journal)
     workers = [mp.Process(target=ttsp_echo_worker, args=(back,), daemon=True) for _ in range(4)]
     for p in workers:
         p.start()
     return [broker, *workers]
 
 
-def start_tone_workers(front: str, back: str) -> list:
+def start_ttsp_echo_journal(front: str, back: str) -> list:
+    return start_ttsp_echo(front, back, journal=True)
+
+
+def start_tone_workers(front: str, back: str, journal: bool = False) -> list:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker = _tts_broker(front, back, log)
+    broker = _tts_broker(front, back, log, journal=journal)
     worker = subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone",
                                "--concurrency", "4", "--log-level", "WARNING"], stdout=log.open("ab"),
                               stderr=subprocess.STDOUT)
@@ -242,8 +248,13 @@ def main() -> None:
     ours = run_case("tts-broker + TTSP echo workers", start_ttsp_echo, ttsp_call, ttsp_done, args)
     print(f"throughput ratio tts-broker / minimal: {ours['jobs_per_s'] / base['jobs_per_s']:.2f} (target >= 0.60)")
     print(f"added p50 latency, one job in flight: {ours['p50_ms'] - base['p50_ms']:+.3f} ms (target < 0.5 ms)")
+    journaled = run_case("tts-broker (journal on) + TTSP echo", start_ttsp_echo_journal, ttsp_call, ttsp_done, args)
+    print(f"journal on / off: {journaled['jobs_per_s'] / ours['jobs_per_s']:.2f} (target >= 0.70)")
     if not args.no_tone:
-        run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)
+        off = run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)
+        on = run_case("tts-broker (journal on) + 4 tone workers",
+                      lambda f, b: start_tone_workers(f, b, journal=True), ttsp_call, ttsp_done, args)
+        print(f"journal on / off with tone workers: {on['jobs_per_s'] / off['jobs_per_s']:.2f} (target >= 0.70)")
 
 
 if __name__ == "__main__":

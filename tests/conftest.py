@@ -99,6 +99,7 @@ class BrokerProc:
         self.extra_args = extra_args
         self.frontend = f"tcp://127.0.0.1:{free_port()}"
         self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.state_dir = tmp / "broker-state"  # journal + result cache, kept across restarts
         self.proc: Optional[Proc] = None
         self.starts = 0
 
@@ -106,7 +107,8 @@ class BrokerProc:
         self.starts += 1
         ready = self.tmp / f"broker-ready-{self.starts}.json"
         args = [sys.executable, "-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend,
-                "--ready-file", str(ready), "--log-level", "DEBUG", *self.extra_args, *(extra_args or [])]
+                "--ready-file", str(ready), "--log-level", "DEBUG", "--state-dir", str(self.state_dir),
+                *self.extra_args, *(extra_args or [])]
         self.proc = Proc(args, self.tmp / f"broker-{self.starts}.log")
         self.procs.append(self.proc)
         proc = self.proc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
+import itertools
 from typing import Any, Iterator, Optional
 
 from tts_protocol.constants import JobState, Priority
@@ -18,6 +20,7 @@ class Job:
     priority: Priority
     model: Optional[str]
     accepted_at: float  # monotonic
+    accepted_wall: float = 0.0  # time.time(), for the journal and views
     deadline: Optional[float] = None  # monotonic, whole job
     state: JobState = JobState.QUEUED
     attempt: int = 0  # number of the current (or last) lease
@@ -32,7 +35,7 @@ class Job:
     audio: Any = None  # zmq.Frame or bytes of the whole utterance
     error: Optional[ErrorInfo] = None
     workers_tried: list[str] = dataclasses.field(default_factory=list)
-    partials_sent: int = 0
+    cached: bool = False  # answered from the result cache
 
     @property
     def job_id(self) -> str:
@@ -58,6 +61,9 @@ class Job:
             queued_ms=int(((self.started_at or self.finished_at or now) - self.accepted_at) * 1000),
             run_ms=run_ms,
             error=self.error,
+            workers=self.workers_tried[-1024:],
+            accepted_at_ms=int(self.accepted_wall * 1000),
+            cached=self.cached,
         )
 
 
@@ -98,6 +104,24 @@ class JobTable:
         self._finished[job.job_id] = job
         self._finished_bytes += job.audio_bytes
         self._trim(now)
+
+    def retain(self, job: Job) -> None:
+        """Keep a finished job restored from the journal (no counters touched)."""
+        self._finished[job.job_id] = job
+        self._finished_bytes += job.audio_bytes
+
+    def reopen(self, job: Job) -> None:
+        """Take a finished job out of retention so it can run again (RETRY)."""
+        if self._finished.pop(job.job_id, None) is not None:
+            self._finished_bytes -= job.audio_bytes
+        self._live[job.job_id] = job
+
+    def recent(self, state: Optional[JobState], limit: int) -> list[Job]:
+        """Newest jobs first, live and retained, optionally of one state."""
+        pool = itertools.chain(self._live.values(), self._finished.values())
+        if state is not None:
+            pool = (job for job in pool if job.state is state)
+        return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)
 
     def expire(self, now: float) -> None:
         self._trim(now)

@@ -33,12 +33,15 @@ from tts_protocol.messages import (
     Heartbeat,
     JobStatusReply,
     JobStatusRequest,
+    JobsReply,
+    JobsRequest,
     Partial,
     Pong,
     Ready,
     Reload,
     ReloadReply,
     Request,
+    RetryJob,
     StatusView,
     Submit,
     WorkerReload,
@@ -47,6 +50,8 @@ from tts_protocol.messages import (
 
 from tts_broker import __version__, wire
 from tts_broker.jobs import Job, JobTable
+from tts_broker.journal import Journal
+from tts_broker.result_cache import ResultCache, cache_key
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
 from tts_broker.workers import WorkerRecord, WorkerRegistry
@@ -57,6 +62,7 @@ _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 _BATCH = 256  # messages read from one socket before looking at the other
 _TICK_S = 0.05
+_PURGE_EVERY_S = 10.0
 
 _C_HEADER = Side.CLIENT.value
 _W_HEADER = Side.WORKER.value
@@ -85,6 +91,15 @@ class Broker:
         self._unroutable_since: dict[Optional[str], float] = {}
         self._dirty = False  # something changed that may allow a dispatch
         self._next_heartbeat = 0.0
+        self._outbox: list[tuple[bytes, Command, Any, Any]] = []  # client replies waiting for the journal commit
+        self._next_purge = 0.0
+        journal_file = settings.journal_file()
+        self.journal = Journal(journal_file, synchronous=settings.journal_sync) if journal_file else None
+        cache_folder = settings.cache_folder()
+        self.cache = ResultCache(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024) \
+            if cache_folder else None
+        if self.journal is not None:
+            self._restore()
         self.frontend = self._router(settings.frontend, settings.frontend_max_msg_bytes)
         self.backend = self._router(settings.backend, settings.backend_max_msg_bytes)
         self.frontend_endpoint = self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -96,7 +111,24 @@ class Broker:
             Command.BROKER_STATUS: self._on_broker_status,
             Command.PING: self._on_ping,
             Command.RELOAD: self._on_reload,
+            Command.JOBS: self._on_jobs,
+            Command.RETRY: self._on_retry,
         }
+
+    def _restore(self) -> None:
+        """Reload the journal: unfinished jobs are queued again (running ones too), finished ones retained."""
+        assert self.journal is not None
+        restored = self.journal.restore(retain_s=self.settings.result_ttl_s)
+        for job in restored.finished:
+            self.jobs.retain(job)
+        for job in restored.unfinished:
+            self.jobs.add(job)
+            self.queue.push(job)
+            if job.deadline is not None:
+                heapq.heappush(self._deadlines, (job.deadline, job.job_id))
+        self._dirty = bool(restored.unfinished)
+        log.info("journal %s: %d unfinished jobs requeued, %d finished jobs retained", self.journal.path,
+                 len(restored.unfinished), len(restored.finished))
 
     # ---- sockets ---------------------------------------------------------------------------------
 
@@ -188,8 +220,10 @@ class Broker:
                 events = dict(poller.poll(_TICK_S * 1000))
                 if self.backend in events:
                     self._drain_socket(self.backend, self._on_worker_frames, copy=False)
+                    self._commit()
                 if self.frontend in events:
                     self._drain_socket(self.frontend, self._on_client_frames, copy=True)
+                    self._commit()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK_S
@@ -213,9 +247,26 @@ class Broker:
             except Exception:  # a bug in a handler must not take the broker down
                 log.exception("internal error while handling a message; broker keeps running")
 
+    def _after_commit(self, identity: bytes, command: Command, body: Any, payload: Any = None) -> None:
+        """Send a reply that promises durability (ACCEPTED, RESULT) only once the journal holds it."""
+        if self.journal is None:
+            self._to_client(identity, command, body, payload)
+        else:
+            self._outbox.append((identity, command, body, payload))
+
+    def _commit(self) -> None:
+        """Group commit: write what changed, then send the replies that waited for it."""
+        if self.journal is not None:
+            self.journal.flush()
+        outbox, self._outbox = self._outbox, []
+        for identity, command, body, payload in outbox:
+            self._to_client(identity, command, body, payload)
+
     def close(self) -> None:
         self.frontend.close(linger=200)
         self.backend.close(linger=200)
+        if self.journal is not None:
+            self.journal.close()
 
     # ---- client side -----------------------------------------------------------------------------
 
@@ -248,7 +299,10 @@ class Broker:
             return
         now = time.monotonic()
         job = Job(request=req, priority=Priority(req.priority), model=req.model or self.settings.default_model,
-                  accepted_at=now, deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
+                  accepted_at=now, accepted_wall=time.time(),
+                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
+        if self._answer_from_cache(identity, job, now):
+            return
         job.subscribers.add(identity)
         self.jobs.add(job)
         self.queue.push(job)
@@ -257,7 +311,36 @@ class Broker:
         self._dirty = True
         log.debug("job %s accepted (priority %s, model %s, %d chars)", job.job_id, job.priority.value,
                   job.model, len(req.text))
-        self._to_client(identity, Command.ACCEPTED, wire.accepted(job.job_id, job.state, len(self.queue), False))
+        if self.journal is not None:
+            self.journal.record(job, new=True)
+        self._after_commit(identity, Command.ACCEPTED, wire.accepted(job.job_id, job.state, len(self.queue), False))
+
+    def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
+        if self.cache is None or job.request.cache is False:
+            return False
+        key = cache_key(job.request.text, job.request.speaker, job.request.voice, job.model)
+        hit = self.cache.get(key) if key else None
+        if hit is None:
+            return False
+        meta, pcm = hit
+        try:
+            job.result = wire.result(job.job_id, 1, "cache", meta["engine"], meta["model"], meta["sample_rate"],
+                                     meta["channels"], meta["sample_format"], len(pcm) // (2 * meta["channels"]),
+                                     0, 0, int((time.monotonic() - now) * 1000), True)
+        except (KeyError, TypeError, ZeroDivisionError):
+            log.warning("job %s: result cache entry %s has bad metadata; ignored", job.job_id, key)
+            return False
+        job.state, job.audio, job.cached, job.attempt, job.started_at = JobState.DONE, pcm, True, 1, now
+        self.jobs.add(job)
+        self._finish(job, now)
+        log.debug("job %s answered from the result cache", job.job_id)
+        self._to_client(identity, Command.RESULT, job.result, pcm)
+        return True
+
+    def _finish(self, job: Job, now: float) -> None:
+        self.jobs.finish(job, now)
+        if self.journal is not None:
+            self.journal.record(job, new=job.cached)  # a cache hit was never journaled
 
     def _attach(self, identity: bytes, job: Job) -> None:
         """Idempotent resubmission: join the existing job, or get its final answer again."""
@@ -302,8 +385,40 @@ class Broker:
         for worker in self.workers:
             if worker.serves(req.model):
                 told += self._to_worker(worker.identity, Command.B_RELOAD, WorkerReload(options=req.options))
-        log.info("reload (model %s) sent to %d workers", req.model, told)
+        if self.cache is not None:
+            self.cache.clear()  # entries came from the old checkpoint
+        log.info("reload (model %s) sent to %d workers; result cache cleared", req.model, told)
         self._to_client(identity, Command.RELOAD_REPLY, ReloadReply(req_id=req.req_id, workers=told))
+
+    def _on_jobs(self, identity: bytes, req: JobsRequest) -> None:
+        now = time.monotonic()
+        views = [job.view(now) for job in self.jobs.recent(req.state, req.limit)]
+        self._to_client(identity, Command.JOBS_REPLY, JobsReply(req_id=req.req_id, jobs=views))
+
+    def _on_retry(self, identity: bytes, req: RetryJob) -> None:
+        job = self.jobs.get(req.job_id)
+        if job is None:
+            self._client_error(identity, ErrorCode.NOT_FOUND, f"no job {req.job_id}", req_id=req.req_id)
+            return
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            self._client_error(identity, ErrorCode.BAD_REQUEST,
+                               f"job {req.job_id} is {job.state.value}; only failed or cancelled jobs can be retried",
+                               req_id=req.req_id)
+            return
+        now = time.monotonic()
+        job.state, job.attempt, job.error, job.worker_id, job.worker_identity = JobState.QUEUED, 0, None, None, None
+        job.workers_tried, job.started_at, job.finished_at = [], None, None
+        job.accepted_at, job.accepted_wall = now, time.time()
+        job.deadline = now + job.request.deadline_ms / 1000 if job.request.deadline_ms else None
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, job.job_id))
+        self.jobs.reopen(job)
+        self.queue.push(job)
+        self._dirty = True
+        if self.journal is not None:
+            self.journal.record(job, new=True)
+        log.info("job %s retried by a client", job.job_id)
+        self._to_client(identity, Command.JOB_STATUS_REPLY, JobStatusReply(req_id=req.req_id, job=job.view(now)))
 
     def status_view(self) -> StatusView:
         now = time.monotonic()
@@ -316,7 +431,10 @@ class Broker:
             queue={"depth": len(self.queue), "max": self.settings.max_queue,
                    "by_priority": self.queue.depth_by_priority()},
             jobs={"running": running, "live": self.jobs.live_count, "done": self.jobs.done_total,
-                  "failed": self.jobs.failed_total, "retained": self.jobs.retained_count},
+                  "failed": self.jobs.failed_total, "retained": self.jobs.retained_count,
+                  "journal": str(self.journal.path) if self.journal else None,
+                  "journal_commits": self.journal.commits if self.journal else 0,
+                  "cache": self.cache.stats() if self.cache else None},
             workers=[w.view(now) for w in self.workers],
         )
 
@@ -401,10 +519,17 @@ class Broker:
             int(((job.started_at or now) - job.accepted_at) * 1000), int((now - job.accepted_at) * 1000),
         )
         for identity in job.subscribers:
-            self._to_client(identity, Command.RESULT, job.result, payload)
+            self._after_commit(identity, Command.RESULT, job.result, payload)
         log.debug("job %s done by %s (attempt %d, %d samples)", job.job_id, worker.worker_id, body.attempt,
                   num_samples)
-        self.jobs.finish(job, now)
+        self._finish(job, now)
+        wanted = job.request.cache
+        if self.cache is not None and (wanted or (wanted is None and body.deterministic)):
+            key = cache_key(job.request.text, job.request.speaker, job.request.voice, job.model)
+            if key:
+                meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
+                        "channels": body.channels, "sample_format": body.sample_format}
+                self.cache.put(key, meta, payload.bytes if hasattr(payload, "bytes") else bytes(payload))
 
     def _on_partial(self, worker: WorkerRecord, body: Partial, payload: Any) -> None:
         job = self._lease_job(worker, body.job_id, body.attempt)
@@ -471,26 +596,37 @@ class Broker:
         for identity in job.subscribers:
             self._to_client(identity, Command.ERROR, error)
         log.info("job %s %s: %s: %s", job.job_id, job.state.value, wire_code, message)
-        self.jobs.finish(job, now)
+        self._finish(job, now)
 
     def _dispatch(self) -> None:
-        """Give queued jobs to free worker slots, least recently used workers first."""
+        """Give queued jobs to free worker slots, least recently used workers first.
+
+        Leases are journaled before any JOB goes out, so after a crash the attempt count is never behind.
+        """
         self._dirty = False
         if not len(self.queue):
             return
         now = time.monotonic()
         settings = self.settings
+        outgoing: list[tuple[WorkerRecord, Job, bytes]] = []
         for worker in self.workers.free_workers():
             while worker.free_slots > 0:
                 job = self.queue.take_for(worker.served_keys, warm=worker.warm, now=now,
                                           sticky_max_wait_s=settings.sticky_max_wait_s)
                 if job is None:
                     break
-                self._start(worker, job, now)
+                outgoing.append((worker, job, self._start(worker, job, now)))
             if not len(self.queue):
-                return
+                break
+        if self.journal is not None and outgoing:
+            self.journal.flush()
+        for worker, job, body in outgoing:
+            if not self._to_worker(worker.identity, Command.B_JOB, body):
+                # The worker's socket is gone; it will be declared dead and the job requeued.
+                log.warning("job %s: worker %s unreachable at dispatch", job.job_id, worker.worker_id)
 
-    def _start(self, worker: WorkerRecord, job: Job, now: float) -> None:
+    def _start(self, worker: WorkerRecord, job: Job, now: float) -> bytes:
+        """Lease `job` to `worker`; returns the packed JOB body to send."""
         job.attempt += 1
         job.state = JobState.RUNNING
         job.worker_id = worker.worker_id
@@ -503,13 +639,12 @@ class Broker:
         job.lease_deadline = now + limit_s
         heapq.heappush(self._lease_deadlines, (job.lease_deadline, job.job_id, job.attempt))
         self.workers.lease(worker, (job.job_id, job.attempt), job)
+        if self.journal is not None:
+            self.journal.record(job)  # attempts survive a restart, so poison jobs still end
         req = job.request
-        body = wire.job(job.job_id, job.attempt, req.text, req.speaker, job.model, req.voice, req.stream,
-                        int(limit_s * 1000))
         log.debug("job %s attempt %d -> worker %s", job.job_id, job.attempt, worker.worker_id)
-        if not self._to_worker(worker.identity, Command.B_JOB, body):
-            # The worker's socket is gone; it will be declared dead and the job requeued.
-            log.warning("job %s: worker %s unreachable at dispatch", job.job_id, worker.worker_id)
+        return wire.job(job.job_id, job.attempt, req.text, req.speaker, job.model, req.voice, req.stream,
+                        int(limit_s * 1000))
 
     # ---- timers ----------------------------------------------------------------------------------
 
@@ -530,6 +665,11 @@ class Broker:
         if settings.unroutable_timeout_s > 0:
             self._fail_unroutable(now)
         self.jobs.expire(now)
+        if self.journal is not None:
+            self._commit()
+            if now >= self._next_purge:
+                self._next_purge = now + _PURGE_EVERY_S
+                self.journal.forget_finished_before(time.time() - settings.result_ttl_s)
 
     def _expire_deadlines(self, now: float) -> None:
         heap = self._deadlines

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,5 +35,24 @@ class BrokerSettings(BaseSettings):
     sticky_max_wait_s: float = Field(2.0, ge=0, description="warm-speaker routing never delays a job longer")
     frontend_max_msg_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     backend_max_msg_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    state_dir: str = Field(".tts-broker", description="folder for the journal and the result cache")
+    journal_enabled: bool = Field(True, description="record jobs in an SQLite journal (survives restarts)")
+    journal_path: Optional[str] = Field(None, description="journal file; default STATE_DIR/journal.sqlite3")
+    journal_sync: Literal["normal", "full"] = Field(
+        "normal", description="normal survives a broker crash; full also survives power loss (fsync per group)"
+    )
+    cache_enabled: bool = Field(True, description="serve identical deterministic requests from a result cache")
+    cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
+    cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
     log_level: str = Field("INFO")
+
+    def journal_file(self) -> Optional[Path]:
+        if not self.journal_enabled:
+            return None
+        return Path(self.journal_path) if self.journal_path else Path(self.state_dir) / "journal.sqlite3"
+
+    def cache_folder(self) -> Optional[Path]:
+        if not self.cache_enabled:
+            return None
+        return Path(self.cache_dir) if self.cache_dir else Path(self.state_dir) / "results"
