@@ -27,7 +27,7 @@ import {
 import { JobStream } from "./jobStream.js";
 import { makeJobId } from "./naming.js";
 import { decodeMessage, encodeMessage, MalformedMessageError, type Message } from "./protocol/codec.js";
-import { BYTES_PER_SAMPLE, CLIENT_HEADER, Command, DEFAULT_FRONTEND } from "./protocol/constants.js";
+import { BYTES_PER_SAMPLE, CLIENT_HEADER, Command, DEFAULT_FRONTEND, type JobState } from "./protocol/constants.js";
 import { SendQueue } from "./sendQueue.js";
 import type {
   ClientStats,
@@ -88,7 +88,7 @@ export class TtsClient {
   private readonly log: Logger;
   private socket: Dealer | undefined;
   private sendQueue: SendQueue | undefined;
-  private readonly jobs = new Map<string, PendingJob>();
+  private readonly pendingById = new Map<string, PendingJob>();
   private readonly requests = new Map<string, PendingRequest>();
   private receiving: Promise<void> | undefined;
   private ticker: NodeJS.Timeout | undefined;
@@ -98,6 +98,7 @@ export class TtsClient {
   private brokerLost = false;
   private autoPingId: string | undefined;
   private autoPingSentMs = 0;
+  private lastAutoPingMs = -Infinity;
 
   /** Throws InvalidArgumentError at once for a malformed broker URL; connects on first use. */
   constructor(options: TtsClientOptions = {}) {
@@ -157,7 +158,7 @@ export class TtsClient {
 
   /** Jobs submitted and not finished. */
   get pendingJobs(): number {
-    return this.jobs.size;
+    return this.pendingById.size;
   }
 
   /** Synthesise `text`; resolves with the whole utterance (PCM) and its metadata. */
@@ -193,6 +194,22 @@ export class TtsClient {
     return msg.body["job"] as JobView;
   }
 
+  /** Recent jobs (live and retained), newest first; state "failed" gives the dead-letter list. */
+  async jobs(filter: { state?: JobState | null; limit?: number } = {}, options: RequestOptions = {}): Promise<JobView[]> {
+    const body = { state: filter.state ?? null, limit: filter.limit ?? 50 };
+    const msg = await this.request(Command.JOBS, body, Command.JOBS_REPLY, options);
+    return msg.body["jobs"] as JobView[];
+  }
+
+  /**
+   * Put a failed or cancelled job back in the broker's queue (same id, attempts start again); resolves with
+   * its new view. To wait for its result, synthesize() again with the same jobId: that attaches to it.
+   */
+  async retry(jobId: string, options: RequestOptions = {}): Promise<JobView> {
+    const msg = await this.request(Command.RETRY, { job_id: jobId }, Command.JOB_STATUS_REPLY, options);
+    return msg.body["job"] as JobView;
+  }
+
   /** Round trip to the broker. */
   async ping(options: RequestOptions = {}): Promise<PongInfo> {
     const t0 = performance.now();
@@ -220,7 +237,7 @@ export class TtsClient {
     try {
       this.ensureSocket();
       jobId = options.jobId ?? makeJobId(options.jobIdPrefix ?? "job");
-      if (this.jobs.has(jobId)) throw new InvalidArgumentError(`job ${jobId} is already pending in this client`);
+      if (this.pendingById.has(jobId)) throw new InvalidArgumentError(`job ${jobId} is already pending in this client`);
       frames = encodeMessage(Command.SUBMIT, {
         job_id: jobId,
         text,
@@ -231,6 +248,7 @@ export class TtsClient {
         timeout_ms: options.attemptTimeoutMs ?? 0,
         stream: stream !== undefined,
         voice: options.voice ?? {},
+        cache: options.cache ?? null,
       });
     } catch (err) {
       return Promise.reject(err instanceof ProtocolError ? new InvalidArgumentError(err.message, { cause: err }) : err);
@@ -264,10 +282,15 @@ export class TtsClient {
         );
       }
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.jobs.set(jobId, job);
+      this.pendingById.set(jobId, job);
       this.stats.submitted += 1;
       this.ensureReceiving();
       this.transmit(job);
+      // Learn the broker's id right away (not at the next tick), so a restart soon after is recognised.
+      const interval = this.opts.pingIntervalMs;
+      if (interval > 0 && this.autoPingId === undefined && performance.now() - this.lastAutoPingMs > interval) {
+        this.sendAutoPing();
+      }
     });
   }
 
@@ -288,15 +311,15 @@ export class TtsClient {
 
   /** Give up on a job locally (timeout, abort) and tell the broker to drop it. */
   private abandon(jobId: string, err: Error): void {
-    const job = this.jobs.get(jobId);
+    const job = this.pendingById.get(jobId);
     if (job === undefined) return;
     this.settle(job, err);
     if (!this.isClosed) this.cancel(jobId).catch(() => undefined);
   }
 
   private settle(job: PendingJob, outcome: SynthesisResult | Error): void {
-    if (this.jobs.get(job.id) !== job) return;
-    this.jobs.delete(job.id);
+    if (this.pendingById.get(job.id) !== job) return;
+    this.pendingById.delete(job.id);
     job.cleanup();
     if (outcome instanceof Error) {
       this.stats.failed += 1;
@@ -322,7 +345,7 @@ export class TtsClient {
       clearTimeout(job.retryTimer);
       job.retryTimer = setTimeout(() => {
         job.retryTimer = undefined;
-        if (this.jobs.get(job.id) === job) this.resubmit(job, `retry after ${code}`);
+        if (this.pendingById.get(job.id) === job) this.resubmit(job, `retry after ${code}`);
       }, delayMs);
       return;
     }
@@ -349,6 +372,7 @@ export class TtsClient {
       genTimeMs: body["gen_time_ms"] as number,
       queueTimeMs: body["queue_time_ms"] as number,
       totalTimeMs: body["total_time_ms"] as number,
+      cached: body["cached"] as boolean,
       audio,
       durationS: audio.byteLength / (BYTES_PER_SAMPLE * channels * sampleRate),
     });
@@ -381,7 +405,7 @@ export class TtsClient {
       const entry: PendingRequest = {
         expect,
         resolve,
-        reject: fail,
+        reject,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
@@ -394,12 +418,15 @@ export class TtsClient {
     });
   }
 
-  private answer(reqId: string, msg: Message): void {
+  /** Settle a pending request with the broker's reply (or an error about it). */
+  private answer(reqId: string, msg: Message | Error): void {
     const entry = this.requests.get(reqId);
     if (entry === undefined) return; // timed out or aborted already
     this.requests.delete(reqId);
     entry.cleanup();
-    if (msg.command === Command.ERROR) {
+    if (msg instanceof Error) {
+      entry.reject(msg);
+    } else if (msg.command === Command.ERROR) {
       entry.reject(new RequestFailedError(msg.body["code"] as string, msg.body["message"] as string, msg.body["retryable"] as boolean));
     } else if (msg.command !== entry.expect) {
       entry.reject(new ProtocolError(`broker answered request ${reqId} with ${msg.name}`));
@@ -433,7 +460,7 @@ export class TtsClient {
   }
 
   private hasWork(): boolean {
-    return this.jobs.size > 0 || this.requests.size > 0;
+    return this.pendingById.size > 0 || this.requests.size > 0;
   }
 
   private ensureReceiving(): void {
@@ -472,7 +499,7 @@ export class TtsClient {
       return;
     }
     const body = msg.body;
-    const job = typeof body["job_id"] === "string" ? this.jobs.get(body["job_id"]) : undefined;
+    const job = typeof body["job_id"] === "string" ? this.pendingById.get(body["job_id"]) : undefined;
     switch (msg.command) {
       case Command.ACCEPTED:
       case Command.PARTIAL:
@@ -502,9 +529,9 @@ export class TtsClient {
   private onMalformed(err: MalformedMessageError): void {
     this.stats.malformed += 1;
     this.log.warn(`malformed message from the broker: ${err.message}`);
-    const job = err.jobId === undefined ? undefined : this.jobs.get(err.jobId);
+    const job = err.jobId === undefined ? undefined : this.pendingById.get(err.jobId);
     if (job !== undefined) this.settle(job, err);
-    else if (err.reqId !== undefined) this.requests.get(err.reqId)?.reject(err);
+    else if (err.reqId !== undefined && this.requests.has(err.reqId)) this.answer(err.reqId, err);
   }
 
   private onPong(reqId: string, brokerId: string): void {
@@ -516,8 +543,8 @@ export class TtsClient {
     if (restarted || this.brokerLost) {
       if (restarted) this.stats.brokerRestarts += 1;
       const why = restarted ? `broker restarted (${this.brokerId} -> ${brokerId})` : "broker answers again";
-      this.log.warn(`${why}: resubmitting ${this.jobs.size} unfinished job(s)`);
-      for (const job of this.jobs.values()) if (job.retryTimer === undefined) this.resubmit(job, why);
+      this.log.warn(`${why}: resubmitting ${this.pendingById.size} unfinished job(s)`);
+      for (const job of this.pendingById.values()) if (job.retryTimer === undefined) this.resubmit(job, why);
     }
     this.brokerId = brokerId;
     this.brokerLost = false;
@@ -525,7 +552,7 @@ export class TtsClient {
 
   /** Runs every pingIntervalMs: liveness PING while jobs are pending, resubmission of silent jobs. */
   private tick(): void {
-    if (this.jobs.size === 0 || this.isClosed) return;
+    if (this.pendingById.size === 0 || this.isClosed) return;
     const now = performance.now();
     const interval = this.opts.pingIntervalMs;
     if (interval > 0) {
@@ -534,17 +561,21 @@ export class TtsClient {
         this.brokerLost = true;
         this.autoPingId = undefined;
       }
-      if (this.autoPingId === undefined) {
-        this.autoPingId = `p${++this.reqCounter}`;
-        this.autoPingSentMs = now;
-        this.sendQueue!.send(encodeMessage(Command.PING, { req_id: this.autoPingId })).catch(() => undefined);
-      }
+      if (this.autoPingId === undefined) this.sendAutoPing();
     }
-    for (const job of this.jobs.values()) {
+    for (const job of this.pendingById.values()) {
       if (job.retryTimer === undefined && now - job.lastHeardMs > this.opts.resubmitAfterMs) {
         this.resubmit(job, `nothing heard for ${Math.round(now - job.lastHeardMs)} ms`);
       }
     }
+  }
+
+  /** The liveness PING; its PONG tells whether the broker restarted. */
+  private sendAutoPing(): void {
+    this.autoPingId = `p${++this.reqCounter}`;
+    this.autoPingSentMs = performance.now();
+    this.lastAutoPingMs = this.autoPingSentMs;
+    this.sendQueue!.send(encodeMessage(Command.PING, { req_id: this.autoPingId })).catch(() => undefined);
   }
 
   private async sendFrames(frames: Uint8Array[]): Promise<void> {
@@ -555,8 +586,12 @@ export class TtsClient {
   private async shutdown(): Promise<void> {
     clearInterval(this.ticker);
     const err = new ClosedError();
-    for (const job of [...this.jobs.values()]) this.settle(job, err);
-    for (const entry of [...this.requests.values()]) entry.reject(err);
+    for (const job of [...this.pendingById.values()]) this.settle(job, err);
+    for (const entry of this.requests.values()) {
+      entry.cleanup();
+      entry.reject(err);
+    }
+    this.requests.clear();
     this.sendQueue?.fail(err);
     this.socket?.close();
     await this.receiving?.catch(() => undefined);

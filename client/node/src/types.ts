@@ -45,6 +45,8 @@ export interface SynthesizeOptions {
   priority?: Priority;
   /** Engine settings (length_scale, seed, ...). */
   voice?: Record<string, VoiceValue>;
+  /** Broker result cache: undefined/null = when the engine is deterministic, true = always, false = never. */
+  cache?: boolean | null;
   /** Broker-side whole-job deadline (ms after acceptance); 0 = none. */
   deadlineMs?: number;
   /** Broker-side limit for one attempt on a worker (ms); 0 = the broker's default. */
@@ -75,6 +77,8 @@ export interface ResultInfo {
   genTimeMs: number;
   queueTimeMs: number;
   totalTimeMs: number;
+  /** Served from the broker's result cache without synthesis (workerId is then "cache"). */
+  cached: boolean;
 }
 
 /** A finished job: the whole utterance as raw PCM (s16le, interleaved) plus its metadata. */
@@ -116,6 +120,11 @@ export interface JobView {
   queued_ms: number;
   run_ms: number | null;
   error: { code: string; message: string; retryable: boolean } | null;
+  /** Ids of the workers the job was leased to, in order. */
+  workers: string[];
+  /** When the broker accepted it (ms since the epoch). */
+  accepted_at_ms: number;
+  cached: boolean;
 }
 
 export interface WorkerView {

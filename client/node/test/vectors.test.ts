@@ -65,7 +65,7 @@ describe("codec edge cases", { timeout: 10_000 }, () => {
   test("encoding fills defaults in wire order and ignores unknown keys", () => {
     const frames = submit({ extra: 1, text: "hi", job_id: "j1" });
     const msg = decodeMessage(frames, "TTSC1", true);
-    assert.deepEqual(Object.keys(msg.body), ["job_id", "text", "speaker", "model", "priority", "deadline_ms", "timeout_ms", "stream", "voice"]);
+    assert.deepEqual(Object.keys(msg.body), ["job_id", "text", "speaker", "model", "priority", "deadline_ms", "timeout_ms", "stream", "voice", "cache"]);
   });
 
   test("encoding rejects bad bodies", () => {

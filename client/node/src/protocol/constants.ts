@@ -19,6 +19,8 @@ export const Command = {
   BROKER_STATUS: 0x04,
   PING: 0x05,
   RELOAD: 0x06,
+  JOBS: 0x07,
+  RETRY: 0x08,
   // broker -> client
   ACCEPTED: 0x11,
   PARTIAL: 0x12,
@@ -28,6 +30,7 @@ export const Command = {
   BROKER_STATUS_REPLY: 0x16,
   PONG: 0x17,
   RELOAD_REPLY: 0x18,
+  JOBS_REPLY: 0x19,
   // worker -> broker
   W_READY: 0x21,
   W_HEARTBEAT: 0x22,

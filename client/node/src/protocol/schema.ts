@@ -18,7 +18,8 @@ export type FieldSpec =
   /** map str -> anything (status counters, heartbeat stats) */
   | ({ kind: "map"; maxEntries?: number } & Common)
   | ({ kind: "object"; schema: Schema } & Common)
-  | ({ kind: "list"; item: Schema } & Common);
+  | ({ kind: "list"; item: Schema; maxEntries?: number } & Common)
+  | ({ kind: "strList"; maxLen?: number; maxEntries?: number } & Common);
 
 interface Common {
   nullable?: boolean;
@@ -54,6 +55,7 @@ const SUBMIT: Schema = [
   ["timeout_ms", nonNeg(0)],
   ["stream", { kind: "bool", default: false }],
   ["voice", settings],
+  ["cache", { kind: "bool", nullable: true, default: null }],
 ];
 
 const PARTIAL: Schema = [
@@ -81,6 +83,9 @@ const JOB_VIEW: Schema = [
   ["queued_ms", nonNeg(0)],
   ["run_ms", { kind: "int", min: 0, nullable: true, default: null }],
   ["error", { kind: "object", schema: ERROR_INFO, nullable: true, default: null }],
+  ["workers", { kind: "strList", maxLen: SHORT, maxEntries: 1024, default: () => [] }],
+  ["accepted_at_ms", nonNeg(0)],
+  ["cached", { kind: "bool", default: false }],
 ];
 
 const WORKER_VIEW: Schema = [
@@ -124,6 +129,15 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.PING, [["req_id", reqId]]],
   [Command.RELOAD, [["req_id", reqId], ["model", optShort], ["options", settings]]],
   [
+    Command.JOBS,
+    [
+      ["req_id", reqId],
+      ["state", { kind: "enum", values: JOB_STATES, nullable: true, default: null }],
+      ["limit", { kind: "int", min: 1, max: 10_000, default: 50 }],
+    ],
+  ],
+  [Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+  [
     Command.ACCEPTED,
     [
       ["job_id", jobId],
@@ -148,6 +162,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
       ["gen_time_ms", nonNeg(0)],
       ["queue_time_ms", nonNeg(0)],
       ["total_time_ms", nonNeg(0)],
+      ["cached", { kind: "bool", default: false }],
     ],
   ],
   [
@@ -164,6 +179,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.BROKER_STATUS_REPLY, [["req_id", reqId], ["status", { kind: "object", schema: STATUS_VIEW }]]],
   [Command.PONG, [["req_id", reqId], ["broker_id", short], ["time_ms", nonNeg()]]],
   [Command.RELOAD_REPLY, [["req_id", reqId], ["workers", nonNeg()]]],
+  [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
   [
     Command.W_READY,
     [
@@ -191,6 +207,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
       ["channels", channels],
       ["sample_format", sampleFormat],
       ["gen_time_ms", nonNeg(0)],
+      ["deterministic", { kind: "bool", default: false }],
     ],
   ],
   [
@@ -287,7 +304,12 @@ function check(spec: FieldSpec, value: unknown, where: string): unknown {
       return normalize(spec.schema, asPlainObject(value, where), `${where}.`);
     case "list":
       if (!Array.isArray(value)) throw new SchemaError(`${where}: expected a list`);
+      if (spec.maxEntries !== undefined && value.length > spec.maxEntries) throw new SchemaError(`${where}: more than ${spec.maxEntries} entries`);
       return value.map((item, i) => normalize(spec.item, asPlainObject(item, `${where}.${i}`), `${where}.${i}.`));
+    case "strList":
+      if (!Array.isArray(value)) throw new SchemaError(`${where}: expected a list`);
+      if (spec.maxEntries !== undefined && value.length > spec.maxEntries) throw new SchemaError(`${where}: more than ${spec.maxEntries} entries`);
+      return value.map((item, i) => check({ kind: "str", ...(spec.maxLen === undefined ? {} : { maxLen: spec.maxLen }) }, item, `${where}.${i}`));
   }
 }
 
