@@ -75,17 +75,18 @@ def write_byte_tokenizer(path: Path) -> None:
 
 
 def make_family(family: str, out: Path, force: bool) -> Path:
-    import torch
-
-    from tts_worker.engines.fish_speech.checkpoint import Family
-    from tts_worker.engines.fish_speech.codec import build_codec, default_codec_config, merge_override
-
     folder = out / FOLDER[family]
     stamp_file = folder / "tiny-recipe.sha256"
     stamp = recipe_stamp(family)
     if not force and stamp_file.exists() and stamp_file.read_text().strip() == stamp:
         print(f"{folder}: up to date")
         return folder
+
+    import torch
+
+    from tts_worker.engines.fish_speech.checkpoint import Family
+    from tts_worker.engines.fish_speech.codec import build_codec, default_codec_config, merge_override
+
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.iterdir():
         if stale.is_file():
