@@ -7,18 +7,22 @@
  */
 
 import { TtsClient } from "./client.js";
-import { InvalidArgumentError } from "./errors.js";
+import { BatchFailedError, InvalidArgumentError } from "./errors.js";
 import { lineJobId, outputFilename, resolveInside } from "./naming.js";
 import { toWav, writeFileAtomic } from "./output.js";
-import type { StatusView, SynthesisResult, SynthesizeOptions, TtsClientOptions } from "./types.js";
+import type { StatusView, SynthesisResult, SynthesizeOptions, TtsClientOptions, VoiceValue } from "./types.js";
 
-/** One voice line, as the seed's processMessageChunks takes them. */
+/** One voice line, as the seed's processMessageChunks takes them (snake_case keys are accepted too). */
 export interface VoiceMessage {
   text: string;
   speaker?: string | null;
   id: string | number;
-  /** Default: the index of the chunk the message is in. */
+  /** Default 0, as in the Python client. */
   streamIndex?: string | number;
+  stream_index?: string | number;
+  /** Engine settings for this line. */
+  voice?: Record<string, VoiceValue>;
+  voice_settings?: Record<string, VoiceValue>;
 }
 
 export interface GeneratorOptions extends TtsClientOptions {
@@ -81,36 +85,60 @@ export function createMessageChunks<T>(messages: readonly T[], size: number): T[
   return chunks;
 }
 
+export interface BatchOptions extends Omit<SynthesizeOptions, "jobId" | "jobIdPrefix"> {
+  /** Most jobs in flight at once (default: configure's maxInFlight, else 256). */
+  maxInFlight?: number;
+  /** "raise" (default): after the batch, throw BatchFailedError if any line failed. "skip": return what was written. */
+  onError?: "raise" | "skip";
+}
+
 /**
- * Generate every message of every chunk into `outputDir`; resolves with the file paths in message order.
+ * Generate every message of every chunk into `outputDir`; resolves with the written paths in message order.
  *
- * Unlike the seed, chunks do not run one after another: up to maxInFlight jobs are in flight at once and
- * the broker spreads them over its workers. On the first failure no new job starts; the call rejects with
- * that error once the jobs already in flight have settled (so no file is written after it rejects).
+ * Unlike the seed, chunks do not wait for each other: up to maxInFlight jobs are in flight at once and the
+ * broker spreads them over its workers. A failed line does not stop the others (as in the Python client);
+ * see onError. Every target path is checked before anything is submitted.
  */
 export async function processMessageChunks(
   chunks: readonly (readonly VoiceMessage[])[],
   outputDir: string,
-  options: Omit<SynthesizeOptions, "jobId"> & { maxInFlight?: number } = {},
+  options: BatchOptions = {},
 ): Promise<string[]> {
-  const { maxInFlight = settings.maxInFlight ?? 256, ...jobOptions } = options;
-  const work = chunks.flatMap((chunk, chunkIndex) => chunk.map((m) => ({ m, streamIndex: m.streamIndex ?? chunkIndex })));
-  const paths = new Array<string>(work.length);
+  const { maxInFlight = settings.maxInFlight ?? 256, onError = "raise", ...jobOptions } = options;
+  if (onError !== "raise" && onError !== "skip") throw new InvalidArgumentError(`onError must be "raise" or "skip"`);
+  const lines = chunks.flat().map((m) => {
+    if (typeof m?.text !== "string" || (typeof m.id !== "string" && typeof m.id !== "number")) {
+      throw new InvalidArgumentError("a message needs a string `text` and a string or number `id`");
+    }
+    const streamIndex = m.streamIndex ?? m.stream_index ?? 0;
+    resolveInside(outputDir, outputFilename(streamIndex, m.id, "wav")); // refuse a bad target before synthesis
+    return { m, streamIndex, voice: m.voice ?? m.voice_settings ?? jobOptions.voice };
+  });
+  const written = new Array<string | undefined>(lines.length);
+  const failures: { index: number; id: string | number; error: Error }[] = [];
   let next = 0;
-  let failure: { error: unknown } | undefined;
   const lane = async (): Promise<void> => {
-    while (failure === undefined && next < work.length) {
-      const i = next++;
-      const { m, streamIndex } = work[i]!;
+    while (next < lines.length) {
+      const index = next++;
+      const { m, streamIndex, voice } = lines[index]!;
       try {
-        paths[i] = await generateAudio(m.text, m.speaker, m.id, streamIndex, outputDir, jobOptions);
+        written[index] = await generateAudio(m.text, m.speaker, m.id, streamIndex, outputDir, { ...jobOptions, ...(voice ? { voice } : {}) });
       } catch (error) {
-        failure ??= { error };
+        failures.push({ index, id: m.id, error: error as Error });
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, maxInFlight), work.length) }, lane));
-  if (failure !== undefined) throw failure.error;
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, maxInFlight), lines.length) }, lane));
+  const paths = written.filter((p): p is string => p !== undefined);
+  if (failures.length > 0 && onError === "raise") {
+    failures.sort((a, b) => a.index - b.index);
+    const first = failures[0]!;
+    throw new BatchFailedError(
+      `${failures.length} of ${lines.length} lines failed (first: line ${first.id}: ${first.error.message})`,
+      paths,
+      failures.map(({ id, error }) => ({ id, error })),
+    );
+  }
   return paths;
 }
 

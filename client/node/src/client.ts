@@ -112,12 +112,12 @@ export class TtsClient {
     this.log = options.logger ?? { warn: (m) => console.warn(`tts-client: ${m}`), debug: () => undefined };
     this.opts = {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
-      jobTimeoutMs: options.jobTimeoutMs ?? 600_000,
+      jobTimeoutMs: options.jobTimeoutMs ?? 300_000,
       pingIntervalMs: options.pingIntervalMs ?? 1000,
-      resubmitAfterMs: options.resubmitAfterMs ?? 15_000,
-      maxRetries: options.maxRetries ?? 5,
-      retryBackoffMs: options.retryBackoffMs ?? 250,
-      retryBackoffMaxMs: options.retryBackoffMaxMs ?? 8000,
+      resubmitAfterMs: options.resubmitAfterMs ?? 5000,
+      maxRetries: options.maxRetries ?? 10,
+      retryBackoffMs: options.retryBackoffMs ?? 200,
+      retryBackoffMaxMs: options.retryBackoffMaxMs ?? 5000,
       sendHighWaterMark: options.sendHighWaterMark ?? 100_000,
     };
   }
@@ -345,7 +345,13 @@ export class TtsClient {
       clearTimeout(job.retryTimer);
       job.retryTimer = setTimeout(() => {
         job.retryTimer = undefined;
-        if (this.pendingById.get(job.id) === job) this.resubmit(job, `retry after ${code}`);
+        if (this.pendingById.get(job.id) !== job) return;
+        // A job that failed with a retryable code may be retained (even journaled) by the broker, and then a
+        // SUBMIT would only fetch the same error again. RETRY requeues such a job under its id; for a job the
+        // broker does not know, or one still live, it answers an error we ignore. The SUBMIT behind it (same
+        // socket, so it arrives second) creates the job or attaches to the requeued one.
+        this.sendQueue!.send(encodeMessage(Command.RETRY, { req_id: `x${++this.reqCounter}`, job_id: job.id })).catch(() => undefined);
+        this.resubmit(job, `retry after ${code}`);
       }, delayMs);
       return;
     }

@@ -8,7 +8,8 @@ export type TtsErrorCode =
   | "closed"
   | "aborted"
   | "invalid_argument"
-  | "unavailable";
+  | "unavailable"
+  | "batch_failed";
 
 /** Root of every error the client throws; switch on `code`, not on the message. */
 export class TtsError extends Error {
@@ -86,5 +87,19 @@ export class InvalidArgumentError extends TtsError {
 export class BrokerUnavailableError extends TtsError {
   constructor(message: string) {
     super("unavailable", message);
+  }
+}
+
+/** Some lines of a processMessageChunks batch failed; the others were written. */
+export class BatchFailedError extends TtsError {
+  /** Files that were written, in message order. */
+  readonly paths: string[];
+  /** The lines that failed: their id and error. */
+  readonly failures: { id: string | number; error: Error }[];
+
+  constructor(message: string, paths: string[], failures: { id: string | number; error: Error }[]) {
+    super("batch_failed", message, { cause: failures[0]?.error });
+    this.paths = paths;
+    this.failures = failures;
   }
 }

@@ -10,12 +10,14 @@ export {
   processMessageChunks,
   shutdownWorkerManager,
   writeWav,
+  type BatchOptions,
   type GeneratorOptions,
   type VoiceMessage,
 } from "./audioGenerator.js";
 export { TtsClient, defaultBrokerUrl } from "./client.js";
 export {
   AbortError,
+  BatchFailedError,
   BrokerUnavailableError,
   ClosedError,
   InvalidArgumentError,

@@ -38,7 +38,7 @@ export function makeJobId(prefix = "job"): string {
   return `${head}-${suffix}`;
 }
 
-/** The job id generateAudio uses: `line-{streamIndex}-{id}-{random hex}`. */
+/** The job id generateAudio uses: `line-{streamIndex}-{id}-{random hex}`, as the Python client makes it. */
 export function lineJobId(streamIndex: unknown, lineId: unknown): string {
-  return makeJobId(`line-${safeNamePart(streamIndex)}-${safeNamePart(lineId)}`);
+  return makeJobId(`line-${safeNamePart(streamIndex).slice(0, 32)}-${safeNamePart(lineId)}`);
 }

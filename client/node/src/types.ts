@@ -21,11 +21,11 @@ export interface TtsClientOptions {
   jobTimeoutMs?: number;
   /** PING interval while work is pending (ms); a changed broker_id means the broker restarted. Default 1000. */
   pingIntervalMs?: number;
-  /** Resubmit (same job id) a job the broker has said nothing about for this long (ms). Default 15000. */
+  /** Resubmit (same job id) a job the broker has said nothing about for this long (ms). Default 5000. */
   resubmitAfterMs?: number;
-  /** Retries of a job after a retryable ERROR (queue_full, no_workers, ...). Default 5. */
+  /** Retries of a job after a retryable ERROR (queue_full, shutting_down, no_workers, internal). Default 10. */
   maxRetries?: number;
-  /** First retry delay (ms), doubled per retry with jitter, capped by retryBackoffMaxMs. Default 250. */
+  /** First retry delay (ms), doubled per retry with jitter, capped by retryBackoffMaxMs (default 5000). Default 200. */
   retryBackoffMs?: number;
   retryBackoffMaxMs?: number;
   /** ZeroMQ send high-water mark (messages queued for the broker). Default 100000. */

@@ -17,7 +17,7 @@ import {
   shutdownWorkerManager,
 } from "../src/audioGenerator.js";
 import { TtsClient } from "../src/client.js";
-import { ClosedError, JobFailedError, RequestFailedError } from "../src/errors.js";
+import { BatchFailedError, ClosedError, JobFailedError, RequestFailedError } from "../src/errors.js";
 import { Cluster } from "./cluster.js";
 import { parseWav, toneSamples } from "./wavcheck.js";
 
@@ -78,7 +78,7 @@ describe("against a real broker and tone workers", { timeout: 120_000 }, () => {
     const files = await processMessageChunks(chunks, dir);
     const seconds = (performance.now() - t0) / 1000;
     assert.equal(files.length, 500);
-    files.forEach((file, i) => assert.equal(file, path.join(dir, `${Math.floor(i / 10)}_${i}.wav`)));
+    files.forEach((file, i) => assert.equal(file, path.join(dir, `0_${i}.wav`)));
     const names = await readdir(dir);
     assert.equal(names.length, 500);
     for (const i of [0, 7, 123, 499]) {
@@ -86,6 +86,26 @@ describe("against a real broker and tone workers", { timeout: 120_000 }, () => {
       assert.equal(wav.dataBytes, toneSamples(`Line number ${i}.`) * 2);
     }
     console.log(`# 500 jobs in ${seconds.toFixed(2)} s (${(500 / seconds).toFixed(0)} jobs/s)`);
+  });
+
+  test("a failing line does not stop the batch: BatchFailedError, or skip", { timeout: 30_000 }, async () => {
+    const dir = path.join(out, "partial");
+    const messages = [
+      { text: "Good one.", id: "a" },
+      { text: "Bad FAILME one.", id: "b", stream_index: 2 },
+      { text: "Good two.", id: "c", streamIndex: 3 },
+    ];
+    await assert.rejects(processMessageChunks([messages], dir), (err: unknown) => {
+      assert.ok(err instanceof BatchFailedError);
+      assert.deepEqual(err.paths, [path.join(dir, "0_a.wav"), path.join(dir, "3_c.wav")]);
+      assert.equal(err.failures.length, 1);
+      assert.equal(err.failures[0]!.id, "b");
+      assert.equal((err.failures[0]!.error as JobFailedError).remoteCode, "engine_error");
+      return true;
+    });
+    const skipped = await processMessageChunks([messages], dir, { onError: "skip" });
+    assert.deepEqual(skipped, [path.join(dir, "0_a.wav"), path.join(dir, "3_c.wav")]);
+    assert.deepEqual((await readdir(dir)).sort(), ["0_a.wav", "3_c.wav"]);
   });
 
   test("stream: chunks in order, one per sentence, concatenated = the result", { timeout: 15_000 }, async () => {

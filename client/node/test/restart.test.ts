@@ -18,7 +18,7 @@ function collecting(): Logger & { lines: string[] } {
 }
 
 for (const journal of [false, true]) describe(`broker restart (${journal ? "with" : "without"} journal)`, { timeout: 120_000 }, () => {
-  const cluster = new Cluster({ workers: 1, concurrency: 2, engineOpts: { latency_s: 0.05 }, journal });
+  const cluster = new Cluster({ workers: 1, concurrency: 2, engineOpts: { latency_s: 0.05 }, journal, brokerArgs: ["--drain-grace-s", "0.3"] });
   let out: string;
 
   before(async () => {
@@ -49,7 +49,7 @@ for (const journal of [false, true]) describe(`broker restart (${journal ? "with
     assert.equal(files.length, 150);
     assert.equal((await readdir(out)).length, 150);
     for (const [i, file] of files.entries()) {
-      assert.equal(path.basename(file), `${Math.floor(i / 25)}_${i}.wav`);
+      assert.equal(path.basename(file), `0_${i}.wav`);
       assert.equal(parseWav(await readFile(file)).dataBytes, toneSamples(`Restart line ${i}.`) * 2);
     }
     assert.ok(client.stats.brokerRestarts >= 1, "the client saw a new broker_id");
@@ -78,6 +78,24 @@ for (const journal of [false, true]) describe(`broker restart (${journal ? "with
       assert.equal(result.audio.byteLength, toneSamples(text) * 2);
       assert.equal((await Promise.all(ahead)).length, 60);
       assert.ok(client.stats.brokerRestarts >= 1 && client.stats.resubmitted > 0);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test("SIGTERM drain, then a new broker: jobs failed with shutting_down are retried under their ids", { timeout: 60_000, skip: !journal && "needs the journal" }, async () => {
+    const client = new TtsClient({ brokerUrl: cluster.frontend, pingIntervalMs: 250, logger: collecting() });
+    try {
+      await cluster.waitForWorkers(2);
+      const jobs = Array.from({ length: 80 }, (_, i) => client.synthesize(`Drained ${i}.`, { jobId: `node-drain-${i}` }));
+      await waitFor("jobs finishing before the drain", () => (client.stats.completed >= 4 ? true : undefined), 20_000);
+      await cluster.stopBroker("SIGTERM"); // 0.3 s grace, then the rest fail with shutting_down
+      await cluster.startBroker();
+      const results = await Promise.all(jobs);
+      assert.equal(results.length, 80);
+      assert.ok(client.stats.retried > 0, "shutting_down errors were retried");
+      const view = await client.jobStatus("node-drain-79");
+      assert.equal(view.state, "done");
     } finally {
       await client.close();
     }
