@@ -83,20 +83,22 @@ class AsyncTtsClient:
     async def synthesize(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
                          job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL,
                          deadline_ms: int = 0, attempt_timeout_ms: int = 0,
-                         voice: Optional[VoiceSettings] = None, timeout_s: Optional[float] = None) -> SynthesisResult:
+                         voice: Optional[VoiceSettings] = None, cache: Optional[bool] = None,
+                         timeout_s: Optional[float] = None) -> SynthesisResult:
         """Synthesise one utterance."""
         request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice)
+                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
+                              cache=cache)
         return await asyncio.wrap_future(self._core.submit(request, timeout_s=self._timeout(timeout_s)))
 
     async def stream(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
                      job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
                      attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-                     timeout_s: Optional[float] = None) -> AsyncSynthesisStream:
+                     cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> AsyncSynthesisStream:
         """Synthesise with PARTIAL chunks: `async for chunk in await client.stream(text)`."""
         request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
                               deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              stream=True)
+                              stream=True, cache=cache)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -116,6 +118,13 @@ class AsyncTtsClient:
 
     async def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
         return (await self._request(Command.JOB_STATUS, {"job_id": job_id}, timeout_s)).job
+
+    async def jobs(self, state: Optional[str] = None, *, limit: int = 50,
+                   timeout_s: Optional[float] = None) -> list[JobView]:
+        return list((await self._request(Command.JOBS, {"state": state, "limit": limit}, timeout_s)).jobs)
+
+    async def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
+        return (await self._request(Command.RETRY, {"job_id": job_id}, timeout_s)).job
 
     async def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
         return (await self._request(Command.BROKER_STATUS, {}, timeout_s)).status

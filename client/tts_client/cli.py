@@ -190,7 +190,8 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for {stream_index}_{id}.{format}.")
 @click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False),
               help="Exact output file (format from its extension); overrides --output-dir.")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Audio format [env TTS_CLIENT_OUTPUT_FORMAT].")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)),
+              help="Audio format [env TTS_CLIENT_OUTPUT_FORMAT].")
 @click.option("--model", help="Routing key: ENGINE or ENGINE:MODEL.")
 @click.option("--id", "line_id", help="Line id for the file name (default: the job id).")
 @click.option("--stream-index", default="0", help="Stream index for the file name.")

@@ -29,7 +29,8 @@ class PingReply:
     broker_time_ms: int
 
 
-def resolve_settings(url: Optional[str], settings: Optional[ClientSettings], overrides: dict[str, Any]) -> ClientSettings:
+def resolve_settings(url: Optional[str], settings: Optional[ClientSettings],
+                     overrides: dict[str, Any]) -> ClientSettings:
     """Settings from the environment (or the given object), with the URL and keyword overrides applied."""
     base = settings if settings is not None else ClientSettings()
     updates = dict(overrides)
@@ -120,6 +121,11 @@ class TtsClient:
     def url(self) -> str:
         return self.settings.broker_url
 
+    @property
+    def broker_id(self) -> Optional[str]:
+        """The broker_id of the latest PONG; it changes when the broker restarts."""
+        return self._core.broker_id
+
     def _timeout(self, timeout_s: Optional[float]) -> float:
         return self.settings.timeout_s if timeout_s is None else timeout_s
 
@@ -129,30 +135,31 @@ class TtsClient:
     def submit(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
                job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
                attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-               timeout_s: Optional[float] = None) -> JobHandle:
+               cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> JobHandle:
         """Send a job without waiting; job_id is generated unless given (it is the idempotency key)."""
         request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice)
+                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
+                              cache=cache)
         future = self._core.submit(request, timeout_s=self._timeout(timeout_s))
         return JobHandle(self._core, request.job_id, future)
 
     def synthesize(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
                    job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
                    attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-                   timeout_s: Optional[float] = None) -> SynthesisResult:
+                   cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> SynthesisResult:
         """Synthesise one utterance and wait for it."""
         return self.submit(text, speaker=speaker, model=model, job_id=job_id, priority=priority,
                            deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                           timeout_s=timeout_s).result()
+                           cache=cache, timeout_s=timeout_s).result()
 
     def stream(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
                job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
                attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-               timeout_s: Optional[float] = None) -> SynthesisStream:
+               cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> SynthesisStream:
         """Synthesise with PARTIAL chunks; iterate the returned stream."""
         request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
                               deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              stream=True)
+                              stream=True, cache=cache)
         chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         future = self._core.submit(request, timeout_s=self._timeout(timeout_s), sink=chunks.put)
         return SynthesisStream(self._core, request.job_id, chunks, future)
@@ -164,6 +171,20 @@ class TtsClient:
     def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
         """The broker's view of one job; raises NotFound for a job it does not know."""
         reply = self._core.request(Command.JOB_STATUS, {"job_id": job_id},
+                                   timeout_s=self._request_timeout(timeout_s)).result()
+        return reply.job
+
+    def jobs(self, state: Optional[str] = None, *, limit: int = 50,
+             timeout_s: Optional[float] = None) -> list[JobView]:
+        """Recent jobs, newest first; state="failed" is the dead-letter list."""
+        reply = self._core.request(Command.JOBS, {"state": state, "limit": limit},
+                                   timeout_s=self._request_timeout(timeout_s)).result()
+        return list(reply.jobs)
+
+    def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
+        """Queue a failed or cancelled job again under the same id (fresh attempts); returns its view.
+        Resubmit it (submit with the same job_id) to receive its result."""
+        reply = self._core.request(Command.RETRY, {"job_id": job_id},
                                    timeout_s=self._request_timeout(timeout_s)).result()
         return reply.job
 

@@ -45,12 +45,10 @@ log = logging.getLogger(__name__)
 _TICK_S = 0.05
 _MAX_RECV_BATCH = 500
 _PING_PREFIX = "ping-"
-_REPLY_COMMANDS = {
-    Command.PONG: "PONG",
-    Command.JOB_STATUS_REPLY: "JOB_STATUS_REPLY",
-    Command.BROKER_STATUS_REPLY: "BROKER_STATUS_REPLY",
-    Command.RELOAD_REPLY: "RELOAD_REPLY",
-}
+_RETRY_PREFIX = "retry-"
+_REPLY_COMMANDS = frozenset({
+    Command.PONG, Command.JOB_STATUS_REPLY, Command.BROKER_STATUS_REPLY, Command.RELOAD_REPLY, Command.JOBS_REPLY,
+})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,6 +251,12 @@ class ClientCore:
     def _send_submit(self, job: PendingJob, now: float) -> None:
         job.retry_at = None
         job.last_heard = now
+        if job.last_error is not None and job.last_error.retryable:
+            # The broker may hold the job as failed with that retryable error (a journal keeps it across a
+            # restart), and a plain SUBMIT would only be answered with the same error. RETRY requeues such
+            # a job (or fails harmlessly with not_found); the SUBMIT behind it then attaches or creates it.
+            self._send(encode(Command.RETRY, {"req_id": f"{_RETRY_PREFIX}{next(self._ping_seq)}",
+                                              "job_id": job.job_id}))
         self._send(encode(Command.SUBMIT, job.request))
 
     def _cancel_job(self, job_id: str) -> None:

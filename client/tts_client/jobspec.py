@@ -33,6 +33,7 @@ def make_submit(
     attempt_timeout_ms: int = 0,
     voice: Optional[VoiceSettings] = None,
     stream: bool = False,
+    cache: Optional[bool] = None,
 ) -> Submit:
     """A SUBMIT body; speaker and model fall back to the settings. Raises InvalidRequest."""
     try:
@@ -46,6 +47,7 @@ def make_submit(
             "timeout_ms": attempt_timeout_ms,
             "stream": stream,
             "voice": dict(voice or {}),
+            "cache": cache,
         })
     except (ValidationError, ValueError) as exc:
         raise InvalidRequest(f"invalid job request: {exc}") from exc
