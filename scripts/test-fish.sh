@@ -21,6 +21,11 @@ STAMP_FILE="$VENV/.tts-fish-stamp"
 
 log() { printf '[test-fish] %s\n' "$*" >&2; }
 
+pip_quiet() {
+    # This machine's pip config names extra local indexes that may be absent: drop those warnings only.
+    "$VENV/bin/pip" "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }
+}
+
 stamp() {
     cat "${BASH_SOURCE[0]}" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
 }
@@ -62,11 +67,11 @@ install_venv() {
         "$PYTHON" -m venv "$VENV"
     fi
     log "installing torch==$TORCH_VERSION"
-    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+    pip_quiet install -q "torch==$TORCH_VERSION"
     log "installing ${FISH_PACKAGES[*]} (first time: a few minutes)"
-    "$VENV/bin/pip" install -q "${FISH_PACKAGES[@]}" -c "$constraints"
+    pip_quiet install -q "${FISH_PACKAGES[@]}" -c "$constraints"
     log "installing tts-broker (editable) with fish's pins"
-    "$VENV/bin/pip" install -q -e "$ROOT[test]" -c "$constraints"
+    pip_quiet install -q -e "$ROOT[test]" -c "$constraints"
     fix_cpu_torchaudio
     stamp > "$STAMP_FILE"
 }
