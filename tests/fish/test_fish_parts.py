@@ -71,3 +71,9 @@ def test_disk_entries_are_checked_and_rewritten(tmp_path: Path) -> None:
     assert fresh.get(key, meta) is None
     assert fresh.stats()["cache_misses"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_reload_may_send_model_version_as_a_number() -> None:
+    from tts_worker.engines.fish_speech import FishSpeechEngine
+
+    assert FishSpeechEngine(options={"model_version": 1.5}).expected_family is Family.V1_5

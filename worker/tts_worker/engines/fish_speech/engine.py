@@ -74,6 +74,9 @@ class FishSpeechEngine:
                "torch_threads"}
 
     def __init__(self, *, options: Mapping[str, Any], settings: Any = None) -> None:
+        options = dict(options)
+        if isinstance(options.get("model_version"), (int, float)) and not isinstance(options["model_version"], bool):
+            options["model_version"] = str(options["model_version"])  # a RELOAD may send 1.5 as a number
         reader = OptionReader(self.name, options, self.OPTIONS)
         version = reader.str("model_version") or str(getattr(settings, "model_version", "1.5"))
         self.expected_family: Optional[Family] = parse_model_version(version)
