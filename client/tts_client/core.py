@@ -125,7 +125,7 @@ class ClientCore:
         future: Future = Future()
         self._put(_SubmitCmd(request, future, timeout_s, sink))
         job_id = request.job_id
-        future.add_done_callback(lambda f: f.cancelled() and self._put_quietly(_CancelCmd(job_id)))
+        future.add_done_callback(lambda f: self._put_quietly(_CancelCmd(job_id)) if f.cancelled() else None)
         return future
 
     def cancel(self, job_id: str) -> None:
@@ -187,7 +187,7 @@ class ClientCore:
         try:
             while True:
                 poller.modify(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
-                events = dict(poller.poll(_TICK_S * 1000))
+                events = dict(poller.poll(int(_TICK_S * 1000)))
                 if self._wake_rx in events:
                     self._drain_wake()
                 if not self._drain_commands():

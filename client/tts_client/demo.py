@@ -68,7 +68,7 @@ def wait_for_workers(expected: int, timeout_s: float, watch_pid: Optional[int] =
 @click.option("--watch-pid", type=int, help="Stop waiting if this process (e.g. `tts up`) exits.")
 def main(broker_url: Optional[str], workers: int, wait_s: float, output_dir: str, watch_pid: Optional[int]) -> None:
     """Run the seed's example through the broker."""
-    settings = ClientSettings(**({"broker_url": broker_url} if broker_url else {}))
+    settings = ClientSettings(broker_url=broker_url) if broker_url else ClientSettings()
     seed_api.configure(settings=settings)
     try:
         click.secho(f"waiting for {workers} worker(s) at {settings.broker_url} ...", fg="cyan", err=True)

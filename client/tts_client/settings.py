@@ -23,16 +23,21 @@ class ClientSettings(BaseSettings):
         validation_alias=AliasChoices("TTS_BROKER_URL", "broker_url"),
         description="The broker's frontend endpoint (clients connect here).",
     )
-    timeout_s: float = Field(300.0, ge=0, description="Default per-job timeout; 0 = wait forever.")
-    request_timeout_s: float = Field(5.0, gt=0, description="Timeout of ping/status/reload requests.")
-    ping_interval_s: float = Field(1.0, gt=0, description="How often the client pings to spot a broker restart.")
+    timeout_s: float = Field(default=300.0, ge=0, description="Default per-job timeout; 0 = wait forever.")
+    request_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of ping/status/reload requests.")
+    ping_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the client pings to spot a broker restart.")
     resubmit_after_s: float = Field(
-        5.0, gt=0, description="Resubmit (same job_id) an unfinished job the broker has said nothing about this long.")
-    retry_backoff_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a retryable error.")
-    retry_backoff_max_s: float = Field(5.0, gt=0, description="Longest wait between retries.")
-    cancel_on_timeout: bool = Field(True, description="Send CANCEL for a job whose call timed out.")
-    model: Optional[str] = Field(None, description="Default routing key (ENGINE or ENGINE:MODEL); unset = broker's.")
-    speaker: Optional[str] = Field(None, description="Default speaker when a call names none.")
-    output_format: OutputFormat = Field("wav", description="Audio file format: wav, flac, ogg (vorbis) or mp3.")
-    output_dir: str = Field("output", description="Default output folder of the seed API and the CLI.")
-    max_in_flight: int = Field(256, ge=1, description="Most jobs a batch keeps submitted at once.")
+        default=5.0, gt=0,
+        description="Resubmit (same job_id) an unfinished job the broker has said nothing about this long.")
+    retry_backoff_initial_s: float = Field(
+        default=0.2, gt=0, description="First wait before retrying a retryable error.")
+    retry_backoff_max_s: float = Field(default=5.0, gt=0, description="Longest wait between retries.")
+    cancel_on_timeout: bool = Field(default=True, description="Send CANCEL for a job whose call timed out.")
+    model: Optional[str] = Field(
+        default=None, description="Default routing key (ENGINE or ENGINE:MODEL); unset = the broker's.")
+    speaker: Optional[str] = Field(default=None, description="Default speaker when a call names none.")
+    output_format: OutputFormat = Field(
+        default="wav", description="Audio file format: wav, flac, ogg (vorbis) or mp3.")
+    output_dir: str = Field(default="output", description="Default output folder of the seed API and the CLI.")
+    max_in_flight: int = Field(default=256, ge=1, description="Most jobs a batch keeps submitted at once.")
