@@ -71,7 +71,7 @@ test-node:
 		if command -v npm >/dev/null; then \
 			npm --prefix client/node ci --no-audit --no-fund || npm --prefix client/node install --no-audit --no-fund; \
 			npm --prefix client/node test; \
-		else echo "npm not found: skipping the Node client's tests" >&2; exit 1; fi; \
+		else echo "npm not found: it is needed for the Node client's tests (client/node)" >&2; exit 1; fi; \
 	fi
 
 test-extra: $(STAMP)
