@@ -3,6 +3,18 @@
 An engine is constructed with its options (from `--engine-opt key=value` and settings), loaded once by the
 worker, then used from a single synthesis thread. Heavy imports (onnxruntime, torch) belong in `load()` or
 the engine module itself, which the registry imports only when that engine is chosen.
+
+Construction: the registry calls `EngineClass(options=..., settings=...)` (keyword arguments): `options` is a
+dict of str -> str/bool/int/float (strings from `--engine-opt`, scalars from a RELOAD, so accept both; see
+engines/options.py), `settings` the worker's WorkerSettings (device, model_version, semantic_token_cache).
+Reject a bad option there or in `load()` with EngineLoadError. A class attribute `licence` (str) is shown by
+`tts-worker --list-engines`. After a RELOAD the worker builds a second instance in the same process and
+closes the old one, so construction must not rely on module-level state.
+
+Threads: `synthesize()` runs on the worker's synthesis thread(s) (as many as `EngineInfo.capacity`);
+`stats()` is called from the worker's I/O thread while a job may be running, so it must only read cheap,
+thread-safe figures. `stats()["warm"]` (list of speaker names whose voice data is cached) is lifted into the
+heartbeat's top-level `warm` for sticky routing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,9 @@
+"""tts-worker: a model-resident speech synthesis worker for the tts-broker broker.
+
+`python -m tts_worker --broker tcp://HOST:5556 --engine piper --concurrency 2` starts a supervisor with two
+worker processes; each loads its engine once and serves jobs over TTSP/1 (protocol/PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

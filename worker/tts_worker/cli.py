@@ -1,0 +1,133 @@
+"""`tts-worker` / `python -m tts_worker`: start a supervisor with N worker processes, or one worker.
+
+Flags override the environment (settings.py lists the variable names). Logging is configured here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+from pydantic import ValidationError
+
+from tts_worker.engines.base import EngineLoadError
+from tts_worker.engines.registry import list_engines, resolve
+from tts_worker.exit_codes import ExitCode
+from tts_worker.settings import DEVICES, WorkerSettings
+
+log = logging.getLogger("tts_worker")
+
+
+def _parse_engine_opts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
+        options[key] = value
+    return options
+
+
+def configure_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s %(name)s [{name} pid %(process)d] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _print_engines() -> None:
+    rows = list_engines()
+    width = max(len(r.name) for r in rows)
+    for row in rows:
+        state = "installed" if row.installed else "not installed"
+        click.echo(f"{row.name:<{width}}  {state:<13}  licence: {row.licence}")
+        click.echo(f"{'':<{width}}  {row.description} ({row.source})")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--broker", "broker_url", help="Broker backend endpoint [env TTS_WORKER_BROKER, default "
+              "tcp://127.0.0.1:5556].")
+@click.option("--engine", help="Engine name (see --list-engines) [env TTS_ENGINE, default piper].")
+@click.option("--engine-opt", "engine_opts", multiple=True, callback=_parse_engine_opts, metavar="KEY=VALUE",
+              help="Engine option, repeatable (e.g. latency_s=0.5, model=PATH, checkpoint=DIR).")
+@click.option("--device", type=click.Choice(DEVICES), help="auto|cpu|cuda|mps [env AUDIO_DEVICE, default auto].")
+@click.option("--concurrency", type=click.IntRange(1, 256),
+              help="Worker processes to run [env CONCURRENT_REQUESTS, default 2].")
+@click.option("--name", help="Worker name shown in broker status; children get NAME/i [default: host name].")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="[env TTS_LOG_LEVEL, default INFO]")
+@click.option("--model-version", help="Model version for engines that have several [env MODEL_VERSION, 1.5].")
+@click.option("--semantic-token-cache/--no-semantic-token-cache", default=None,
+              help="Cache reference voice tokens (Fish Speech) [env SEMANTIC_TOKEN_CACHE, default on].")
+@click.option("--heartbeat-interval-s", type=click.FloatRange(0.01, 60), help="[env TTS_HEARTBEAT_INTERVAL_S, 1.0]")
+@click.option("--heartbeat-liveness", type=click.IntRange(1, 100), help="[env TTS_HEARTBEAT_LIVENESS, 3]")
+@click.option("--cancel-grace-s", type=click.FloatRange(0.01), help="Time a cancelled job may take to stop before "
+              "the worker process is replaced [env TTS_WORKER_CANCEL_GRACE_S, 10].")
+@click.option("--max-jobs", type=click.IntRange(0), help="Recycle a worker process after this many jobs, "
+              "0 = never [env TTS_WORKER_MAX_JOBS, 0].")
+@click.option("--max-rss-mb", type=click.IntRange(0), help="Recycle a worker process whose memory exceeds this "
+              "after a job, 0 = off [env TTS_WORKER_MAX_RSS_MB, 0].")
+@click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
+@click.option("--single", is_flag=True, help="Run one worker process here, without a supervisor (for systemd or "
+              "Kubernetes, which restart it themselves).")
+@click.option("--supervised", is_flag=True, hidden=True)
+@click.option("--load-error-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str, str], device: Optional[str],
+         concurrency: Optional[int], name: Optional[str], log_level: Optional[str], model_version: Optional[str],
+         semantic_token_cache: Optional[bool], heartbeat_interval_s: Optional[float],
+         heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
+         max_rss_mb: Optional[int], list_engines: bool, single: bool, supervised: bool,
+         load_error_file: Optional[Path]) -> None:
+    """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
+    if list_engines:
+        _print_engines()
+        sys.exit(ExitCode.OK)
+    overrides = {k: v for k, v in {
+        "broker_url": broker_url, "engine": engine, "device": device, "concurrency": concurrency, "name": name,
+        "log_level": log_level, "model_version": model_version, "semantic_token_cache": semantic_token_cache,
+        "heartbeat_interval_s": heartbeat_interval_s, "heartbeat_liveness": heartbeat_liveness,
+        "cancel_grace_s": cancel_grace_s, "max_jobs": max_jobs, "max_rss_mb": max_rss_mb,
+    }.items() if v is not None}
+    try:
+        settings = WorkerSettings(**overrides)
+    except ValidationError as exc:
+        click.echo(f"tts-worker: bad settings: {exc}", err=True)
+        sys.exit(ExitCode.USAGE)
+    options: dict[str, Any] = {**settings.engine_options, **engine_opts}
+    configure_logging(settings.log_level, settings.name)
+    try:
+        resolve(settings.engine)
+    except EngineLoadError as exc:
+        _report_load_error(exc, load_error_file)
+        sys.exit(ExitCode.USAGE)
+    if single:
+        sys.exit(_run_single(settings, options, supervised=supervised, load_error_file=load_error_file))
+    from tts_worker.supervisor import Supervisor
+
+    sys.exit(Supervisor(settings, options).run())
+
+
+def _run_single(settings: WorkerSettings, options: dict[str, Any], *, supervised: bool,
+                load_error_file: Optional[Path]) -> int:
+    from tts_worker.daemon import WorkerDaemon
+
+    try:
+        return WorkerDaemon(settings, options, supervised=supervised).run()
+    except EngineLoadError as exc:
+        _report_load_error(exc, load_error_file)
+        return ExitCode.LOAD_FAILED
+
+
+def _report_load_error(exc: Exception, load_error_file: Optional[Path]) -> None:
+    log.error("%s", exc)
+    if load_error_file is not None:
+        try:
+            load_error_file.write_text(str(exc), encoding="utf-8")
+        except OSError:
+            pass

@@ -1,0 +1,117 @@
+"""The worker's DEALER socket to the broker: fresh identity per socket, liveness, reconnect backoff.
+
+Used only from the worker's I/O thread. Paranoid Pirate rules: a broker silent for
+heartbeat_interval_s x heartbeat_liveness is dead; the socket is then closed (linger 0) and a new one, with a
+new routing id, is opened after a backoff that doubles from reconnect_min_s to reconnect_max_s and resets once
+the broker talks to us again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any, Optional
+
+import zmq
+
+from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
+
+log = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES = 16 * 1024 * 1024  # JOB bodies carry text only; refuse anything absurd
+
+
+def new_routing_id() -> str:
+    """`w-` + 16 hex digits: a reconnecting worker is always a new peer to the broker."""
+    return "w-" + secrets.token_hex(8)
+
+
+class BrokerConnection:
+    """One DEALER socket at a time to the broker's backend endpoint."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, *, timeout_s: float,
+                 backoff_min_s: float, backoff_max_s: float) -> None:
+        self.context = context
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = max(backoff_min_s, backoff_max_s)
+        self.socket: Optional[zmq.Socket] = None
+        self.routing_id = ""
+        self.generation = 0  # counts sockets; a lease belongs to the generation that received it
+        self.last_heard = 0.0
+        self.reconnect_at = 0.0
+        self._backoff_s = backoff_min_s
+
+    @property
+    def connected(self) -> bool:
+        return self.socket is not None
+
+    def open(self) -> None:
+        """A new socket with a new routing id; the caller sends READY on it."""
+        if self.socket is not None:
+            self.close()
+        sock = self.context.socket(zmq.DEALER)
+        self.routing_id = new_routing_id()
+        sock.setsockopt(zmq.ROUTING_ID, self.routing_id.encode("ascii"))
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.connect(self.endpoint)
+        self.socket = sock
+        self.generation += 1
+        self.last_heard = time.monotonic()
+        log.info("[%s] connecting to broker %s", self.routing_id, self.endpoint)
+
+    def close(self, *, linger_ms: int = 0) -> None:
+        """Close the socket. linger_ms > 0 lets queued messages (last RESULT, DISCONNECT) go out first."""
+        if self.socket is None:
+            return
+        self.socket.close(linger=linger_ms)
+        self.socket = None
+
+    def drop(self, reason: str) -> None:
+        """Give up on this socket and schedule the next one after the current backoff."""
+        log.warning("[%s] %s; reconnecting in %.1f s", self.routing_id, reason, self._backoff_s)
+        self.close()
+        self.reconnect_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
+
+    def send(self, command: Command, body: Any, payload: Optional[bytes] = None) -> bool:
+        """Send without blocking; False (and a log line) if there is no socket or the pipe is full."""
+        if self.socket is None:
+            return False
+        frames = encode(command, body, payload)
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=payload is None or len(payload) < 65536)
+        except zmq.Again:
+            log.warning("[%s] send queue full: %s dropped", self.routing_id, command.name)
+            return False
+        return True
+
+    def receive(self, limit: int = 100) -> list[Message]:
+        """Broker messages waiting now (at most `limit`); malformed ones are logged and skipped."""
+        messages: list[Message] = []
+        while self.socket is not None and len(messages) < limit:
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                message = decode(frames, side=Side.WORKER, to_broker=False)
+            except ProtocolError as exc:
+                log.warning("[%s] malformed message from broker ignored: %s", self.routing_id, exc)
+                continue
+            self.last_heard = time.monotonic()
+            if message.command is not Command.B_DISCONNECT:
+                self._backoff_s = self.backoff_min_s
+            messages.append(message)
+        return messages
+
+    def has_pending(self) -> bool:
+        return self.socket is not None and bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def broker_silent(self, now: float) -> bool:
+        return self.socket is not None and now - self.last_heard > self.timeout_s

@@ -1,0 +1,442 @@
+"""One worker process: load the engine once, then serve leases from the broker until told to stop.
+
+Threads: the main thread is the I/O thread. It owns the DEALER socket (connection.py), heartbeats every
+interval whether idle or busy, dispatches broker commands and sends what the synthesis threads
+(synthesis.py) produce. Those threads report through a queue and wake the I/O thread through a pipe; they
+never touch ZeroMQ. Signals are handled on the main thread and only set flags.
+
+Leaving: SIGTERM/SIGINT -> take no new job, answer the ones in hand, DISCONNECT, exit 0 (a second signal
+exits at once). max_jobs / max_rss_mb -> the same, exit ExitCode.RECYCLE so the supervisor starts a fresh
+process at once. A cancelled job whose engine does not stop within cancel_grace_s -> exit
+ExitCode.ENGINE_HUNG (the supervisor replaces the process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from typing import Any, Mapping, Optional
+
+import zmq
+
+from tts_protocol import Command, Message
+from tts_protocol.messages import CancelLease, Disconnect, Job, WorkerReload
+from tts_worker.connection import BrokerConnection
+from tts_worker.engines.base import Engine, EngineInfo, EngineLoadError, SynthesisRequest
+from tts_worker.engines.registry import create_engine
+from tts_worker.exit_codes import ExitCode
+from tts_worker.settings import WorkerSettings
+from tts_worker.stats import WorkerStats
+from tts_worker.synthesis import Done, Failed, LeaseKey, Partial, SynthesisRunner, Task
+
+log = logging.getLogger(__name__)
+
+POLL_MAX_S = 0.1
+LEAVE_LINGER_MS = 1000
+
+
+@dataclasses.dataclass(slots=True)
+class Lease:
+    """A job in hand: (job_id, attempt) as leased on socket `generation`."""
+
+    job_id: str
+    attempt: int
+    generation: int
+    stream: bool
+    cancel: threading.Event
+    cancelled_by_broker: bool = False
+    cancel_deadline: Optional[float] = None
+
+
+def load_engine(settings: WorkerSettings, options: Mapping[str, Any]) -> tuple[Engine, EngineInfo, int]:
+    """Build and load the configured engine; any failure becomes EngineLoadError."""
+    started = time.monotonic()
+    engine = create_engine(settings.engine, options, settings)
+    try:
+        info = engine.load()
+    except EngineLoadError:
+        _close_quietly(engine)
+        raise
+    except Exception as exc:  # a bad checkpoint can surface as anything; it is still a load failure
+        _close_quietly(engine)
+        raise EngineLoadError(f"engine {settings.engine} failed to load: {type(exc).__name__}: {exc}") from exc
+    return engine, info, int((time.monotonic() - started) * 1000)
+
+
+def _close_quietly(engine: Engine) -> None:
+    try:
+        engine.close()
+    except Exception:
+        log.exception("closing engine failed")
+
+
+class WorkerDaemon:
+    """The I/O loop of one worker process. run() returns the process exit code."""
+
+    def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False) -> None:
+        self.settings = settings
+        self.options = dict(options)
+        self.supervised = supervised
+        self.stats = WorkerStats()
+        self.leases: dict[LeaseKey, Lease] = {}
+        self.engine: Optional[Engine] = None
+        self.info: Optional[EngineInfo] = None
+        self.runner: Optional[SynthesisRunner] = None
+        self._stopping = False
+        self._abort = False
+        self._stop_logged = False
+        self._leave_reason = ""
+        self._exit_code = ExitCode.OK
+        self._pending_reload: Optional[dict[str, Any]] = None
+        self._host = socket.gethostname()
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self._context: Optional[zmq.Context] = None
+        self.conn: Optional[BrokerConnection] = None
+        self._next_heartbeat = 0.0
+
+    # ---- life cycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Load the engine (EngineLoadError propagates), then serve until stopped."""
+        self._install_signals()
+        self.engine, self.info, self.stats.load_time_ms = load_engine(self.settings, self.options)
+        log.info("[%s] engine %s model %s loaded in %d ms (capacity %d, %s)", self.settings.name,
+                 self.info.engine, self.info.model, self.stats.load_time_ms, self.info.capacity, self.info.device)
+        self.runner = SynthesisRunner(self.engine, self.info, self._notify)
+        self._context = zmq.Context()
+        self.conn = BrokerConnection(
+            self._context, self.settings.broker_url, timeout_s=self.settings.broker_timeout_s,
+            backoff_min_s=self.settings.reconnect_min_s, backoff_max_s=self.settings.reconnect_max_s,
+        )
+        try:
+            return int(self._loop())
+        finally:
+            self.conn.close()
+            self._context.term()
+            if threading.current_thread() is threading.main_thread():
+                signal.set_wakeup_fd(-1)
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        # Under a supervisor, Ctrl-C reaches the whole process group: the supervisor forwards SIGTERM instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if self.supervised else self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stopping:
+            self._abort = True
+        self._stopping = True
+        self._leave_reason = self._leave_reason or "shutdown"
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM would (for embedding and tests)."""
+        self._on_signal(signal.SIGTERM, None)
+        self._notify()
+
+    def _notify(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full or closed: the loop is awake anyway
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> ExitCode:
+        assert self.conn is not None
+        conn = self.conn
+        poller_generation = -1
+        poller = zmq.Poller()
+        while True:
+            now = time.monotonic()
+            if self._abort:
+                log.warning("[%s] second signal: leaving now with %d job(s) in hand", self._tag(), len(self.leases))
+                self._leave("shutdown (forced)")
+                return ExitCode.ERROR
+            if self._stopping and not self._stop_logged:
+                self._stop_logged = True
+                log.info("[%s] stop requested: answering %d job(s) in hand, then leaving", self._tag(),
+                         len(self.leases))
+            if self._leaving() and not self.leases:
+                self._leave(self._leave_reason)
+                return self._exit_code
+            if self._pending_reload is not None and not self.leases and not self._leaving():
+                self._reload(self._pending_reload)
+                continue
+            if not conn.connected and now >= conn.reconnect_at and not self._leaving():
+                conn.open()
+                self._send_ready()
+                self._next_heartbeat = now + self.settings.heartbeat_interval_s
+            if poller_generation != (conn.generation if conn.connected else -1):
+                poller = zmq.Poller()
+                poller.register(self._wake_r, zmq.POLLIN)
+                if conn.socket is not None:
+                    poller.register(conn.socket, zmq.POLLIN)
+                poller_generation = conn.generation if conn.connected else -1
+            ready = dict(poller.poll(int(POLL_MAX_S * 1000)))
+            if self._wake_r in ready:
+                self._drain_wake_pipe()
+            if conn.socket is not None and conn.socket in ready:
+                for message in conn.receive():
+                    self._dispatch(message)
+            self._handle_events()
+            now = time.monotonic()
+            self._check_cancel_grace(now)
+            if conn.connected and now >= self._next_heartbeat:
+                self._send_heartbeat()
+                self._next_heartbeat = now + self.settings.heartbeat_interval_s
+            if conn.broker_silent(now):
+                conn.drop(f"broker silent for {self.settings.broker_timeout_s:.1f} s")
+                self._orphan_leases()
+
+    def _leaving(self) -> bool:
+        return self._stopping or self._exit_code == ExitCode.RECYCLE
+
+    def _leave(self, reason: str) -> None:
+        assert self.conn is not None
+        if self.conn.connected:
+            self.conn.send(Command.W_DISCONNECT, Disconnect(reason=reason))
+            self.conn.close(linger_ms=LEAVE_LINGER_MS)
+        log.info("[%s] leaving (%s) after %d job(s) done, %d failed", self._tag(), reason,
+                 self.stats.jobs_done, self.stats.jobs_failed)
+        if self.runner is not None and not self.runner.stop(timeout_s=1.0):
+            log.warning("[%s] a synthesis thread is still busy at exit", self._tag())
+        if self.engine is not None:
+            _close_quietly(self.engine)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _tag(self) -> str:
+        routing_id = self.conn.routing_id if self.conn is not None and self.conn.routing_id else "-"
+        return f"{self.settings.name} {routing_id}"
+
+    # ---- broker -> worker ------------------------------------------------------------------------
+
+    def _dispatch(self, message: Message) -> None:
+        body = message.body
+        if message.command is Command.B_HEARTBEAT:
+            return
+        if message.command is Command.B_JOB and isinstance(body, Job):
+            self._on_job(body)
+        elif message.command is Command.B_CANCEL and isinstance(body, CancelLease):
+            self._on_cancel(body)
+        elif message.command is Command.B_DISCONNECT and isinstance(body, Disconnect):
+            assert self.conn is not None
+            self.conn.drop(f"broker sent DISCONNECT ({body.reason[:100] or 'no reason'})")
+            self._orphan_leases()
+        elif message.command is Command.B_RELOAD and isinstance(body, WorkerReload):
+            self._on_reload(body)
+        else:
+            log.warning("[%s] unexpected %s from broker ignored", self._tag(), message.command.name)
+
+    def _on_job(self, job: Job) -> None:
+        assert self.conn is not None and self.runner is not None
+        key = (job.job_id, job.attempt)
+        if key in self.leases:
+            log.warning("[%s] job %s attempt %d: duplicate JOB ignored", self._tag(), job.job_id, job.attempt)
+            return
+        if self._leaving():
+            log.info("[%s] job %s attempt %d: refused, worker is leaving", self._tag(), job.job_id, job.attempt)
+            self.conn.send(Command.W_FAIL, {"job_id": job.job_id, "attempt": job.attempt, "code": "shutting_down",
+                                            "message": "worker is shutting down", "retryable": True})
+            return
+        lease = Lease(job.job_id, job.attempt, self.conn.generation, job.stream, threading.Event())
+        self.leases[key] = lease
+        log.info("[%s] job %s attempt %d: leased (%d chars, speaker %r, stream %s)", self._tag(), job.job_id,
+                 job.attempt, len(job.text), (job.speaker or "")[:64], job.stream)
+        request = SynthesisRequest(job_id=job.job_id, text=job.text, speaker=job.speaker, voice=dict(job.voice),
+                                   stream=job.stream, timeout_s=job.timeout_ms / 1000.0)
+        self.runner.submit(Task(key, request, lease.cancel, job.stream))
+
+    def _on_cancel(self, cancel: CancelLease) -> None:
+        lease = self.leases.get((cancel.job_id, cancel.attempt))
+        if lease is None:
+            log.info("[%s] job %s attempt %d: CANCEL for a lease not in hand ignored", self._tag(),
+                     cancel.job_id, cancel.attempt)
+            return
+        log.info("[%s] job %s attempt %d: cancel (%s)", self._tag(), cancel.job_id, cancel.attempt,
+                 cancel.reason[:100] or "no reason")
+        lease.cancelled_by_broker = True
+        self._cancel(lease)
+
+    def _cancel(self, lease: Lease) -> None:
+        lease.cancel.set()
+        if lease.cancel_deadline is None:
+            lease.cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
+
+    def _orphan_leases(self) -> None:
+        """The broker that leased these is gone: stop them; their outcome will not be reported."""
+        for lease in self.leases.values():
+            if lease.cancel_deadline is None:
+                log.info("[%s] job %s attempt %d: abandoned (broker connection lost)", self._tag(),
+                         lease.job_id, lease.attempt)
+            self._cancel(lease)
+
+    def _on_reload(self, reload: WorkerReload) -> None:
+        if self._leaving():
+            log.info("[%s] RELOAD ignored: worker is leaving", self._tag())
+            return
+        merged = dict(self._pending_reload if self._pending_reload is not None else self.options)
+        for key, value in reload.options.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self._pending_reload = merged
+        log.info("[%s] RELOAD asked (%s); %d job(s) to finish first", self._tag(),
+                 ", ".join(sorted(reload.options)) or "same options", len(self.leases))
+
+    # ---- synthesis -> broker ---------------------------------------------------------------------
+
+    def _handle_events(self) -> None:
+        assert self.runner is not None
+        while True:
+            try:
+                event = self.runner.events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(event, Partial):
+                self._on_partial(event)
+            else:
+                self._on_outcome(event)
+
+    def _reportable(self, lease: Lease) -> bool:
+        assert self.conn is not None
+        return self.conn.connected and lease.generation == self.conn.generation
+
+    def _on_partial(self, event: Partial) -> None:
+        assert self.conn is not None
+        lease = self.leases.get(event.key)
+        if lease is None or not lease.stream or lease.cancel.is_set() or not self._reportable(lease):
+            return
+        self.conn.send(Command.W_PARTIAL, {"job_id": lease.job_id, "attempt": lease.attempt, "seq": event.seq,
+                                           "sample_rate": event.sample_rate, "channels": event.channels},
+                       event.pcm)
+
+    def _on_outcome(self, event: Done | Failed) -> None:
+        assert self.conn is not None
+        lease = self.leases.pop(event.key, None)
+        if lease is None:
+            log.warning("[%s] job %s attempt %d: outcome for a lease not in hand", self._tag(), *event.key)
+            return
+        if isinstance(event, Done) and not lease.cancel.is_set():
+            self.stats.record_done(event.gen_ms)
+        else:
+            self.stats.record_failed()
+        if not self._reportable(lease):
+            log.info("[%s] job %s attempt %d: finished after the broker connection was lost; not reported",
+                     self._tag(), lease.job_id, lease.attempt)
+        elif lease.cancelled_by_broker:
+            self._fail(lease, "cancelled", "cancelled by the broker", False)
+        elif isinstance(event, Done):
+            self.conn.send(Command.W_RESULT, {"job_id": lease.job_id, "attempt": lease.attempt,
+                                              "sample_rate": event.sample_rate, "channels": event.channels,
+                                              "gen_time_ms": event.gen_ms}, event.pcm)
+            log.info("[%s] job %s attempt %d: done in %d ms (%d bytes)", self._tag(), lease.job_id, lease.attempt,
+                     event.gen_ms, len(event.pcm))
+        else:
+            self._fail(lease, event.code, event.message, event.retryable)
+        self._check_recycle()
+
+    def _fail(self, lease: Lease, code: str, message: str, retryable: bool) -> None:
+        assert self.conn is not None
+        self.conn.send(Command.W_FAIL, {"job_id": lease.job_id, "attempt": lease.attempt, "code": code[:256],
+                                        "message": message[:4096], "retryable": retryable})
+        log.info("[%s] job %s attempt %d: failed (%s)", self._tag(), lease.job_id, lease.attempt, code)
+
+    def _check_recycle(self) -> None:
+        if self._leaving():
+            return
+        reason = ""
+        if self.settings.max_jobs and self.stats.jobs_answered >= self.settings.max_jobs:
+            reason = f"recycle: max_jobs {self.settings.max_jobs} reached"
+        elif self.settings.max_rss_mb:
+            rss = self.stats.rss_bytes()
+            if rss > self.settings.max_rss_mb * 1024 * 1024:
+                reason = f"recycle: rss {rss // (1024 * 1024)} MB over max_rss_mb {self.settings.max_rss_mb}"
+        if reason:
+            log.info("[%s] %s; leaving once the jobs in hand are answered", self._tag(), reason)
+            self._exit_code = ExitCode.RECYCLE
+            self._leave_reason = reason
+
+    def _check_cancel_grace(self, now: float) -> None:
+        for lease in self.leases.values():
+            if lease.cancel_deadline is not None and now > lease.cancel_deadline:
+                log.error("[%s] job %s attempt %d: engine did not stop within %.1f s of cancel; exiting so the "
+                          "process is replaced", self._tag(), lease.job_id, lease.attempt,
+                          self.settings.cancel_grace_s)
+                assert self.conn is not None
+                if self.conn.connected:
+                    self.conn.send(Command.W_DISCONNECT, Disconnect(reason="engine hung"))
+                    self.conn.close(linger_ms=500)
+                if self._context is not None:
+                    self._context.term()  # returns once the DISCONNECT is out (or the linger ran out)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(ExitCode.ENGINE_HUNG)  # the synthesis thread is stuck: no orderly exit is possible
+
+    # ---- worker -> broker ------------------------------------------------------------------------
+
+    def _send_ready(self) -> None:
+        assert self.conn is not None and self.info is not None
+        info = self.info
+        self.conn.send(Command.W_READY, {
+            "worker_id": self.conn.routing_id, "name": self.settings.name[:256], "host": self._host[:256],
+            "pid": os.getpid(), "engine": info.engine, "model": info.model, "capacity": max(1, info.capacity),
+            "device": info.device, "sample_rate": info.sample_rate, "licence": info.licence[:256],
+            "load_time_ms": self.stats.load_time_ms,
+        })
+        log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
+                 info.capacity)
+
+    def _send_heartbeat(self) -> None:
+        assert self.conn is not None and self.engine is not None
+        try:
+            engine_stats = self.engine.stats()
+        except Exception as exc:  # stats are best effort
+            engine_stats = {"stats_error": f"{type(exc).__name__}: {exc}"[:200]}
+        busy = sum(1 for lease in self.leases.values() if self._reportable(lease))
+        self.conn.send(Command.W_HEARTBEAT, {"stats": self.stats.heartbeat(busy=busy, engine_stats=engine_stats)})
+
+    # ---- hot reload ------------------------------------------------------------------------------
+
+    def _reload(self, options: dict[str, Any]) -> None:
+        """Leave the broker, load the engine with the merged options, swap on success, then READY again."""
+        assert self.conn is not None and self.runner is not None and self.engine is not None
+        self._pending_reload = None
+        if self.conn.connected:
+            self.conn.send(Command.W_DISCONNECT, Disconnect(reason="reload"))
+            self.conn.close(linger_ms=LEAVE_LINGER_MS)
+        log.info("[%s] reloading engine %s", self._tag(), self.settings.engine)
+        try:
+            engine, info, load_ms = load_engine(self.settings, options)
+        except EngineLoadError as exc:
+            self.stats.reload_error = str(exc)[:1000]
+            log.error("[%s] reload failed, keeping the current engine: %s", self._tag(), exc)
+        else:
+            old_engine, old_runner = self.engine, self.runner
+            old_runner.stop(timeout_s=5.0)
+            self.engine, self.info, self.options = engine, info, options
+            self.runner = SynthesisRunner(engine, info, self._notify)
+            self.stats.load_time_ms = load_ms
+            self.stats.reload_error = None
+            _close_quietly(old_engine)
+            log.info("[%s] engine reloaded in %d ms (model %s)", self._tag(), load_ms, info.model)
+        self.conn.reconnect_at = time.monotonic()

@@ -1,0 +1,106 @@
+"""Worker figures for HEARTBEAT stats (PROTOCOL.md section 4) and for the max_jobs / max_rss_mb checks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from typing import Any, Mapping, Optional
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+MAX_WARM = 256
+_MAX_DEPTH = 3
+
+
+class WorkerStats:
+    """Counters kept by the I/O thread (single-threaded use)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.load_time_ms = 0
+        self.reload_error: Optional[str] = None
+        self._gen_ms_total = 0
+        self._process = psutil.Process()
+
+    @property
+    def jobs_answered(self) -> int:
+        return self.jobs_done + self.jobs_failed
+
+    @property
+    def mean_gen_ms(self) -> float:
+        return round(self._gen_ms_total / self.jobs_done, 1) if self.jobs_done else 0.0
+
+    def record_done(self, gen_ms: int) -> None:
+        self.jobs_done += 1
+        self._gen_ms_total += gen_ms
+
+    def record_failed(self) -> None:
+        self.jobs_failed += 1
+
+    def rss_bytes(self) -> int:
+        try:
+            return int(self._process.memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def heartbeat(self, *, busy: int, engine_stats: Mapping[str, Any]) -> dict[str, Any]:
+        """The HEARTBEAT `stats` map; engine figures go under `engine`, its `warm` list to the top."""
+        engine = dict(engine_stats)
+        warm = engine.pop("warm", None) or []
+        stats: dict[str, Any] = {
+            "jobs_done": self.jobs_done,
+            "jobs_failed": self.jobs_failed,
+            "mean_gen_ms": float(self.mean_gen_ms),
+            "rss_bytes": self.rss_bytes(),
+            "load_time_ms": self.load_time_ms,
+            "busy": busy,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "warm": [str(s)[:256] for s in list(warm)[:MAX_WARM]],
+            "engine": _plain(engine),
+        }
+        gpu = gpu_mem_bytes()
+        if gpu is not None:
+            stats["gpu_mem_bytes"] = gpu
+        if self.reload_error:
+            stats["reload_error"] = self.reload_error
+        return stats
+
+
+def gpu_mem_bytes() -> Optional[int]:
+    """CUDA memory held by torch, only if the engine already imported torch and initialised CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return int(torch.cuda.memory_reserved())
+    except Exception:  # a broken CUDA setup must not stop heartbeats
+        return None
+    return None
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Make engine stats msgpack-safe: str keys, scalars, lists and maps; anything else becomes str."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH:
+        return str(value)[:256]
+    if isinstance(value, Mapping):
+        return {str(k)[:256]: _plain(v, depth + 1) for k, v in list(value.items())[:64]}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v, depth + 1) for v in list(value)[:256]]
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return _plain(item(), depth + 1)
+        except Exception:
+            pass
+    return str(value)[:256]
