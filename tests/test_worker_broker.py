@@ -1,0 +1,143 @@
+"""Real worker processes (tts-worker, tone engine) against the real broker, driven by a raw client."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import psutil
+import pytest
+import zmq
+
+from conftest import BrokerProc, Proc, wait_for
+from peers import RawClient
+from tts_protocol import Command, Message
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def outcome(raw: RawClient, job_id: str, timeout_s: float = 30.0) -> Message:
+    """The RESULT or ERROR for `job_id`; everything else is skipped."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no outcome for {job_id} within {timeout_s}s")
+        msg = raw.recv(left)
+        if msg.command in (Command.RESULT, Command.ERROR) and getattr(msg.body, "job_id", None) == job_id:
+            return msg
+
+
+def workers(raw: RawClient) -> list[Any]:
+    return list(raw.status().workers)
+
+
+def test_worker_registers_and_serves(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                     ctx: zmq.Context) -> None:
+    raw = RawClient(ctx, broker.frontend)
+    proc = start_worker(broker, "tone", extra_args=["--single"])
+    (view,) = wait_for(lambda: workers(raw), 30, what="worker in broker status")
+    assert (view.name, view.engine, view.model, view.pid, view.capacity) == ("test-1", "tone", "tone-v1", proc.pid, 1)
+    assert view.worker_id.startswith("w-")
+    raw.submit("reg-1", "Hello, world!", stream=True)
+    result = outcome(raw, "reg-1")
+    assert result.command is Command.RESULT, result.body
+    assert result.body.worker_id == view.worker_id and result.body.sample_rate == 16000
+    assert len(result.payload) == 2 * round((0.040 + 0.004 * len("Hello, world!")) * 16000)
+
+
+def test_long_job_keeps_heartbeating(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                     ctx: zmq.Context) -> None:
+    """latency_s 5 with 1 s heartbeats: the broker must not declare the busy worker dead."""
+    raw = RawClient(ctx, broker.frontend)
+    start_worker(broker, "tone", {"latency_s": 5}, extra_args=["--single", "--heartbeat-interval-s", "1"])
+    (view,) = wait_for(lambda: workers(raw), 30, what="worker in broker status")
+    raw.submit("long-1", "A slow line.")
+    result = outcome(raw, "long-1", 30)
+    assert result.command is Command.RESULT, result.body
+    assert result.body.attempt == 1 and result.body.worker_id == view.worker_id
+    assert result.body.gen_time_ms >= 5000
+
+
+def test_sigterm_finishes_the_running_job(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                          ctx: zmq.Context) -> None:
+    raw = RawClient(ctx, broker.frontend)
+    proc = start_worker(broker, "tone", {"latency_s": 2})
+    wait_for(lambda: workers(raw), 30, what="worker in broker status")
+    raw.submit("term-1", "Finish me first.")
+    wait_for(lambda: any(w.busy for w in workers(raw)), 10, what="job running")
+    proc.signal(signal.SIGTERM)
+    result = outcome(raw, "term-1", 20)
+    assert result.command is Command.RESULT and result.body.attempt == 1
+    wait_for(lambda: not proc.alive(), 15, what="worker exit")
+    assert proc.popen.returncode == 0
+    wait_for(lambda: not workers(raw), 10, what="worker gone from status")
+
+
+def test_worker_comes_back_after_broker_restart(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                                ctx: zmq.Context) -> None:
+    start_worker(broker, "tone", extra_args=["--single"])
+    raw = RawClient(ctx, broker.frontend)
+    (before,) = wait_for(lambda: workers(raw), 30, what="worker registered")
+    raw.close()
+    broker.kill()
+    broker.start()
+    raw = RawClient(ctx, broker.frontend)
+    (after,) = wait_for(lambda: workers(raw), 45, what="worker registered with the new broker")
+    assert after.worker_id != before.worker_id and after.pid == before.pid
+    raw.submit("after-restart", "Still here.")
+    assert outcome(raw, "after-restart").command is Command.RESULT
+
+
+def test_supervisor_replaces_a_killed_child_mid_job(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                                    ctx: zmq.Context) -> None:
+    raw = RawClient(ctx, broker.frontend)
+    proc = start_worker(broker, "tone", {"latency_s": 3}, concurrency=2)
+    wait_for(lambda: len(workers(raw)) == 2, 30, what="two workers")
+    raw.submit("kill-1", "Doomed first attempt.")
+    busy = wait_for(lambda: [w for w in workers(raw) if w.busy], 10, what="job running")
+    victim = busy[0].pid
+    assert victim in {c.pid for c in psutil.Process(proc.pid).children()}
+    psutil.Process(victim).kill()
+    result = outcome(raw, "kill-1", 40)
+    assert result.command is Command.RESULT and result.body.attempt == 2
+    fresh = wait_for(lambda: [w for w in workers(raw) if w.pid not in (victim,)] if len(workers(raw)) == 2
+                     and all(w.pid != victim for w in workers(raw)) else None, 30, what="replacement worker")
+    assert {w.name for w in fresh} == {"test-1/0", "test-1/1"}
+    assert proc.alive()
+
+
+def test_max_jobs_recycles_the_process(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                       ctx: zmq.Context) -> None:
+    raw = RawClient(ctx, broker.frontend)
+    proc = start_worker(broker, "tone", extra_args=["--max-jobs", "2"])
+    pids = set()
+    for i in range(5):
+        (view,) = wait_for(lambda: workers(raw), 30, what="a worker")
+        raw.submit(f"recycle-{i}", f"Line {i}.")
+        result = outcome(raw, f"recycle-{i}")
+        assert result.command is Command.RESULT, result.body
+        pids.add(view.pid)
+    assert len(pids) >= 2
+    assert proc.alive() and "recycled" in proc.log()
+
+
+def test_reload_through_the_broker(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                   ctx: zmq.Context) -> None:
+    raw = RawClient(ctx, broker.frontend)
+    start_worker(broker, "tone", extra_args=["--single"])
+    (before,) = wait_for(lambda: workers(raw), 30, what="worker registered")
+    reply = raw.request(Command.RELOAD, Command.RELOAD_REPLY, model="tone", options={"capacity": 2})
+    assert reply.body.workers == 1
+    (after,) = wait_for(lambda: [w for w in workers(raw) if w.capacity == 2] or None, 30, what="reloaded worker")
+    assert after.worker_id != before.worker_id and after.pid == before.pid
+    raw.submit("after-reload", "Reloaded.")
+    assert outcome(raw, "after-reload").command is Command.RESULT
