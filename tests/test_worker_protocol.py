@@ -385,3 +385,14 @@ def test_supervisor_stops_when_the_engine_cannot_load(start_worker: Callable[...
     log = proc.log()
     assert "could not start its engine piper" in log and "nope.onnx" in log and "does not exist" in log
     assert "restarting in" not in log
+
+
+def test_max_rss_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+    proc = worker(None, "--max-rss-mb", "1")
+    rid, _ = fake_broker.expect(Command.W_READY)
+    fake_broker.job(rid, "rss-1")
+    fake_broker.expect(Command.W_RESULT)
+    _, bye = fake_broker.expect(Command.W_DISCONNECT)
+    assert "max_rss_mb" in bye.body.reason
+    wait_for(lambda: not proc.alive(), 10, what="worker exit")
+    assert proc.popen.returncode == ExitCode.RECYCLE

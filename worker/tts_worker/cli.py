@@ -88,7 +88,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
     if list_engines:
         _print_engines()
         sys.exit(ExitCode.OK)
-    overrides = {k: v for k, v in {
+    overrides: dict[str, Any] = {k: v for k, v in {
         "broker_url": broker_url, "engine": engine, "device": device, "concurrency": concurrency, "name": name,
         "log_level": log_level, "model_version": model_version, "semantic_token_cache": semantic_token_cache,
         "heartbeat_interval_s": heartbeat_interval_s, "heartbeat_liveness": heartbeat_liveness,

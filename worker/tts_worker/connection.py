@@ -110,8 +110,5 @@ class BrokerConnection:
             messages.append(message)
         return messages
 
-    def has_pending(self) -> bool:
-        return self.socket is not None and bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
-
     def broker_silent(self, now: float) -> bool:
         return self.socket is not None and now - self.last_heard > self.timeout_s

@@ -7,6 +7,7 @@ is an EngineError (that one job fails, `engine_error`, not retried).
 
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Any, Mapping, Optional
 
@@ -21,21 +22,21 @@ class _Reader:
 
     what = "option"
 
-    def __init__(self, owner: str, values: Mapping[str, Any]) -> None:
+    def __init__(self, owner: builtins.str, values: Mapping[str, Any]) -> None:
         self.owner = owner
         self.values = dict(values)
 
-    def _fail(self, message: str) -> Exception:
+    def _fail(self, message: builtins.str) -> Exception:
         raise NotImplementedError
 
-    def _get(self, key: str) -> Any:
+    def _get(self, key: builtins.str) -> Any:
         value = self.values.get(key)
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    def float(self, key: str, default: float, *, min: float = -math.inf, max: float = math.inf,
-              min_exclusive: bool = False) -> float:
+    def float(self, key: builtins.str, default: builtins.float, *, min: builtins.float = -math.inf,
+              max: builtins.float = math.inf, min_exclusive: builtins.bool = False) -> builtins.float:
         raw = self._get(key)
         if raw is None:
             return default
@@ -51,13 +52,15 @@ class _Reader:
             raise self._fail(f"{self.what} {key}={value} is out of range ({low} and <= {max})")
         return value
 
-    def optional_float(self, key: str, *, min: float = -math.inf, max: float = math.inf) -> Optional[float]:
+    def optional_float(self, key: builtins.str, *, min: builtins.float = -math.inf,
+                       max: builtins.float = math.inf) -> Optional[builtins.float]:
         """Like float() but None when the key is absent (the caller keeps its own default)."""
         if self._get(key) is None:
             return None
         return self.float(key, 0.0, min=min, max=max)
 
-    def int(self, key: str, default: int, *, min: int = -(2**63), max: int = 2**63 - 1) -> int:
+    def int(self, key: builtins.str, default: builtins.int, *, min: builtins.int = -(2**63),
+            max: builtins.int = 2**63 - 1) -> builtins.int:
         raw = self._get(key)
         if raw is None:
             return default
@@ -71,7 +74,7 @@ class _Reader:
             raise self._fail(f"{self.what} {key}={value} is out of range ({min}..{max})")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._get(key)
         if raw is None:
             return default
@@ -84,7 +87,7 @@ class _Reader:
             return False
         raise self._fail(f"{self.what} {key}={_short(raw)} is not a boolean (true/false)")
 
-    def str(self, key: str, default: Optional[str] = None) -> Optional[str]:
+    def str(self, key: builtins.str, default: Optional[builtins.str] = None) -> Optional[builtins.str]:
         raw = self._get(key)
         if raw is None:
             return default
