@@ -141,3 +141,16 @@ def test_dead_letter_list_and_retry(broker_factory, ctx: zmq.Context) -> None:
     assert jobs(client, "failed") == []
     assert client.request(Command.RETRY, Command.ERROR, job_id="poison").body.code == "bad_request"
     assert client.request(Command.RETRY, Command.ERROR, job_id="ghost").body.code == "not_found"
+
+
+def test_resubmitting_a_job_that_failed_retryably_runs_it_again(broker_factory, ctx: zmq.Context) -> None:
+    broker = broker_factory("--unroutable-timeout-s", "0.2")
+    client = RawClient(ctx, broker.frontend)
+    client.submit("later", model="tone")
+    assert client.recv_until(Command.ERROR).body.code == "no_workers"
+    worker = RawWorker(ctx, broker.backend)
+    client.submit("later", model="tone")  # same id: not the stale error, a new run
+    job = worker.next_job()
+    assert (job.job_id, job.attempt) == ("later", 1)
+    worker.result(job)
+    assert client.recv_until(Command.RESULT).body.job_id == "later"

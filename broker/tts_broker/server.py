@@ -343,7 +343,15 @@ class Broker:
             self.journal.record(job, new=job.cached)  # a cache hit was never journaled
 
     def _attach(self, identity: bytes, job: Job) -> None:
-        """Idempotent resubmission: join the existing job, or get its final answer again."""
+        """Idempotent resubmission: join the existing job, or get its final answer again.
+
+        A job that ended with a retryable error (shutting_down, no_workers...) is not a final answer: the
+        resubmission runs it again, so a client's retry works after a drain or a restart.
+        """
+        if job.state.finished and job.error is not None and job.error.retryable and not self.draining:
+            code = job.error.code
+            self._reopen(job)
+            log.info("job %s resubmitted after a retryable %s; queued again", job.job_id, code)
         if job.state is JobState.DONE and job.result:
             self._to_client(identity, Command.RESULT, job.result, job.audio)
         elif job.state.finished and job.error is not None:
@@ -405,6 +413,13 @@ class Broker:
                                f"job {req.job_id} is {job.state.value}; only failed or cancelled jobs can be retried",
                                req_id=req.req_id)
             return
+        self._reopen(job)
+        log.info("job %s retried by a client", job.job_id)
+        self._to_client(identity, Command.JOB_STATUS_REPLY,
+                        JobStatusReply(req_id=req.req_id, job=job.view(time.monotonic())))
+
+    def _reopen(self, job: Job) -> None:
+        """Put a finished job back in the queue as a fresh job with the same id (attempts start again)."""
         now = time.monotonic()
         job.state, job.attempt, job.error, job.worker_id, job.worker_identity = JobState.QUEUED, 0, None, None, None
         job.workers_tried, job.started_at, job.finished_at = [], None, None
@@ -417,8 +432,6 @@ class Broker:
         self._dirty = True
         if self.journal is not None:
             self.journal.record(job, new=True)
-        log.info("job %s retried by a client", job.job_id)
-        self._to_client(identity, Command.JOB_STATUS_REPLY, JobStatusReply(req_id=req.req_id, job=job.view(now)))
 
     def status_view(self) -> StatusView:
         now = time.monotonic()

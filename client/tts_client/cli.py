@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional, TypeVar
 import click
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
-from tts_protocol.messages import StatusView
+from tts_protocol.constants import JobState
+from tts_protocol.messages import JobView, StatusView
 
 from tts_client.audio import FORMATS, check_format, format_for_path, line_output_path, save_line, save_result
 from tts_client.batchfile import BatchLine, read_batch
@@ -348,6 +349,10 @@ def render_status(view: StatusView) -> str:
                  f"done {jobs.get('done', 0)}  failed {jobs.get('failed', 0)}  "
                  f"broker {view.broker_id} v{view.version} up {view.uptime_s:.0f}s"
                  + (click.style("  draining", fg="yellow") if view.draining else ""))
+    cache = jobs.get("cache")
+    if isinstance(cache, dict):
+        lines.append(f"result cache {cache.get('entries', 0)} entries, {cache.get('bytes', 0) / 2**20:.1f} MiB, "
+                     f"hits {cache.get('hits', 0)}, misses {cache.get('misses', 0)}")
     return "\n".join(lines)
 
 
@@ -370,3 +375,51 @@ def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...
     """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects."""
     told = _client(ctx).reload(model=model, options=parse_options(engine_opts))
     click.echo(f"told {told} worker(s) to reload")
+
+
+@main.command()
+@click.option("--failed", is_flag=True, help="Only jobs that failed for good: the dead-letter list.")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, help="How many of the newest jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job views as JSON.")
+@click.pass_context
+@handle_errors
+def jobs(ctx: click.Context, failed: bool, state: Optional[str], limit: int, as_json: bool) -> None:
+    """Recent jobs, newest first: state, attempts, workers, timings and errors."""
+    views = _client(ctx).jobs("failed" if failed else state, limit=limit)
+    if as_json:
+        click.echo(json.dumps([v.to_wire() for v in views], indent=2))
+        return
+    click.echo(render_jobs(views))
+
+
+_STATE_COLOURS = {"done": "green", "queued": "cyan", "running": "yellow", "failed": "red", "cancelled": "magenta"}
+
+
+def render_jobs(views: list[JobView]) -> str:
+    """A coloured table of job views."""
+    if not views:
+        return click.style("no jobs", fg="yellow")
+    headers = ["JOB", "STATE", "ATTEMPT", "PRIORITY", "QUEUED", "RAN", "WORKERS", "ERROR"]
+    rows = []
+    for v in views:
+        error = f"{v.error.code}: {v.error.message}"[:80] if v.error else ("cache hit" if v.cached else "")
+        rows.append([v.job_id, v.state.value, str(v.attempt), v.priority.value, f"{v.queued_ms} ms",
+                     "-" if v.run_ms is None else f"{v.run_ms} ms", ",".join(v.workers[-3:]) or "-", error])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [click.style("  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)), bold=True)]
+    for r in rows:
+        cells = [c.ljust(widths[i]) for i, c in enumerate(r)]
+        cells[1] = click.style(cells[1], fg=_STATE_COLOURS.get(r[1], "white"))
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+@handle_errors
+def retry(ctx: click.Context, job_id: str) -> None:
+    """Run a failed or cancelled job again under the same id (its attempts start again)."""
+    view = _client(ctx).retry(job_id)
+    click.echo(f"job {view.job_id} is {view.state.value} again")

@@ -79,6 +79,9 @@ class LocalStack:
         args = [sys.executable, "-m", "tts_broker", "--frontend", cfg.frontend, "--backend", cfg.backend,
                 "--ready-file", str(ready), "--log-level", cfg.log_level,
                 "--drain-grace-s", str(cfg.drain_grace_s), *cfg.broker_args]
+        if not any(a.startswith("--default-model") for a in cfg.broker_args):
+            # One engine serves everything here; naming it lets the result cache key jobs that name no model.
+            args += ["--default-model", cfg.engine]
         self.broker = self._spawn(args)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -29,7 +29,7 @@ class AudioChunk:
     job_id: str
     attempt: int
     seq: int
-    pcm: bytes
+    pcm: bytes = dataclasses.field(repr=False)  # audio never goes into logs or reprs
     sample_rate: int
     channels: int = 1
 
@@ -51,7 +51,7 @@ class SynthesisResult:
     """A whole utterance plus the broker's RESULT metadata (worker, engine, timings)."""
 
     job_id: str
-    pcm: bytes
+    pcm: bytes = dataclasses.field(repr=False)  # audio never goes into logs or reprs
     sample_rate: int
     channels: int
     meta: Result

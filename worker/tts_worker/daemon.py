@@ -348,7 +348,8 @@ class WorkerDaemon:
         elif isinstance(event, Done):
             self.conn.send(Command.W_RESULT, {"job_id": lease.job_id, "attempt": lease.attempt,
                                               "sample_rate": event.sample_rate, "channels": event.channels,
-                                              "gen_time_ms": event.gen_ms}, event.pcm)
+                                              "gen_time_ms": event.gen_ms, "deterministic": event.deterministic},
+                           event.pcm)
             log.info("[%s] job %s attempt %d: done in %d ms (%d bytes)", self._tag(), lease.job_id, lease.attempt,
                      event.gen_ms, len(event.pcm))
         else:

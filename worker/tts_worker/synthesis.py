@@ -53,6 +53,7 @@ class Done:
     channels: int
     pcm: bytes
     gen_ms: int
+    deterministic: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,7 +145,15 @@ class SynthesisRunner:
             log.exception("job %s: unexpected engine error", job_id)
             return Failed(task.key, "internal", _clip(f"{type(exc).__name__}: {exc}"), True, elapsed_ms())
         gen_ms = elapsed_ms()
-        return Done(task.key, sample_rate, channels, b"".join(pieces), gen_ms)
+        return Done(task.key, sample_rate, channels, b"".join(pieces), gen_ms, self._deterministic(task))
+
+    def _deterministic(self, task: Task) -> bool:
+        """Whether the engine promises the same audio for the same request (lets the broker cache it)."""
+        check = getattr(self.engine, "deterministic", None)
+        try:
+            return bool(check(task.request)) if check is not None else False
+        except Exception:  # a wrong answer here only costs a cache entry
+            return False
 
 
 def _clip(text: str) -> str:

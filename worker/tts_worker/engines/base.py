@@ -103,6 +103,13 @@ class Engine(Protocol):
         """
         ...
 
+    def deterministic(self, request: SynthesisRequest) -> bool:
+        """True if this request always gives the same audio (the broker may then cache the result).
+
+        Optional: an engine without this method is treated as non-deterministic.
+        """
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Engine-specific figures for heartbeats (cache hits, GPU memory...); may be empty."""
         ...

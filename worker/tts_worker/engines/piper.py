@@ -199,6 +199,13 @@ class PiperEngine:
                 self._sentences += 1
             yield AudioChunk(samples=samples, sample_rate=self._sample_rate)
 
+    def deterministic(self, request: SynthesisRequest) -> bool:
+        """Piper is bit-identical run to run only with both noise scales at zero (its default is random)."""
+        voice = VoiceReader(self.name, request.voice)
+        noise = _first(voice.optional_float("noise_scale", min=0.0, max=2.0), self.noise_scale)
+        noise_w = _first(voice.optional_float("noise_w_scale", min=0.0, max=2.0), self.noise_w_scale)
+        return noise == 0.0 and noise_w == 0.0
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"sentences": self._sentences, "warm": []}

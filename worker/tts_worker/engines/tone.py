@@ -113,6 +113,9 @@ class ToneTestEngine:
                 self._chunks += 1
             yield AudioChunk(samples=samples, sample_rate=SAMPLE_RATE)
 
+    def deterministic(self, request: SynthesisRequest) -> bool:
+        return True  # the whole point of this engine
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"jobs": self._jobs, "chunks": self._chunks, "warm": []}

@@ -174,6 +174,10 @@ class FishSpeechEngine:
         log.info("[%s] job %s: %d segment(s) in %.2f s", self._tag, request.job_id, chunks,
                  time.monotonic() - started)
 
+    def deterministic(self, request: SynthesisRequest) -> bool:
+        """Sampling with a fixed seed repeats itself (on one device and precision); without one it does not."""
+        return request.voice.get("seed") is not None
+
     def stats(self) -> dict[str, Any]:
         """Heartbeat figures: token cache counters, warm speakers, GPU memory."""
         if self._layout is None or self._closed:
