@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
+import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,6 +128,14 @@ class BrokerProc:
 
     def log(self) -> str:
         return "\n".join(p.log() for p in self.procs if "tts_broker" in p.args)
+
+
+@pytest.fixture
+def ctx() -> Iterator["zmq.Context"]:
+    """A ZeroMQ context for hand-driven peers (tests/peers.py); every socket closed at teardown."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
 
 
 @pytest.fixture

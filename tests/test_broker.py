@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Iterator
 
 import pytest
 import zmq
@@ -16,13 +15,6 @@ from conftest import BrokerProc, wait_for
 from peers import Peer, RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def workers_registered(client: RawClient, n: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 import zmq
@@ -14,13 +13,6 @@ from conftest import BrokerProc
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def jobs(client: RawClient, state: str | None = None, limit: int = 1000) -> list:

@@ -16,10 +16,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+
 
 import pytest
-import zmq
 
 from tts_protocol import Command
 
@@ -28,13 +27,6 @@ from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
 from peers import RawClient
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def worker_count(raw: RawClient) -> int:

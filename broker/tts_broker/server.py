@@ -30,7 +30,6 @@ from tts_protocol.messages import (
     Error,
     ErrorInfo,
     Fail,
-    Heartbeat,
     JobStatusReply,
     JobStatusRequest,
     JobsReply,
