@@ -90,7 +90,8 @@ class Broker:
         self._unroutable_since: dict[Optional[str], float] = {}
         self._dirty = False  # something changed that may allow a dispatch
         self._next_heartbeat = 0.0
-        self._outbox: list[tuple[bytes, Command, Any, Any]] = []  # client replies waiting for the journal commit
+        # Messages that promise durability (ACCEPTED, RESULT, JOB) wait here for the loop's group commit.
+        self._outbox: list[tuple[zmq.Socket, bytes, Command, Any, Any]] = []
         self._next_purge = 0.0
         journal_file = settings.journal_file()
         self.journal = Journal(journal_file, synchronous=settings.journal_sync) if journal_file else None
@@ -219,18 +220,18 @@ class Broker:
                 events = dict(poller.poll(_TICK_S * 1000))
                 if self.backend in events:
                     self._drain_socket(self.backend, self._on_worker_frames, copy=False)
-                    self._commit()
                 if self.frontend in events:
                     self._drain_socket(self.frontend, self._on_client_frames, copy=True)
-                    self._commit()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK_S
                     self._tick(now)
                     if self.draining and self._drain_finished(now):
+                        self._commit()
                         break
                 if self._dirty:
                     self._dispatch()
+                self._commit()  # one group commit per turn of the loop
         finally:
             self._shutdown()
 
@@ -246,20 +247,28 @@ class Broker:
             except Exception:  # a bug in a handler must not take the broker down
                 log.exception("internal error while handling a message; broker keeps running")
 
-    def _after_commit(self, identity: bytes, command: Command, body: Any, payload: Any = None) -> None:
-        """Send a reply that promises durability (ACCEPTED, RESULT) only once the journal holds it."""
+    def _after_commit(self, sock: zmq.Socket, identity: bytes, command: Command, body: Any,
+                      payload: Any = None) -> None:
+        """Send a message that promises durability (ACCEPTED, RESULT, JOB) once the journal holds its cause."""
         if self.journal is None:
+            self._deliver(sock, identity, command, body, payload)
+        else:
+            self._outbox.append((sock, identity, command, body, payload))
+
+    def _deliver(self, sock: zmq.Socket, identity: bytes, command: Command, body: Any, payload: Any) -> None:
+        if sock is self.frontend:
             self._to_client(identity, command, body, payload)
         else:
-            self._outbox.append((identity, command, body, payload))
+            self._to_worker(identity, command, body)
 
     def _commit(self) -> None:
-        """Group commit: write what changed, then send the replies that waited for it."""
+        """Group commit: write what changed, then send what waited for it."""
         if self.journal is not None:
             self.journal.flush()
-        outbox, self._outbox = self._outbox, []
-        for identity, command, body, payload in outbox:
-            self._to_client(identity, command, body, payload)
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            for sock, identity, command, body, payload in outbox:
+                self._deliver(sock, identity, command, body, payload)
 
     def close(self) -> None:
         self.frontend.close(linger=200)
@@ -312,7 +321,7 @@ class Broker:
                   job.model, len(req.text))
         if self.journal is not None:
             self.journal.record(job, new=True)
-        self._after_commit(identity, Command.ACCEPTED, wire.accepted(job.job_id, job.state, len(self.queue), False))
+        self._after_commit(self.frontend, identity, Command.ACCEPTED, wire.accepted(job.job_id, job.state, len(self.queue), False))
 
     def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
         if self.cache is None or job.request.cache is False:
@@ -531,7 +540,7 @@ class Broker:
             int(((job.started_at or now) - job.accepted_at) * 1000), int((now - job.accepted_at) * 1000),
         )
         for identity in job.subscribers:
-            self._after_commit(identity, Command.RESULT, job.result, payload)
+            self._after_commit(self.frontend, identity, Command.RESULT, job.result, payload)
         log.debug("job %s done by %s (attempt %d, %d samples)", job.job_id, worker.worker_id, body.attempt,
                   num_samples)
         self._finish(job, now)
@@ -613,29 +622,24 @@ class Broker:
     def _dispatch(self) -> None:
         """Give queued jobs to free worker slots, least recently used workers first.
 
-        Leases are journaled before any JOB goes out, so after a crash the attempt count is never behind.
+        Leases are journaled before their JOB goes out (group commit at the end of the loop's turn), so after
+        a crash the attempt count is never behind.
         """
         self._dirty = False
         if not len(self.queue):
             return
         now = time.monotonic()
         settings = self.settings
-        outgoing: list[tuple[WorkerRecord, Job, bytes]] = []
         for worker in self.workers.free_workers():
             while worker.free_slots > 0:
                 job = self.queue.take_for(worker.served_keys, warm=worker.warm, now=now,
                                           sticky_max_wait_s=settings.sticky_max_wait_s)
                 if job is None:
                     break
-                outgoing.append((worker, job, self._start(worker, job, now)))
+                # A worker whose socket is gone is declared dead later and the job requeued.
+                self._after_commit(self.backend, worker.identity, Command.B_JOB, self._start(worker, job, now))
             if not len(self.queue):
                 break
-        if self.journal is not None and outgoing:
-            self.journal.flush()
-        for worker, job, body in outgoing:
-            if not self._to_worker(worker.identity, Command.B_JOB, body):
-                # The worker's socket is gone; it will be declared dead and the job requeued.
-                log.warning("job %s: worker %s unreachable at dispatch", job.job_id, worker.worker_id)
 
     def _start(self, worker: WorkerRecord, job: Job, now: float) -> bytes:
         """Lease `job` to `worker`; returns the packed JOB body to send."""
