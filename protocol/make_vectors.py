@@ -153,6 +153,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
                         "gpu_mem_bytes": 0,
                         "load_time_ms": 1,
                         "last_seen_ms": 120,
+                        "warm": ["narrator"],
+                        "engine_stats": {"token_cache": {"hits": 3, "misses": 1}},
                     }
                 ],
             },

@@ -233,8 +233,10 @@ def test_capacity_and_lru_dispatch(broker: BrokerProc, ctx: zmq.Context) -> None
 def test_sticky_routing_prefers_a_warm_worker_without_starving(broker: BrokerProc, ctx: zmq.Context) -> None:
     client = RawClient(ctx, broker.frontend)
     worker = RawWorker(ctx, broker.backend)
-    worker.heartbeat(warm=["alice"])
+    worker.heartbeat(warm=["alice"], engine={"token_cache": {"hits": 0}})
     wait_for(lambda: workers_registered(client, 1))
+    wait_for(lambda: client.status().workers[0].warm == ["alice"])
+    assert client.status().workers[0].engine_stats == {"token_cache": {"hits": 0}}
     client.submit("busy")
     job = worker.next_job()
     client.submit("bob-1", speaker="bob")

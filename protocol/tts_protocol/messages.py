@@ -184,6 +184,8 @@ class WorkerView(Body):
     gpu_mem_bytes: int = 0
     load_time_ms: int = 0
     last_seen_ms: int = 0
+    warm: list[str] = Field(default_factory=list)
+    engine_stats: dict[str, Any] = Field(default_factory=dict)
 
 
 class StatusView(Body):

@@ -145,6 +145,10 @@ export interface WorkerView {
   gpu_mem_bytes: number;
   load_time_ms: number;
   last_seen_ms: number;
+  /** speakers whose voice data the worker holds ready (sticky routing) */
+  warm: string[];
+  /** the engine's own figures from its last heartbeat */
+  engine_stats: Record<string, unknown>;
 }
 
 /** Status view (PROTOCOL.md section 6), as on the wire: what getWorkerStatus() returns. */

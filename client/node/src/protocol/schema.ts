@@ -106,6 +106,8 @@ const WORKER_VIEW: Schema = [
   ["gpu_mem_bytes", { kind: "int", default: 0 }],
   ["load_time_ms", { kind: "int", default: 0 }],
   ["last_seen_ms", { kind: "int", default: 0 }],
+  ["warm", { kind: "strList", default: () => [] }],
+  ["engine_stats", { kind: "map", default: () => ({}) }],
 ];
 
 const STATUS_VIEW: Schema = [
