@@ -6,7 +6,7 @@ import collections
 import dataclasses
 import heapq
 import itertools
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, JobView, Submit
@@ -118,7 +118,7 @@ class JobTable:
 
     def recent(self, state: Optional[JobState], limit: int) -> list[Job]:
         """Newest jobs first, live and retained, optionally of one state."""
-        pool = itertools.chain(self._live.values(), self._finished.values())
+        pool: Iterable[Job] = itertools.chain(self._live.values(), self._finished.values())
         if state is not None:
             pool = (job for job in pool if job.state is state)
         return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)

@@ -217,7 +217,7 @@ class Broker:
         next_tick = 0.0
         try:
             while not self._stop_now:
-                events = dict(poller.poll(_TICK_S * 1000))
+                events = dict(poller.poll(int(_TICK_S * 1000)))
                 if self.backend in events:
                     self._drain_socket(self.backend, self._on_worker_frames, copy=False)
                 if self.frontend in events:
@@ -473,7 +473,8 @@ class Broker:
             log.warning("worker %s: malformed message dropped: %s",
                         worker.worker_id if worker else repr(identity), exc)
             return
-        command, body = message.command, message.body
+        command = message.command
+        body: Any = message.body  # decode() validated it as the body type of `command`
         if command is Command.W_READY:
             self._on_ready(identity, body, now)
             return

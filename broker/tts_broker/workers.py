@@ -80,7 +80,7 @@ class WorkerRecord:
             load_time_ms=int(num("load_time_ms", ready.load_time_ms)),
             last_seen_ms=int((now - self.last_seen) * 1000),
             warm=sorted(self.warm),
-            engine_stats=stats.get("engine") if isinstance(stats.get("engine"), dict) else {},
+            engine_stats=engine if isinstance(engine := stats.get("engine"), dict) else {},
         )
 
 

@@ -31,7 +31,7 @@ class Family(str, enum.Enum):
     S1_MINI = "s1-mini"
 
     @property
-    def title(self) -> str:
+    def display_name(self) -> str:
         return "Fish Speech 1.5" if self is Family.V1_5 else "OpenAudio S1-mini"
 
     @property
@@ -114,11 +114,11 @@ def detect_layout(folder: Path, expected: Optional[Family]) -> CheckpointLayout:
     missing = [n for n in REQUIRED_FILES if n not in names]
     if missing:
         raise EngineLoadError(
-            f"checkpoint folder {folder} ({family.title}) is missing {', '.join(missing)}; found: {found}"
+            f"checkpoint folder {folder} ({family.display_name}) is missing {', '.join(missing)}; found: {found}"
         )
     if expected is not None and expected is not family:
         raise EngineLoadError(
-            f"checkpoint folder {folder} is a {family.title} checkpoint ({codec_name}) but model_version is "
+            f"checkpoint folder {folder} is a {family.display_name} checkpoint ({codec_name}) but model_version is "
             f"{expected.value}: set MODEL_VERSION={family.value} or --engine-opt model_version={family.value} "
             f"(or auto)"
         )

@@ -243,7 +243,7 @@ class FishSpeechEngine:
             log.info("[%s] warm-up took %.2f s", self._tag, time.monotonic() - warm_started)
         from tts_worker.engines.fish_speech.device import PRECISION_NAMES
 
-        log.info("[%s] %s loaded from %s on %s (%s) in %.2f s", self._tag, layout.family.title, layout.folder,
+        log.info("[%s] %s loaded from %s on %s (%s) in %.2f s", self._tag, layout.family.display_name, layout.folder,
                  self._device, PRECISION_NAMES[self._precision], time.monotonic() - started)
         return EngineInfo(
             engine=self.name,

@@ -110,7 +110,7 @@ class SemanticModel:
             model, decode = inference.init_model(str(layout.folder), device, precision, compile=compile)
         self.model = model.eval()
         self._decode = decode
-        log.info("loaded %s LLM from %s in %.2f s", self.family.title, layout.folder, time.monotonic() - started)
+        log.info("loaded %s LLM from %s in %.2f s", self.family.display_name, layout.folder, time.monotonic() - started)
 
     @property
     def num_codebooks(self) -> int:

@@ -58,6 +58,6 @@ def params_from_voice(voice: Mapping[str, Any], family: Family) -> GenerationPar
         temperature=reader.float("temperature", defaults["temperature"], min=0.1, max=1.5),
         top_p=reader.float("top_p", defaults["top_p"], min=0.1, max=1.0),
         repetition_penalty=reader.float("repetition_penalty", defaults["repetition_penalty"], min=0.9, max=1.9),
-        max_new_tokens=reader.int("max_new_tokens", defaults["max_new_tokens"], min=1, max=4096),
-        chunk_length=reader.int("chunk_length", defaults["chunk_length"], min=50, max=1000),
+        max_new_tokens=reader.int("max_new_tokens", int(defaults["max_new_tokens"]), min=1, max=4096),
+        chunk_length=reader.int("chunk_length", int(defaults["chunk_length"]), min=50, max=1000),
     )
