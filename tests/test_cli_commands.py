@@ -101,9 +101,10 @@ def test_status_json_lists_workers_and_queue(broker: BrokerProc, tone_workers) -
     run = tts("status", "--json", url=broker.frontend)
     assert run.returncode == 0, run.stderr
     view = json.loads(run.stdout)
-    assert len(view["workers"]) == 2 and "depth" in view["queue"]
+    assert len(view["workers"]) == 2 and "depth" in view["queue"] and view["queue_depth"] == 0
     for worker in view["workers"]:
-        assert worker["worker_id"].startswith("w-") and worker["engine"] == "tone"
+        assert worker["worker_id"].startswith("w-") and worker["id"] == worker["worker_id"]
+        assert worker["engine"] == "tone"
         assert worker["state"] in ("idle", "busy") and worker["jobs_done"] >= 0 and worker["rss_bytes"] >= 0
     table = tts("status", url=broker.frontend)
     assert table.returncode == 0 and "WORKER" in table.stdout and "tone:" in table.stdout

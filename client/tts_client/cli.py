@@ -320,7 +320,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Workers (state, jobs, mean generation time, memory) and the queue."""
     view = _client(ctx).broker_status()
     if as_json:
-        click.echo(json.dumps(view.to_wire(), indent=2))
+        data = view.to_wire()
+        for worker in data["workers"]:
+            worker["id"] = worker["worker_id"]  # the short name scripts use (`tts status --json` contract)
+        data["queue_depth"] = data["queue"].get("depth", 0)
+        click.echo(json.dumps(data, indent=2))
         return
     click.echo(render_status(view))
 
