@@ -120,8 +120,10 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(1, 256), default=2, help="Worker processes to start.")
-@click.option("--engine", default="piper", help="Engine the workers load (tone, piper, fish-speech).")
+@click.option("--workers", type=click.IntRange(1, 256), default=2, envvar="CONCURRENT_REQUESTS",
+              help="Worker processes to start [env CONCURRENT_REQUESTS].")
+@click.option("--engine", default="piper", envvar="TTS_ENGINE",
+              help="Engine the workers load (tone, piper, fish-speech) [env TTS_ENGINE].")
 @click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE", help="Engine option (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device for the workers.")
 @click.option("--frontend", default=DEFAULT_FRONTEND, help="Endpoint the broker binds for clients.")
