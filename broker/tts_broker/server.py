@@ -321,7 +321,8 @@ class Broker:
                   job.model, len(req.text))
         if self.journal is not None:
             self.journal.record(job, new=True)
-        self._after_commit(self.frontend, identity, Command.ACCEPTED, wire.accepted(job.job_id, job.state, len(self.queue), False))
+        accepted = wire.accepted(job.job_id, job.state, len(self.queue), False)
+        self._after_commit(self.frontend, identity, Command.ACCEPTED, accepted)
 
     def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
         if self.cache is None or job.request.cache is False:
