@@ -47,6 +47,12 @@ class Job:
             return 0
         return len(self.audio.buffer) if hasattr(self.audio, "buffer") else len(self.audio)
 
+    def audio_data(self) -> bytes:
+        """The utterance as bytes, whether it is still the worker's zero-copy frame or was read back."""
+        if self.audio is None:
+            return b""
+        return self.audio.bytes if hasattr(self.audio, "bytes") else bytes(self.audio)
+
     def view(self, now: float) -> JobView:
         run_ms = None
         if self.started_at is not None:

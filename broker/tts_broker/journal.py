@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import msgpack
 
@@ -75,10 +75,6 @@ class Journal:
             self._changed.pop(job.job_id, None)
         else:
             self._changed[job.job_id] = job
-
-    @property
-    def pending(self) -> int:
-        return len(self._new) + len(self._changed)
 
     def flush(self) -> None:
         """Write every noted job in one transaction."""
@@ -148,9 +144,7 @@ def _outcome(job: Job) -> tuple[Any, ...]:
     finished = job.state.finished
     error = json.dumps({"code": job.error.code, "message": job.error.message, "retryable": job.error.retryable}) \
         if job.error else None
-    audio = None
-    if finished and job.audio is not None:
-        audio = job.audio.bytes if hasattr(job.audio, "bytes") else bytes(job.audio)
+    audio = job.audio_data() if finished and job.audio is not None else None
     return (job.state.value, job.attempt, time.time() if finished else None, json.dumps(job.workers_tried), error,
             job.result or None, audio, int(job.cached))
 
@@ -185,11 +179,3 @@ def _job(row: tuple[Any, ...], now_wall: float, now: float) -> Job:
         job.error = ErrorInfo(**json.loads(error))
     return job
 
-
-def iter_rows(path: Path) -> Iterator[tuple[Any, ...]]:
-    """Raw rows, for tools and tests."""
-    db = sqlite3.connect(str(path))
-    try:
-        yield from db.execute("SELECT job_id, state, attempt FROM jobs")
-    finally:
-        db.close()

@@ -66,11 +66,6 @@ class JobQueue:
             if bucket:
                 yield from list(bucket.values())
 
-    def __iter__(self) -> Iterator[Job]:
-        for level in LEVELS:
-            for bucket in list(self._levels[level].values()):
-                yield from list(bucket.values())
-
     def take_for(
         self,
         served: Iterable[Optional[str]],

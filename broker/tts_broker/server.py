@@ -454,6 +454,7 @@ class Broker:
                    "by_priority": self.queue.depth_by_priority()},
             jobs={"running": running, "live": self.jobs.live_count, "done": self.jobs.done_total,
                   "failed": self.jobs.failed_total, "retained": self.jobs.retained_count,
+                  "retained_bytes": self.jobs.retained_bytes,
                   "journal": str(self.journal.path) if self.journal else None,
                   "journal_commits": self.journal.commits if self.journal else 0,
                   "cache": self.cache.stats() if self.cache else None},
@@ -531,11 +532,9 @@ class Broker:
         self.workers.release(worker, (body.job_id, body.attempt))
         worker.jobs_done += 1
         self._dirty = True
-        frame_bytes = len(payload.buffer) if hasattr(payload, "buffer") else len(payload)
-        width = 2 * body.channels
         job.state = JobState.DONE
         job.audio = payload
-        num_samples = frame_bytes // width
+        num_samples = job.audio_bytes // (2 * body.channels)
         job.result = wire.result(
             job.job_id, body.attempt, worker.worker_id, worker.ready.engine, worker.ready.model, body.sample_rate,
             body.channels, body.sample_format, num_samples, body.gen_time_ms,
@@ -552,7 +551,7 @@ class Broker:
             if key:
                 meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
                         "channels": body.channels, "sample_format": body.sample_format}
-                self.cache.put(key, meta, payload.bytes if hasattr(payload, "bytes") else bytes(payload))
+                self.cache.put(key, meta, job.audio_data())
 
     def _on_partial(self, worker: WorkerRecord, body: Partial, payload: Any) -> None:
         job = self._lease_job(worker, body.job_id, body.attempt)
@@ -684,7 +683,6 @@ class Broker:
             self._fail_unroutable(now)
         self.jobs.expire(now)
         if self.journal is not None:
-            self._commit()
             if now >= self._next_purge:
                 self._next_purge = now + _PURGE_EVERY_S
                 self.journal.forget_finished_before(time.time() - settings.result_ttl_s)
