@@ -6,7 +6,7 @@ from tts_protocol.codec import pack_body
 from tts_protocol.constants import JobState
 from tts_protocol.messages import Accepted, Job, Result
 
-from tts_broker import wire
+from tts_protocol import fastpack as wire
 
 
 def test_accepted_matches_model() -> None:

@@ -53,6 +53,14 @@ class Job:
             return b""
         return self.audio.bytes if hasattr(self.audio, "bytes") else bytes(self.audio)
 
+    def reset(self, now: float, wall: float) -> None:
+        """Make a finished job a fresh queued one with the same id (RETRY, or resubmission after a retryable error)."""
+        self.state, self.attempt, self.error = JobState.QUEUED, 0, None
+        self.worker_id, self.worker_identity, self.lease_deadline = None, None, None
+        self.workers_tried, self.started_at, self.finished_at = [], None, None
+        self.accepted_at, self.accepted_wall = now, wall
+        self.deadline = now + self.request.deadline_ms / 1000 if self.request.deadline_ms else None
+
     def view(self, now: float) -> JobView:
         run_ms = None
         if self.started_at is not None:

@@ -1,24 +1,33 @@
 """Encode and decode TTSP/1 multipart messages (PROTOCOL.md section 2).
 
-The one place that knows the frame layout. Decoding never raises anything but ProtocolError, whatever the
+The one place that knows the frame layout, for DEALER peers (clients, workers: `encode`, `decode`) and for
+the broker's ROUTER sockets (`RouterPort`). Decoding never raises anything but ProtocolError, whatever the
 bytes, so a receiver's loop can catch one exception type and keep serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Optional, Sequence, Union
 
 import msgpack
+import zmq
 from pydantic import ValidationError
 
 from tts_protocol.constants import PAYLOAD_COMMANDS, Command, Side
 from tts_protocol.errors import ProtocolError
 from tts_protocol.messages import BODY_TYPES, Body
 
+log = logging.getLogger(__name__)
+
 Frame = Union[bytes, bytearray, memoryview, Any]  # zmq.Frame is accepted too (has .bytes / buffer)
 
 _MAX_BODY_BYTES = 4 * 1024 * 1024  # bodies are metadata; audio rides in the payload frame
+_COMMANDS = {int(command): command for command in Command}
+_COMMAND_FRAMES = {command: bytes((command,)) for command in Command}
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)  # int flags: pyzmq spends a third of a send combining enum flags
+_LAST = int(zmq.NOBLOCK)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,16 +39,23 @@ class Message:
     payload: Optional[bytes] = None
 
 
-def encode(command: Command, body: Union[Body, dict[str, Any]], payload: Optional[bytes] = None) -> list[bytes]:
-    """Frames for a DEALER peer to send (prepend the routing id on a ROUTER)."""
-    if isinstance(body, dict):
-        body = BODY_TYPES[command].model_validate(body)
+def encode(command: Command, body: Body, payload: Optional[bytes] = None) -> list[bytes]:
+    """Frames for a DEALER peer to send (a ROUTER uses RouterPort.send)."""
+    if isinstance(body, dict):  # TRANSITION: removed once every peer sends typed bodies
+        body = body_for(command, body)
+    if not isinstance(body, BODY_TYPES[command]):
+        raise TypeError(f"{command.name} takes a {BODY_TYPES[command].__name__} body, not {type(body).__name__}")
     if payload is not None and command not in PAYLOAD_COMMANDS:
         raise ValueError(f"{command.name} carries no payload")
-    frames = [b"", command.side.value, bytes((command.value,)), pack_body(body)]
+    frames = [b"", command.side.value, _COMMAND_FRAMES[command], pack_body(body)]
     if payload is not None:
         frames.append(payload)
     return frames
+
+
+def body_for(command: Command, fields: dict[str, Any]) -> Body:
+    """Validate plain fields into the body type of `command` (tests, tools and peers that start from JSON)."""
+    return BODY_TYPES[command].model_validate(fields)
 
 
 def pack_body(body: Body) -> bytes:
@@ -47,7 +63,7 @@ def pack_body(body: Body) -> bytes:
 
 
 def _to_bytes(frame: Frame) -> bytes:
-    if isinstance(frame, bytes):
+    if type(frame) is bytes:
         return frame
     if hasattr(frame, "bytes"):
         return frame.bytes  # zmq.Frame
@@ -59,37 +75,104 @@ def decode(frames: Sequence[Frame], *, side: Side, to_broker: bool) -> Message:
 
     Raises ProtocolError, carrying the command and job/request id when they could be read.
     """
-    if not 4 <= len(frames) <= 5:
-        raise ProtocolError(f"expected 4 or 5 frames, got {len(frames)}")
-    delimiter, header, command_frame, body_frame = (_to_bytes(f) for f in frames[:4])
-    if delimiter:
+    count = len(frames)
+    if not 4 <= count <= 5:
+        raise ProtocolError(f"expected 4 or 5 frames, got {count}")
+    if _to_bytes(frames[0]):
         raise ProtocolError("frame 0 must be empty")
+    header = _to_bytes(frames[1])
     if header != side.value:
         raise ProtocolError(f"bad protocol header {header[:16]!r}, expected {side.value!r}")
+    command_frame = _to_bytes(frames[2])
     if len(command_frame) != 1:
         raise ProtocolError("command frame must be exactly one byte")
-    try:
-        command = Command(command_frame[0])
-    except ValueError:
-        raise ProtocolError(f"unknown command 0x{command_frame[0]:02x}") from None
+    command = _COMMANDS.get(command_frame[0])
+    if command is None:
+        raise ProtocolError(f"unknown command 0x{command_frame[0]:02x}")
     if command.side is not side or command.to_broker is not to_broker:
         raise ProtocolError(f"command {command.name} not allowed here", command=command)
-    raw = _unpack_map(body_frame, command)
-    ids = {k: raw.get(k) if isinstance(raw.get(k), str) else None for k in ("job_id", "req_id")}
+    raw = _unpack_map(_to_bytes(frames[3]), command)
     payload: Optional[bytes] = None
-    if len(frames) == 5:
+    if count == 5:
         if command not in PAYLOAD_COMMANDS:
-            raise ProtocolError(f"{command.name} takes no payload frame", command=command, **ids)
-        payload = _to_bytes(frames[4])
+            raise ProtocolError(f"{command.name} takes no payload frame", command=command, **_ids(raw))
+        payload = frames[4] if hasattr(frames[4], "buffer") else _to_bytes(frames[4])
     elif command in PAYLOAD_COMMANDS:
-        raise ProtocolError(f"{command.name} needs a payload frame", command=command, **ids)
+        raise ProtocolError(f"{command.name} needs a payload frame", command=command, **_ids(raw))
     try:
         body = BODY_TYPES[command].model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolError(
-            f"invalid {command.name} body: {_summarise(exc)}", command=command, **ids
-        ) from exc
+        raise ProtocolError(f"invalid {command.name} body: {_summarise(exc)}", command=command,
+                            **_ids(raw)) from exc
     return Message(command, body, payload)
+
+
+class RouterPort:
+    """The broker's end of one side of TTSP: a bound ROUTER socket, messages in and out.
+
+    Sends never block: a peer that is gone (ROUTER_MANDATORY) or saturated loses the message, logged, and the
+    broker's own timers decide what that means. Frames go out one call each with int flags, since this is
+    the broker's hottest path.
+    """
+
+    def __init__(self, sock: zmq.Socket, side: Side, *, copy: bool = True) -> None:
+        self.sock = sock
+        self.side = side
+        self._header = side.value
+        self._copy = copy  # worker frames stay zero-copy: audio is forwarded as it arrived
+
+    def send(self, identity: bytes, command: Command, body: Union[Body, bytes], payload: Any = None) -> bool:
+        """Send `body` (a model, or bytes from tts_protocol.fastpack) to `identity`; False if undeliverable."""
+        send = self.sock.send
+        try:
+            send(identity, _MORE)
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                log.debug("peer %r unreachable (%s); %s dropped", identity, exc.strerror, command.name)
+                return False
+            raise
+        send(b"", _MORE)
+        send(self._header, _MORE)
+        send(_COMMAND_FRAMES[command], _MORE)
+        packed = body if type(body) is bytes else pack_body(body)  # type: ignore[arg-type]
+        if payload is None:
+            send(packed, _LAST)
+        else:
+            send(packed, _MORE)
+            send(payload, _LAST, copy=False)
+        return True
+
+    def send_frames(self, identity: bytes, frames: Sequence[bytes]) -> bool:
+        """Send frames made once by `encode` (a heartbeat to every worker, say)."""
+        try:
+            self.sock.send(identity, _MORE)
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                return False
+            raise
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            self.sock.send(frame, _MORE if i < last else _LAST)
+        return True
+
+    def recv(self) -> Optional[list[Any]]:
+        """The next waiting multipart message, routing id first, or None when none is waiting."""
+        try:
+            return self.sock.recv_multipart(_LAST, copy=self._copy)
+        except zmq.Again:
+            return None
+
+    def parse(self, frames: list[Any]) -> tuple[bytes, Message]:
+        """(routing id, message); raises ProtocolError for a malformed message (the id is still frames[0])."""
+        return routing_id(frames), decode(frames[1:], side=self.side, to_broker=True)
+
+
+def routing_id(frames: Sequence[Frame]) -> bytes:
+    return _to_bytes(frames[0])
+
+
+def _ids(raw: dict[str, Any]) -> dict[str, Optional[str]]:
+    return {k: v if isinstance(v := raw.get(k), str) else None for k in ("job_id", "req_id")}
 
 
 def _unpack_map(data: bytes, command: Command) -> dict[str, Any]:
@@ -98,7 +181,8 @@ def _unpack_map(data: bytes, command: Command) -> dict[str, Any]:
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"{command.name} body is not valid msgpack ({type(exc).__name__}: {exc})", command=command) from exc
+        raise ProtocolError(f"{command.name} body is not valid msgpack ({type(exc).__name__}: {exc})",
+                            command=command) from exc
     if not isinstance(raw, dict):
         raise ProtocolError(f"{command.name} body must be a msgpack map", command=command)
     return raw

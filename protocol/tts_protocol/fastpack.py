@@ -1,8 +1,8 @@
-"""Packed bodies for the broker's per-job messages, built without model validation.
+"""Packed bodies for the per-job messages (ACCEPTED, JOB, RESULT), built without model validation.
 
-ACCEPTED, JOB and RESULT are sent for every job; building them as plain dicts in the models' field order and
-packing once is about 4x cheaper than constructing and dumping the pydantic models. The values come from
-messages the broker already validated. tests/test_broker_wire.py checks these bytes equal the models'.
+These three go out for every job; packing a plain dict in the models' field order is about 4x cheaper than
+constructing and dumping the pydantic models. Callers pass values taken from messages that were already
+validated. tests/protocol/test_fastpack.py checks the bytes equal the models' encoding.
 """
 
 from __future__ import annotations

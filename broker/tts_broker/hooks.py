@@ -1,0 +1,151 @@
+"""Plug-ins to the job lifecycle: the journal and the result cache, as hooks rather than `if` branches.
+
+The lifecycle calls each hook method at a fixed point (in the spirit of dramatiq's middleware): `recorded`
+whenever a job changes in a way a restart must see, `lookup` before a new job is queued, `completed` after
+a worker's result, `reloaded` after RELOAD, `tick` from the timer, `commit` once per turn of the broker loop.
+A hook overrides only what it needs; the lifecycle calls only what was overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from tts_protocol.messages import WorkerResult
+
+from tts_broker.jobs import Job
+from tts_broker.journal import Journal, Restored
+from tts_broker.result_cache import ResultCache, cache_key
+from tts_broker.workers import WorkerRecord
+
+log = logging.getLogger(__name__)
+
+_PURGE_EVERY_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachedAudio:
+    """A stored result that can answer a new job without synthesis."""
+
+    engine: str
+    model: str
+    sample_rate: int
+    channels: int
+    sample_format: str
+    pcm: bytes
+
+
+class Hook:
+    """Base of lifecycle hooks; every method is a no-op until a subclass overrides it."""
+
+    #: True when messages that promise durability (ACCEPTED, RESULT, JOB) must wait for `commit`.
+    durable = False
+
+    def restore(self) -> Optional[Restored]:
+        return None
+
+    def recorded(self, job: Job, *, new: bool) -> None:
+        """`job` was accepted (new), leased, finished or reopened (new)."""
+
+    def lookup(self, job: Job) -> Optional[CachedAudio]:
+        return None
+
+    def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
+        """A worker's result finished `job` (its audio is in job.audio)."""
+
+    def reloaded(self, model: Optional[str]) -> None:
+        """Workers serving `model` were told to load again."""
+
+    def tick(self, now: float) -> None:
+        """Called from the broker's timer, about every 50 ms."""
+
+    def commit(self) -> None:
+        """Make everything recorded since the last commit durable."""
+
+    def status(self) -> dict[str, Any]:
+        """Fields for the `jobs` section of the status view."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def overrides(hook: Hook, name: str) -> bool:
+    return getattr(type(hook), name) is not getattr(Hook, name)
+
+
+class JournalHook(Hook):
+    """Every accepted job and its outcome in the SQLite journal, group-committed once per loop turn."""
+
+    durable = True
+
+    def __init__(self, path: Path, *, synchronous: str, result_ttl_s: float) -> None:
+        self.journal = Journal(path, synchronous=synchronous)
+        self._result_ttl_s = result_ttl_s
+        self._next_purge = 0.0
+
+    def restore(self) -> Restored:
+        return self.journal.restore(retain_s=self._result_ttl_s)
+
+    def recorded(self, job: Job, *, new: bool) -> None:
+        self.journal.record(job, new=new)
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY_S
+            self.journal.forget_finished_before(time.time() - self._result_ttl_s)
+
+    def commit(self) -> None:
+        self.journal.flush()
+
+    def status(self) -> dict[str, Any]:
+        return {"journal": str(self.journal.path), "journal_commits": self.journal.commits}
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class CacheHook(Hook):
+    """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis."""
+
+    def __init__(self, folder: Path, *, max_bytes: int) -> None:
+        self.cache = ResultCache(folder, max_bytes=max_bytes)
+
+    def lookup(self, job: Job) -> Optional[CachedAudio]:
+        if job.request.cache is False:
+            return None
+        key = _key(job)
+        hit = self.cache.get(key) if key else None
+        if hit is None:
+            return None
+        meta, pcm = hit
+        try:
+            return CachedAudio(str(meta["engine"]), str(meta["model"]), int(meta["sample_rate"]),
+                               int(meta["channels"]), str(meta["sample_format"]), pcm)
+        except (KeyError, TypeError, ValueError):
+            log.warning("job %s: result cache entry %s has bad metadata; ignored", job.job_id, key)
+            return None
+
+    def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
+        wanted = job.request.cache
+        if not (wanted or (wanted is None and body.deterministic)):
+            return
+        key = _key(job)
+        if key:
+            meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
+                    "channels": body.channels, "sample_format": body.sample_format}
+            self.cache.put(key, meta, job.audio_data())
+
+    def reloaded(self, model: Optional[str]) -> None:
+        self.cache.clear()  # entries came from the old checkpoint
+
+    def status(self) -> dict[str, Any]:
+        return {"cache": self.cache.stats()}
+
+
+def _key(job: Job) -> Optional[str]:
+    req = job.request
+    return cache_key(req.text, req.speaker, req.voice, job.model)

@@ -1,0 +1,466 @@
+"""The job lifecycle: every state change of a job, worker and lease, with no sockets inside.
+
+    submit ──▶ QUEUED ──lease──▶ RUNNING ──complete──▶ DONE
+                 ▲                 │ │
+                 └──── requeue ────┘ └──fail / cancel / deadline──▶ FAILED, CANCELLED ──retry/reopen──▶ QUEUED
+
+Each transition changes the job, the queue, the worker registry and the timers together, then says what
+must happen as a consequence: messages go into the Outbox (the server sends them; those that promise
+durability wait for the journal's commit) and journal records go to the hooks. The server owns sockets,
+the loop and the commit; handlers.py turns decoded messages into calls here. Unit tests drive this class
+directly with a fake clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from typing import Any, Optional, Sequence
+
+from tts_protocol import ErrorCode, fastpack
+from tts_protocol.constants import Command, JobState, Priority
+from tts_protocol.messages import (
+    Body,
+    CancelLease,
+    Disconnect,
+    Error,
+    ErrorInfo,
+    Fail,
+    Partial,
+    Ready,
+    Submit,
+    WorkerResult,
+)
+
+from tts_broker.hooks import Hook, overrides
+from tts_broker.jobs import Job, JobTable
+from tts_broker.queue import JobQueue
+from tts_broker.settings import BrokerSettings
+from tts_broker.workers import Lease, WorkerRecord, WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+Outgoing = tuple[bool, bytes, Command, Any, Any]  # (to_worker, routing id, command, body, payload)
+
+
+class Outbox:
+    """Messages the lifecycle wants sent, in order. `later` ones wait for the journal's group commit."""
+
+    __slots__ = ("now", "later", "_durable")
+
+    def __init__(self, *, durable: bool) -> None:
+        self.now: list[Outgoing] = []
+        self.later: list[Outgoing] = []
+        self._durable = durable
+
+    def client(self, identity: bytes, command: Command, body: Body | bytes, payload: Any = None, *,
+               durable: bool = False) -> None:
+        (self.later if durable and self._durable else self.now).append((False, identity, command, body, payload))
+
+    def worker(self, identity: bytes, command: Command, body: Body | bytes, *, durable: bool = False) -> None:
+        (self.later if durable and self._durable else self.now).append((True, identity, command, body, None))
+
+    def error(self, identity: bytes, code: ErrorCode, message: str, *, job_id: Optional[str] = None,
+              req_id: Optional[str] = None) -> None:
+        self.client(identity, Command.ERROR, Error(job_id=job_id, req_id=req_id, code=code.value,
+                                                   message=message[:4096], retryable=code.retryable))
+
+
+class Lifecycle:
+    """Jobs, the queue, workers, leases and timers of one broker, and every transition between states."""
+
+    def __init__(self, settings: BrokerSettings, hooks: Sequence[Hook] = ()) -> None:
+        self.settings = settings
+        self.jobs = JobTable(ttl_s=settings.result_ttl_s, max_jobs=settings.max_retained_jobs,
+                             max_bytes=settings.max_retained_bytes)
+        self.queue = JobQueue()
+        self.workers = WorkerRegistry()
+        self.hooks = list(hooks)
+        self.outbox = Outbox(durable=any(h.durable for h in self.hooks))
+        self._recorders = [h.recorded for h in self.hooks if overrides(h, "recorded")]
+        self._lookups = [h.lookup for h in self.hooks if overrides(h, "lookup")]
+        self._completers = [h.completed for h in self.hooks if overrides(h, "completed")]
+        self.draining = False
+        self.drain_until = 0.0
+        self.dirty = False  # something changed that may allow a dispatch
+        self._deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
+        self._lease_deadlines: list[tuple[float, str, int]] = []
+        self._unroutable_since: dict[Optional[str], float] = {}
+
+    # ---- start-up ----------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Take back what a hook (the journal) kept: unfinished jobs queue again, finished ones are retained."""
+        for hook in self.hooks:
+            restored = hook.restore()
+            if restored is None:
+                continue
+            for job in restored.finished:
+                self.jobs.retain(job)
+            for job in restored.unfinished:
+                self.jobs.add(job)
+                self.queue.push(job)
+                self._watch_deadline(job)
+            self.dirty = self.dirty or bool(restored.unfinished)
+            log.info("restored %d unfinished jobs (requeued) and %d finished jobs", len(restored.unfinished),
+                     len(restored.finished))
+
+    # ---- client transitions ------------------------------------------------------------------------
+
+    def submit(self, identity: bytes, req: Submit, now: float) -> None:
+        """SUBMIT: accept a new job, or attach the sender to the job that already has this id."""
+        job = self.jobs.get(req.job_id)
+        if job is not None:
+            self.attach(identity, job, now)
+            return
+        settings = self.settings
+        if self.draining:
+            self.outbox.error(identity, ErrorCode.SHUTTING_DOWN, "broker is draining", job_id=req.job_id)
+            return
+        if len(req.text) > settings.max_text_chars:
+            self.outbox.error(identity, ErrorCode.BAD_REQUEST,
+                              f"text has {len(req.text)} characters; the limit is {settings.max_text_chars}",
+                              job_id=req.job_id)
+            return
+        if len(self.queue) >= settings.max_queue:
+            self.outbox.error(identity, ErrorCode.QUEUE_FULL, f"queue is full ({settings.max_queue} jobs)",
+                              job_id=req.job_id)
+            return
+        job = Job(request=req, priority=Priority(req.priority), model=req.model or settings.default_model,
+                  accepted_at=now, accepted_wall=time.time(),
+                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
+        if self._answer_from_cache(identity, job, now):
+            return
+        job.subscribers.add(identity)
+        self.jobs.add(job)
+        self.queue.push(job)
+        self._watch_deadline(job)
+        self.dirty = True
+        self._record(job, new=True)
+        log.debug("job %s accepted (priority %s, model %s, %d chars)", job.job_id, job.priority.value, job.model,
+                  len(req.text))
+        self.outbox.client(identity, Command.ACCEPTED, fastpack.accepted(job.job_id, job.state, len(self.queue),
+                                                                         False), durable=True)
+
+    def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
+        for lookup in self._lookups:
+            hit = lookup(job)
+            if hit is None or hit.channels < 1:
+                continue
+            job.result = fastpack.result(job.job_id, 1, "cache", hit.engine, hit.model, hit.sample_rate,
+                                         hit.channels, hit.sample_format, len(hit.pcm) // (2 * hit.channels),
+                                         0, 0, int((time.monotonic() - now) * 1000), True)
+            job.state, job.audio, job.cached, job.attempt, job.started_at = JobState.DONE, hit.pcm, True, 1, now
+            self.jobs.add(job)
+            self._finish(job, now, new=True)  # a cache hit was never journaled
+            log.debug("job %s answered from the result cache", job.job_id)
+            self.outbox.client(identity, Command.RESULT, job.result, hit.pcm)
+            return True
+        return False
+
+    def attach(self, identity: bytes, job: Job, now: float) -> None:
+        """Idempotent resubmission: join the existing job, or get its final answer again.
+
+        A job that ended with a retryable error (shutting_down, no_workers...) is not a final answer: the
+        resubmission runs it again, so a client's retry works after a drain or a restart.
+        """
+        if job.state.finished and job.error is not None and job.error.retryable and not self.draining:
+            code = job.error.code
+            self.reopen(job, now)
+            log.info("job %s resubmitted after a retryable %s; queued again", job.job_id, code)
+        if job.state is JobState.DONE and job.result:
+            self.outbox.client(identity, Command.RESULT, job.result, job.audio)
+        elif job.state.finished and job.error is not None:
+            self.outbox.client(identity, Command.ERROR, _error_body(job))
+        else:
+            job.subscribers.add(identity)
+            self.outbox.client(identity, Command.ACCEPTED,
+                               fastpack.accepted(job.job_id, job.state, len(self.queue), True))
+        log.debug("job %s: resubmission attached (state %s)", job.job_id, job.state.value)
+
+    def cancel(self, identity: bytes, job_id: str) -> None:
+        """CANCEL: end a queued or running job; the sender hears the outcome like any subscriber."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            self.outbox.error(identity, ErrorCode.NOT_FOUND, f"no job {job_id}", job_id=job_id)
+            return
+        if job.state.finished:
+            return
+        job.subscribers.add(identity)
+        self.fail(job, ErrorCode.CANCELLED, "cancelled by a client", cancel_reason="cancelled")
+
+    def retry(self, job: Job, now: float) -> Optional[str]:
+        """RETRY: run a failed or cancelled job again; returns why not, or None when it was queued."""
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            return f"job {job.job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
+        self.reopen(job, now)
+        log.info("job %s retried by a client", job.job_id)
+        return None
+
+    def reopen(self, job: Job, now: float) -> None:
+        """Queue a finished job again as a fresh job with the same id (attempts start again)."""
+        job.reset(now, time.time())
+        self.jobs.reopen(job)
+        self.queue.push(job)
+        self._watch_deadline(job)
+        self.dirty = True
+        self._record(job, new=True)
+
+    # ---- worker transitions ------------------------------------------------------------------------
+
+    def worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
+        old = self.workers.get(identity)
+        if old is not None:
+            log.warning("worker %s sent READY again; resetting it", old.worker_id)
+            self.worker_gone(old, "re-registered")
+        if self.draining:
+            self.outbox.worker(identity, Command.B_DISCONNECT, Disconnect(reason="broker is draining"))
+            return
+        self.workers.add(WorkerRecord(identity=identity, ready=ready, registered_at=now, last_seen=now))
+        self.dirty = True
+        log.info("worker %s ready: %s/%s on %s (%s pid %d), capacity %d", ready.worker_id, ready.engine,
+                 ready.model, ready.device, ready.host, ready.pid, ready.capacity)
+
+    def worker_gone(self, worker: WorkerRecord, why: str) -> None:
+        """A worker left, died or re-registered: the jobs it held go back to the queue."""
+        self.workers.remove(worker.identity)
+        for job in worker.held_jobs():
+            self.requeue(job, f"worker {worker.worker_id} {why} while running it")
+        self.dirty = True
+
+    def complete(self, worker: WorkerRecord, body: WorkerResult, payload: Any, now: float) -> None:
+        """W_RESULT: the job is done; every subscriber gets the result once the journal holds it."""
+        job = self._held(worker, body.job_id, body.attempt)
+        if job is None:
+            return
+        self.workers.release(worker, (body.job_id, body.attempt))
+        worker.jobs_done += 1
+        self.dirty = True
+        job.state = JobState.DONE
+        job.audio = payload
+        num_samples = job.audio_bytes // (2 * body.channels)
+        job.result = fastpack.result(
+            job.job_id, body.attempt, worker.worker_id, worker.ready.engine, worker.ready.model, body.sample_rate,
+            body.channels, body.sample_format, num_samples, body.gen_time_ms,
+            int(((job.started_at or now) - job.accepted_at) * 1000), int((now - job.accepted_at) * 1000),
+        )
+        for identity in job.subscribers:
+            self.outbox.client(identity, Command.RESULT, job.result, payload, durable=True)
+        log.debug("job %s done by %s (attempt %d, %d samples)", job.job_id, worker.worker_id, body.attempt,
+                  num_samples)
+        self._finish(job, now)
+        for completed in self._completers:
+            completed(job, worker, body)
+
+    def partial(self, worker: WorkerRecord, body: Partial, payload: Any) -> None:
+        """W_PARTIAL: forward a streamed chunk of a live lease to the job's subscribers."""
+        job = self._held(worker, body.job_id, body.attempt)
+        if job is None or not job.request.stream:
+            return
+        for identity in job.subscribers:
+            self.outbox.client(identity, Command.PARTIAL, body, payload)
+
+    def worker_failed(self, worker: WorkerRecord, body: Fail) -> None:
+        """W_FAIL: a retryable failure runs the job again elsewhere; any other ends it."""
+        job = self._held(worker, body.job_id, body.attempt)
+        if job is None:
+            return
+        self.workers.release(worker, (body.job_id, body.attempt))
+        worker.jobs_failed += 1
+        self.dirty = True
+        log.info("job %s failed on worker %s (attempt %d): %s: %s", job.job_id, worker.worker_id, body.attempt,
+                 body.code, body.message)
+        if body.retryable:
+            self.requeue(job, f"worker {worker.worker_id} failed: {body.code}: {body.message}")
+        else:
+            self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code)
+
+    def _held(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
+        """The job if `worker` holds this exact live lease; else None (a late or foreign answer)."""
+        lease = (job_id, attempt)
+        if lease not in worker.leases:
+            log.warning("worker %s answered for job %s attempt %d it does not hold; dropped", worker.worker_id,
+                        job_id, attempt)
+            return None
+        job = worker.leases[lease]
+        if job is None:
+            log.info("worker %s answered for revoked job %s attempt %d; dropped, slot freed", worker.worker_id,
+                     job_id, attempt)
+            self.workers.release(worker, lease)
+            self.dirty = True
+        return job
+
+    # ---- shared transitions ------------------------------------------------------------------------
+
+    def requeue(self, job: Job, why: str) -> None:
+        """Put a job whose attempt ended without an answer back at the front, or end it as a poison job."""
+        job.worker_id = None
+        job.worker_identity = None
+        job.lease_deadline = None
+        if job.attempt >= self.settings.max_attempts:
+            self.fail(job, ErrorCode.MAX_ATTEMPTS,
+                      f"gave up after {job.attempt} attempts (workers: {', '.join(job.workers_tried)}); last: {why}")
+            return
+        log.info("job %s requeued after attempt %d: %s", job.job_id, job.attempt, why)
+        job.state = JobState.QUEUED
+        self.queue.push(job, front=True)
+        self.dirty = True
+
+    def fail(self, job: Job, code: ErrorCode, message: str, *, cancel_reason: str = "",
+             worker_code: str = "") -> None:
+        """End a job with an error: drop it from the queue or revoke its lease, tell its subscribers."""
+        if job.state is JobState.QUEUED:
+            self.queue.remove(job)
+        elif job.state is JobState.RUNNING and job.worker_identity is not None:
+            self._revoke(job, cancel_reason or code.value)
+        job.state = JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED
+        job.error = ErrorInfo(code=worker_code or code.value, message=message[:4096], retryable=code.retryable)
+        error = _error_body(job)
+        for identity in job.subscribers:
+            self.outbox.client(identity, Command.ERROR, error)
+        log.info("job %s %s: %s: %s", job.job_id, job.state.value, job.error.code, message)
+        self._finish(job, time.monotonic())
+
+    def _revoke(self, job: Job, reason: str) -> None:
+        """Cancel the running attempt: the lease stops counting, its slot stays busy until the worker answers."""
+        worker = self.workers.get(job.worker_identity) if job.worker_identity else None
+        lease: Lease = (job.job_id, job.attempt)
+        if worker is not None and worker.leases.get(lease) is job:
+            self.workers.revoke(worker, lease)
+            self.outbox.worker(worker.identity, Command.B_CANCEL,
+                               CancelLease(job_id=job.job_id, attempt=job.attempt, reason=reason))
+
+    def _finish(self, job: Job, now: float, *, new: bool = False) -> None:
+        self.jobs.finish(job, now)
+        self._record(job, new=new)
+
+    def _record(self, job: Job, *, new: bool = False) -> None:
+        for recorded in self._recorders:
+            recorded(job, new=new)
+
+    def _watch_deadline(self, job: Job) -> None:
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, job.job_id))
+
+    # ---- dispatch ----------------------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> None:
+        """Give queued jobs to free worker slots, least recently used workers first.
+
+        Leases are recorded before their JOB goes out (it waits for the commit), so after a crash the attempt
+        count is never behind and poison jobs still end.
+        """
+        self.dirty = False
+        if not len(self.queue):
+            return
+        settings = self.settings
+        for worker in self.workers.free_workers():
+            while worker.free_slots > 0:
+                job = self.queue.take_for(worker.served_keys, warm=worker.warm, now=now,
+                                          sticky_max_wait_s=settings.sticky_max_wait_s)
+                if job is None:
+                    break
+                self.outbox.worker(worker.identity, Command.B_JOB, self.lease(worker, job, now), durable=True)
+            if not len(self.queue):
+                break
+
+    def lease(self, worker: WorkerRecord, job: Job, now: float) -> bytes:
+        """Start the next attempt of `job` on `worker`; returns the packed JOB body."""
+        job.attempt += 1
+        job.state = JobState.RUNNING
+        job.worker_id = worker.worker_id
+        job.worker_identity = worker.identity
+        job.started_at = job.started_at or now
+        job.workers_tried.append(worker.worker_id)
+        req = job.request
+        limit_s = req.timeout_ms / 1000 if req.timeout_ms else self.settings.job_timeout_s
+        if job.deadline is not None:
+            limit_s = min(limit_s, max(job.deadline - now, 0.001))
+        job.lease_deadline = now + limit_s
+        heapq.heappush(self._lease_deadlines, (job.lease_deadline, job.job_id, job.attempt))
+        self.workers.lease(worker, (job.job_id, job.attempt), job)
+        self._record(job)
+        log.debug("job %s attempt %d -> worker %s", job.job_id, job.attempt, worker.worker_id)
+        return fastpack.job(job.job_id, job.attempt, req.text, req.speaker, job.model, req.voice, req.stream,
+                            int(limit_s * 1000))
+
+    # ---- timers ------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Declare silent workers dead, end jobs past their deadline, requeue attempts past their limit."""
+        settings = self.settings
+        dead_after = settings.heartbeat_interval_s * settings.heartbeat_liveness
+        for worker in self.workers:
+            if now - worker.last_seen > dead_after:
+                log.warning("worker %s silent for %.1fs: declared dead (%d leases)", worker.worker_id,
+                            now - worker.last_seen, len(worker.leases))
+                self.worker_gone(worker, "died")
+        self._expire_deadlines(now)
+        self._expire_leases(now)
+        if settings.unroutable_timeout_s > 0:
+            self._fail_unroutable(now)
+        self.jobs.expire(now)
+
+    def _expire_deadlines(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            job = self.jobs.get(job_id)
+            if job is not None and not job.state.finished and job.deadline is not None and job.deadline <= now:
+                self.fail(job, ErrorCode.DEADLINE_EXCEEDED,
+                          f"deadline of {job.request.deadline_ms} ms passed (attempt {job.attempt})",
+                          cancel_reason="deadline")
+
+    def _expire_leases(self, now: float) -> None:
+        heap = self._lease_deadlines
+        while heap and heap[0][0] <= now:
+            _, job_id, attempt = heapq.heappop(heap)
+            job = self.jobs.get(job_id)
+            if job is None or job.state is not JobState.RUNNING or job.attempt != attempt:
+                continue
+            self._revoke(job, "attempt timed out")
+            self.requeue(job, f"attempt {attempt} ran past its time limit on worker {job.worker_id}")
+
+    def _fail_unroutable(self, now: float) -> None:
+        for key in self.queue.keys():
+            if self.workers.serves_key(key):
+                self._unroutable_since.pop(key, None)
+                continue
+            since = self._unroutable_since.setdefault(key, now)
+            if now - since >= self.settings.unroutable_timeout_s:
+                for job in list(self.queue.jobs_for_key(key)):
+                    self.fail(job, ErrorCode.NO_WORKERS, f"no connected worker serves model {key!r}")
+                self._unroutable_since.pop(key, None)
+
+    # ---- draining ----------------------------------------------------------------------------------
+
+    def start_drain(self, now: float) -> None:
+        log.info("draining: no new jobs; %d queued and %d live jobs get %.1fs to finish", len(self.queue),
+                 self.jobs.live_count, self.settings.drain_grace_s)
+        self.draining = True
+        self.drain_until = now + self.settings.drain_grace_s
+
+    def drain_finished(self, now: float) -> bool:
+        """True once every job finished, or the grace period is over (the rest then get shutting_down)."""
+        if self.jobs.live_count == 0:
+            log.info("drained: every job finished")
+            return True
+        if now < self.drain_until:
+            return False
+        log.warning("drain grace over: %d jobs left get shutting_down", self.jobs.live_count)
+        for job in self.jobs.live():
+            self.fail(job, ErrorCode.SHUTTING_DOWN, "broker shut down before the job finished; resubmit")
+        return True
+
+
+def _error_body(job: Job) -> Error:
+    assert job.error is not None
+    return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
+
+
+def _known_code(code: str) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.ENGINE_ERROR
