@@ -21,7 +21,6 @@ from typing import Any, Optional, Sequence
 from tts_protocol import ErrorCode, fastpack
 from tts_protocol.constants import Command, JobState, Priority
 from tts_protocol.messages import (
-    Body,
     CancelLease,
     Disconnect,
     Error,
@@ -33,39 +32,15 @@ from tts_protocol.messages import (
     WorkerResult,
 )
 
+from tts_broker import expiry
 from tts_broker.hooks import Hook, overrides
 from tts_broker.jobs import Job, JobTable
+from tts_broker.outbox import Outbox
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
 from tts_broker.workers import Lease, WorkerRecord, WorkerRegistry
 
 log = logging.getLogger(__name__)
-
-Outgoing = tuple[bool, bytes, Command, Any, Any]  # (to_worker, routing id, command, body, payload)
-
-
-class Outbox:
-    """Messages the lifecycle wants sent, in order. `later` ones wait for the journal's group commit."""
-
-    __slots__ = ("now", "later", "_durable")
-
-    def __init__(self, *, durable: bool) -> None:
-        self.now: list[Outgoing] = []
-        self.later: list[Outgoing] = []
-        self._durable = durable
-
-    def client(self, identity: bytes, command: Command, body: Body | bytes, payload: Any = None, *,
-               durable: bool = False) -> None:
-        (self.later if durable and self._durable else self.now).append((False, identity, command, body, payload))
-
-    def worker(self, identity: bytes, command: Command, body: Body | bytes, *, durable: bool = False) -> None:
-        (self.later if durable and self._durable else self.now).append((True, identity, command, body, None))
-
-    def error(self, identity: bytes, code: ErrorCode, message: str, *, job_id: Optional[str] = None,
-              req_id: Optional[str] = None) -> None:
-        self.client(identity, Command.ERROR, Error(job_id=job_id, req_id=req_id, code=code.value,
-                                                   message=message[:4096], retryable=code.retryable))
-
 
 class Lifecycle:
     """Jobs, the queue, workers, leases and timers of one broker, and every transition between states."""
@@ -84,9 +59,9 @@ class Lifecycle:
         self.draining = False
         self.drain_until = 0.0
         self.dirty = False  # something changed that may allow a dispatch
-        self._deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
-        self._lease_deadlines: list[tuple[float, str, int]] = []
-        self._unroutable_since: dict[Optional[str], float] = {}
+        self.deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
+        self.lease_deadlines: list[tuple[float, str, int]] = []
+        self.unroutable_since: dict[Optional[str], float] = {}
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -313,7 +288,7 @@ class Lifecycle:
         if job.state is JobState.QUEUED:
             self.queue.remove(job)
         elif job.state is JobState.RUNNING and job.worker_identity is not None:
-            self._revoke(job, cancel_reason or code.value)
+            self.revoke(job, cancel_reason or code.value)
         job.state = JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED
         job.error = ErrorInfo(code=worker_code or code.value, message=message[:4096], retryable=code.retryable)
         error = _error_body(job)
@@ -322,7 +297,7 @@ class Lifecycle:
         log.info("job %s %s: %s: %s", job.job_id, job.state.value, job.error.code, message)
         self._finish(job, time.monotonic())
 
-    def _revoke(self, job: Job, reason: str) -> None:
+    def revoke(self, job: Job, reason: str) -> None:
         """Cancel the running attempt: the lease stops counting, its slot stays busy until the worker answers."""
         worker = self.workers.get(job.worker_identity) if job.worker_identity else None
         lease: Lease = (job.job_id, job.attempt)
@@ -341,7 +316,7 @@ class Lifecycle:
 
     def _watch_deadline(self, job: Job) -> None:
         if job.deadline is not None:
-            heapq.heappush(self._deadlines, (job.deadline, job.job_id))
+            heapq.heappush(self.deadlines, (job.deadline, job.job_id))
 
     # ---- dispatch ----------------------------------------------------------------------------------
 
@@ -378,7 +353,7 @@ class Lifecycle:
         if job.deadline is not None:
             limit_s = min(limit_s, max(job.deadline - now, 0.001))
         job.lease_deadline = now + limit_s
-        heapq.heappush(self._lease_deadlines, (job.lease_deadline, job.job_id, job.attempt))
+        heapq.heappush(self.lease_deadlines, (job.lease_deadline, job.job_id, job.attempt))
         self.workers.lease(worker, (job.job_id, job.attempt), job)
         self._record(job)
         log.debug("job %s attempt %d -> worker %s", job.job_id, job.attempt, worker.worker_id)
@@ -389,49 +364,7 @@ class Lifecycle:
 
     def tick(self, now: float) -> None:
         """Declare silent workers dead, end jobs past their deadline, requeue attempts past their limit."""
-        settings = self.settings
-        dead_after = settings.heartbeat_interval_s * settings.heartbeat_liveness
-        for worker in self.workers:
-            if now - worker.last_seen > dead_after:
-                log.warning("worker %s silent for %.1fs: declared dead (%d leases)", worker.worker_id,
-                            now - worker.last_seen, len(worker.leases))
-                self.worker_gone(worker, "died")
-        self._expire_deadlines(now)
-        self._expire_leases(now)
-        if settings.unroutable_timeout_s > 0:
-            self._fail_unroutable(now)
-        self.jobs.expire(now)
-
-    def _expire_deadlines(self, now: float) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, job_id = heapq.heappop(heap)
-            job = self.jobs.get(job_id)
-            if job is not None and not job.state.finished and job.deadline is not None and job.deadline <= now:
-                self.fail(job, ErrorCode.DEADLINE_EXCEEDED,
-                          f"deadline of {job.request.deadline_ms} ms passed (attempt {job.attempt})",
-                          cancel_reason="deadline")
-
-    def _expire_leases(self, now: float) -> None:
-        heap = self._lease_deadlines
-        while heap and heap[0][0] <= now:
-            _, job_id, attempt = heapq.heappop(heap)
-            job = self.jobs.get(job_id)
-            if job is None or job.state is not JobState.RUNNING or job.attempt != attempt:
-                continue
-            self._revoke(job, "attempt timed out")
-            self.requeue(job, f"attempt {attempt} ran past its time limit on worker {job.worker_id}")
-
-    def _fail_unroutable(self, now: float) -> None:
-        for key in self.queue.keys():
-            if self.workers.serves_key(key):
-                self._unroutable_since.pop(key, None)
-                continue
-            since = self._unroutable_since.setdefault(key, now)
-            if now - since >= self.settings.unroutable_timeout_s:
-                for job in list(self.queue.jobs_for_key(key)):
-                    self.fail(job, ErrorCode.NO_WORKERS, f"no connected worker serves model {key!r}")
-                self._unroutable_since.pop(key, None)
+        expiry.tick(self, now)
 
     # ---- draining ----------------------------------------------------------------------------------
 

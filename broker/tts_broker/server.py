@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import zmq
-
 from tts_protocol import Command, ErrorCode, ProtocolError, Side, encode
 from tts_protocol.codec import RouterPort, routing_id
 from tts_protocol.messages import Disconnect, Empty
@@ -26,7 +25,8 @@ from tts_protocol.messages import Disconnect, Empty
 from tts_broker import __version__
 from tts_broker.handlers import BrokerInfo, ClientCommands, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
-from tts_broker.lifecycle import Lifecycle, Outgoing
+from tts_broker.lifecycle import Lifecycle
+from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
