@@ -45,13 +45,13 @@ class Job:
     def audio_bytes(self) -> int:
         if self.audio is None:
             return 0
-        return len(self.audio.buffer) if hasattr(self.audio, "buffer") else len(self.audio)
+        return len(self.audio) if isinstance(self.audio, (bytes, bytearray)) else len(self.audio.buffer)
 
     def audio_data(self) -> bytes:
         """The utterance as bytes, whether it is still the worker's zero-copy frame or was read back."""
         if self.audio is None:
             return b""
-        return self.audio.bytes if hasattr(self.audio, "bytes") else bytes(self.audio)
+        return self.audio if isinstance(self.audio, bytes) else bytes(self.audio.buffer)
 
     def reset(self, now: float, wall: float) -> None:
         """Make a finished job a fresh queued one with the same id (RETRY, or resubmission after a retryable error)."""

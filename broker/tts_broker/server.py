@@ -60,8 +60,7 @@ class Broker:
         self.life = Lifecycle(settings, build_hooks(settings))
         self.life.restore()
         self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes), Side.CLIENT)
-        self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER,
-                                  copy=False)
+        self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER)
         self.frontend_endpoint = self.clients.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.client_commands = ClientCommands(self.life, self.info)

@@ -36,7 +36,7 @@ class Message:
 
     command: Command
     body: Body
-    payload: Optional[bytes] = None
+    payload: Any = None  # bytes, or a zmq.Frame on a zero-copy socket
 
 
 def encode(command: Command, body: Body, payload: Optional[bytes] = None) -> list[bytes]:
@@ -65,8 +65,8 @@ def pack_body(body: Body) -> bytes:
 def _to_bytes(frame: Frame) -> bytes:
     if type(frame) is bytes:
         return frame
-    if hasattr(frame, "bytes"):
-        return frame.bytes  # zmq.Frame
+    if isinstance(frame, zmq.Frame):
+        return frame.bytes
     return bytes(frame)
 
 
@@ -92,11 +92,11 @@ def decode(frames: Sequence[Frame], *, side: Side, to_broker: bool) -> Message:
     if command.side is not side or command.to_broker is not to_broker:
         raise ProtocolError(f"command {command.name} not allowed here", command=command)
     raw = _unpack_map(_to_bytes(frames[3]), command)
-    payload: Optional[bytes] = None
+    payload: Any = None  # bytes, or a zmq.Frame on a zero-copy socket
     if count == 5:
         if command not in PAYLOAD_COMMANDS:
             raise ProtocolError(f"{command.name} takes no payload frame", command=command, **_ids(raw))
-        payload = frames[4] if hasattr(frames[4], "buffer") else _to_bytes(frames[4])
+        payload = frames[4] if isinstance(frames[4], zmq.Frame) else _to_bytes(frames[4])
     elif command in PAYLOAD_COMMANDS:
         raise ProtocolError(f"{command.name} needs a payload frame", command=command, **_ids(raw))
     try:
@@ -115,11 +115,10 @@ class RouterPort:
     the broker's hottest path.
     """
 
-    def __init__(self, sock: zmq.Socket, side: Side, *, copy: bool = True) -> None:
+    def __init__(self, sock: zmq.Socket, side: Side) -> None:
         self.sock = sock
         self.side = side
         self._header = side.value
-        self._copy = copy  # worker frames stay zero-copy: audio is forwarded as it arrived
 
     def send(self, identity: bytes, command: Command, body: Union[Body, bytes], payload: Any = None) -> bool:
         """Send `body` (a model, or bytes from tts_protocol.fastpack) to `identity`; False if undeliverable."""
@@ -155,12 +154,22 @@ class RouterPort:
             self.sock.send(frame, _MORE if i < last else _LAST)
         return True
 
-    def recv(self) -> Optional[list[Any]]:
-        """The next waiting multipart message, routing id first, or None when none is waiting."""
+    def recv(self) -> Optional[list[zmq.Frame]]:
+        """The next waiting multipart message (zmq.Frames, routing id first), or None when none is waiting.
+
+        Zero-copy frames and Frame.more instead of recv_multipart's copy and RCVMORE query per frame: about
+        half the cost per message, and audio is forwarded as it arrived.
+        """
+        recv = self.sock.recv
         try:
-            return self.sock.recv_multipart(_LAST, copy=self._copy)
+            frame = recv(_LAST, copy=False)
         except zmq.Again:
             return None
+        frames = [frame]
+        while frame.more:
+            frame = recv(_LAST, copy=False)
+            frames.append(frame)
+        return frames
 
     def parse(self, frames: list[Any]) -> tuple[bytes, Message]:
         """(routing id, message); raises ProtocolError for a malformed message (the id is still frames[0])."""
