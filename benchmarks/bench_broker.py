@@ -125,7 +125,7 @@ def ttsp_call(sock: zmq.Socket, i: int) -> None:
 
 def ttsp_done(sock: zmq.Socket) -> bool:
     frames = sock.recv_multipart()
-    return frames[2] == bytes((Command.RESULT,))
+    return frames[0][-1] == Command.RESULT
 
 
 # ---- driver -----------------------------------------------------------------------------------------

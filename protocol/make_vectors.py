@@ -229,18 +229,23 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
 
 # (name, side header, frames, to_broker, what is wrong)
 INVALID: list[tuple[str, bytes, list[bytes], bool, str]] = [
-    ("bad_header", b"TTSC1", [b"", b"XXXX1", b"\x01", b"\x80"], True, "unknown header"),
-    ("unknown_command", b"TTSC1", [b"", b"TTSC1", b"\x7f", b"\x80"], True, "unknown command byte"),
-    ("wrong_direction", b"TTSC1", [b"", b"TTSC1", b"\x11", b"\x80"], True, "ACCEPTED sent to the broker"),
-    ("not_msgpack", b"TTSC1", [b"", b"TTSC1", b"\x01", b"\xc1\xc1"], True, "body is not msgpack"),
-    ("body_not_map", b"TTSC1", [b"", b"TTSC1", b"\x01", b"\x93\x01\x02\x03"], True, "body is an array"),
-    ("missing_text", b"TTSC1", [b"", b"TTSC1", b"\x01", b"\x81\xa6job_id\xa1j"], True, "SUBMIT without text"),
-    ("bad_job_id", b"TTSC1", [b"", b"TTSC1", b"\x01", b"\x82\xa6job_id\xa3a/b\xa4text\xa1x"], True, "job id with /"),
-    ("wrong_type", b"TTSC1", [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\x01"], True, "req_id is an int"),
-    ("too_few_frames", b"TTSC1", [b"", b"TTSC1", b"\x05"], True, "3 frames"),
-    ("unexpected_payload", b"TTSC1", [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\xa1r", b"xx"], True, "PING with payload"),
-    ("missing_payload", b"TTSW1", [b"", b"TTSW1", b"\x24", b"\x83\xa6job_id\xa1j\xa7attempt\x01\xabsample_rate\xcd\x56\x22"], True, "RESULT without audio"),
-    ("nonempty_delimiter", b"TTSW1", [b"x", b"TTSW1", b"\x22", b"\x80"], True, "frame 0 not empty"),
+    ("bad_header", b"TTSC2", [b"XXXX2\x01", b"\x80"], True, "unknown header"),
+    ("other_side_header", b"TTSC2", [b"TTSW2\x01", b"\x80"], True, "worker header on the client port"),
+    ("short_head", b"TTSC2", [b"TTSC2", b"\x80"], True, "frame 0 without a command byte"),
+    ("unknown_command", b"TTSC2", [b"TTSC2\x7f", b"\x80"], True, "unknown command byte"),
+    ("wrong_direction", b"TTSC2", [b"TTSC2\x11", b"\x80"], True, "ACCEPTED sent to the broker"),
+    ("not_msgpack", b"TTSC2", [b"TTSC2\x01", b"\xc1\xc1"], True, "body is not msgpack"),
+    ("body_not_map", b"TTSC2", [b"TTSC2\x01", b"\x93\x01\x02\x03"], True, "body is an array"),
+    ("missing_text", b"TTSC2", [b"TTSC2\x01", b"\x81\xa6job_id\xa1j"], True, "SUBMIT without text"),
+    ("bad_job_id", b"TTSC2", [b"TTSC2\x01", b"\x82\xa6job_id\xa3a/b\xa4text\xa1x"], True, "job id with /"),
+    ("wrong_type", b"TTSC2", [b"TTSC2\x05", b"\x81\xa6req_id\x01"], True, "req_id is an int"),
+    ("too_few_frames", b"TTSC2", [b"TTSC2\x05"], True, "1 frame"),
+    ("unexpected_payload", b"TTSC2", [b"TTSC2\x05", b"\x81\xa6req_id\xa1r", b"xx"], True, "PING with payload"),
+    ("missing_payload", b"TTSW2",
+     [b"TTSW2\x24", b"\x83\xa6job_id\xa1j\xa7attempt\x01\xabsample_rate\xcd\x56\x22"], True,
+     "RESULT without audio"),
+    ("ttsp1_message", b"TTSC2", [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\xa1r"], True,
+     "a TTSP/1 message (empty delimiter first)"),
 ]
 
 FILENAMES = [

@@ -1,6 +1,6 @@
 """Hand-driven protocol peers for broker tests: a raw client and a raw worker on real DEALER sockets.
 
-They speak TTSP/1 through tts_protocol, one message at a time, so a test can script exactly what a worker
+They speak TTSP/2 through tts_protocol, one message at a time, so a test can script exactly what a worker
 does (answer late, go silent, send garbage) and see exactly what the broker sends back.
 """
 

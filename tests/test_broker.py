@@ -262,14 +262,15 @@ def test_unknown_worker_is_told_to_reregister(broker: BrokerProc, ctx: zmq.Conte
 
 GARBAGE = [
     [b"hello"],
-    [b"", b"TTSC1"],
-    [b"", b"TTSC1", b"\x01", b"\xc1"],
-    [b"", b"TTSC1", b"\x01", b"\x93\x01\x02\x03"],
-    [b"", b"TTSC1", b"\xff", b"\x80"],
-    [b"", b"TTSW1", b"\x21", b"\x80"],
-    [b"", b"TTSC1", b"\x01", b"\x82\xa6job_id\xa3a/b\xa4text\xa1x"],
-    [b"", b"TTSC1", b"\x01", b"\x81\xa6job_id\xa1j"],
-    [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\xa1r", b"x", b"y"],
+    [b"TTSC2"],
+    [b"TTSC2\x01", b"\xc1"],
+    [b"TTSC2\x01", b"\x93\x01\x02\x03"],
+    [b"TTSC2\xff", b"\x80"],
+    [b"TTSW2\x21", b"\x80"],
+    [b"TTSC2\x01", b"\x82\xa6job_id\xa3a/b\xa4text\xa1x"],
+    [b"TTSC2\x01", b"\x81\xa6job_id\xa1j"],
+    [b"TTSC2\x05", b"\x81\xa6req_id\xa1r", b"x", b"y"],
+    [b"", b"TTSC1", b"\x05", b"\x81\xa6req_id\xa1r"],  # a TTSP/1 peer
     [b"x" * 1000] * 9,
 ]
 
@@ -287,7 +288,7 @@ def test_garbage_on_both_ports_is_answered_or_dropped_and_the_broker_keeps_servi
         errors += 1
     assert errors == len(GARBAGE)
     garbage_worker = RawWorker(ctx, broker.backend)
-    for frames in GARBAGE + [[b"", b"TTSW1", b"\x24", b"\x80"], [b"", b"TTSW1", b"\x24", b"\x80", b"pcm"]]:
+    for frames in GARBAGE + [[b"TTSW2\x24", b"\x80"], [b"TTSW2\x24", b"\x80", b"pcm"]]:
         garbage_worker.send_raw(frames)
     garbage_worker.send(Command.W_DISCONNECT, {"reason": "done sending garbage"})
     # Truncated, oversized and random-byte frames on raw TCP, not even ZMTP.
@@ -309,7 +310,7 @@ def test_oversized_message_drops_only_that_peer(broker_factory, ctx: zmq.Context
     broker = broker_factory()
     client = RawClient(ctx, broker.frontend)
     big = RawClient(ctx, broker.frontend)
-    big.send_raw([b"", b"TTSC1", b"\x01", b"\x80", b"x" * (65 * 1024 * 1024)])  # over the 64 MiB limit
+    big.send_raw([b"TTSC2\x01", b"\x80", b"x" * (65 * 1024 * 1024)])  # over the 64 MiB limit
     client.submit("small")
     assert client.recv_until(Command.ACCEPTED).body.job_id == "small"
     assert broker.proc is not None and broker.proc.alive()

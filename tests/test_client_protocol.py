@@ -213,9 +213,9 @@ def test_garbage_from_the_broker_is_dropped(scripted: ScriptedBroker, make_clien
     client = make_client(scripted.url)
     handle = client.submit("after garbage", job_id="g1")
     ident, _ = scripted.recv(Command.SUBMIT)
-    for frames in ([b"x"], [b"", b"TTSC1", b"\x13", b"\xc1"], [b"", b"NOPE!", b"\x13", b"\x80"],
-                   [b"", b"TTSC1", b"\x13", b"\x80"], [b"", b"TTSC1", b"\x7f", b"\x80"],
-                   [b"", b"TTSC1", b"\x01", b"\x80"]):
+    for frames in ([b"x"], [b"TTSC2\x13", b"\xc1"], [b"NOPE!\x13", b"\x80"],
+                   [b"TTSC2\x13", b"\x80"], [b"TTSC2\x7f", b"\x80"],
+                   [b"TTSC2\x01", b"\x80"]):
         scripted.send_raw(ident, frames)
     pcm = b"\x02\x00" * 3
     scripted.send(ident, Command.RESULT, result_body("g1", 1, pcm), pcm)

@@ -1,4 +1,4 @@
-"""The worker against a broker-peer played by the test: a real ROUTER socket speaking TTSP/1.
+"""The worker against a broker-peer played by the test: a real ROUTER socket speaking TTSP/2.
 
 These pin the worker's side of PROTOCOL.md sections 4 and 5 exactly (what it sends, when, and on which
 socket), including faults a real broker would rarely produce on demand.
@@ -208,18 +208,18 @@ def test_garbage_from_the_broker_is_ignored(worker: Callable[..., Proc], fake_br
     rid, _ = fake_broker.expect(Command.W_READY)
     garbage = [
         [b"junk"],
-        [b"", b"TTSW1"],
-        [b"x", b"TTSW1", b"\x31", b"\x80"],
-        [b"", b"TTSC1", b"\x31", b"\x80"],
-        [b"", b"TTSW1", b"\x99", b"\x80"],
-        [b"", b"TTSW1", b"\x31", b"\xc1\xc1"],
-        [b"", b"TTSW1", b"\x31", msgpack.packb([1, 2])],
-        [b"", b"TTSW1", b"\x31", msgpack.packb({"job_id": "ok", "attempt": 0, "text": "hi"})],
-        [b"", b"TTSW1", b"\x31", msgpack.packb({"job_id": "bad id!", "attempt": 1, "text": "hi"})],
-        [b"", b"TTSW1", b"\x31", msgpack.packb({"job_id": "j", "attempt": 1, "text": "hi"}), b"payload"],
-        [b"", b"TTSW1", b"\x24", msgpack.packb({})],  # a worker command sent to the worker
-        [b"", b"TTSW1", b"\x32", msgpack.packb({"job_id": "j", "attempt": "1"})],
-        [b"", b"TTSW1", b"\x35", msgpack.packb({"options": {"x": [1]}})],
+        [b"TTSW2"],
+        [b"xTTSW2\x31", b"\x80"],
+        [b"TTSC2\x31", b"\x80"],
+        [b"TTSW2\x99", b"\x80"],
+        [b"TTSW2\x31", b"\xc1\xc1"],
+        [b"TTSW2\x31", msgpack.packb([1, 2])],
+        [b"TTSW2\x31", msgpack.packb({"job_id": "ok", "attempt": 0, "text": "hi"})],
+        [b"TTSW2\x31", msgpack.packb({"job_id": "bad id!", "attempt": 1, "text": "hi"})],
+        [b"TTSW2\x31", msgpack.packb({"job_id": "j", "attempt": 1, "text": "hi"}), b"payload"],
+        [b"TTSW2\x24", msgpack.packb({})],  # a worker command sent to the worker
+        [b"TTSW2\x32", msgpack.packb({"job_id": "j", "attempt": "1"})],
+        [b"TTSW2\x35", msgpack.packb({"options": {"x": [1]}})],
         [os.urandom(64) for _ in range(5)],
     ]
     for frames in garbage:

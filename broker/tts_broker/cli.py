@@ -38,7 +38,7 @@ from tts_broker.settings import BrokerSettings
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
-    """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/1)."""
+    """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2)."""
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:
         settings = BrokerSettings(**overrides)

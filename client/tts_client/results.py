@@ -10,7 +10,7 @@ from tts_protocol.messages import Result
 if TYPE_CHECKING:
     import numpy as np
 
-BYTES_PER_SAMPLE = 2  # s16le is the only sample format TTSP/1 defines
+BYTES_PER_SAMPLE = 2  # s16le is the only sample format TTSP/2 defines
 
 
 def _pcm_to_array(pcm: bytes, channels: int) -> "np.ndarray":

@@ -1,4 +1,4 @@
-"""TTSP/1: the wire contract shared by the tts-broker broker, workers and clients.
+"""TTSP/2: the wire contract shared by the tts-broker broker, workers and clients.
 
 See protocol/PROTOCOL.md for the specification this package implements.
 """

@@ -1,4 +1,4 @@
-"""Encode and decode TTSP/1 multipart messages (PROTOCOL.md section 2).
+"""Encode and decode TTSP/2 multipart messages (PROTOCOL.md section 2).
 
 The one place that knows the frame layout, for DEALER peers (clients, workers: `encode`, `decode`) and for
 the broker's ROUTER sockets (`RouterPort`). Decoding never raises anything but ProtocolError, whatever the
@@ -15,7 +15,7 @@ import msgpack
 import zmq
 from pydantic import ValidationError
 
-from tts_protocol.constants import PAYLOAD_COMMANDS, Command, Side
+from tts_protocol.constants import CLIENT_HEADER, PAYLOAD_COMMANDS, Command, Side
 from tts_protocol.errors import ProtocolError
 from tts_protocol.messages import BODY_TYPES, Body
 
@@ -25,7 +25,8 @@ Frame = Union[bytes, bytearray, memoryview, Any]  # zmq.Frame is accepted too (h
 
 _MAX_BODY_BYTES = 4 * 1024 * 1024  # bodies are metadata; audio rides in the payload frame
 _COMMANDS = {int(command): command for command in Command}
-_COMMAND_FRAMES = {command: bytes((command,)) for command in Command}
+_HEAD_FRAMES = {command: command.side.value + bytes((command,)) for command in Command}  # frame 0
+_HEAD_LEN = len(CLIENT_HEADER) + 1
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)  # int flags: pyzmq spends a third of a send combining enum flags
 _LAST = int(zmq.NOBLOCK)
 
@@ -47,7 +48,7 @@ def encode(command: Command, body: Body, payload: Optional[bytes] = None) -> lis
         raise TypeError(f"{command.name} takes a {BODY_TYPES[command].__name__} body, not {type(body).__name__}")
     if payload is not None and command not in PAYLOAD_COMMANDS:
         raise ValueError(f"{command.name} carries no payload")
-    frames = [b"", command.side.value, _COMMAND_FRAMES[command], pack_body(body)]
+    frames = [_HEAD_FRAMES[command], pack_body(body)]
     if payload is not None:
         frames.append(payload)
     return frames
@@ -76,27 +77,24 @@ def decode(frames: Sequence[Frame], *, side: Side, to_broker: bool) -> Message:
     Raises ProtocolError, carrying the command and job/request id when they could be read.
     """
     count = len(frames)
-    if not 4 <= count <= 5:
-        raise ProtocolError(f"expected 4 or 5 frames, got {count}")
-    if _to_bytes(frames[0]):
-        raise ProtocolError("frame 0 must be empty")
-    header = _to_bytes(frames[1])
-    if header != side.value:
-        raise ProtocolError(f"bad protocol header {header[:16]!r}, expected {side.value!r}")
-    command_frame = _to_bytes(frames[2])
-    if len(command_frame) != 1:
-        raise ProtocolError("command frame must be exactly one byte")
-    command = _COMMANDS.get(command_frame[0])
+    if not 2 <= count <= 3:
+        if count in (4, 5) and not _to_bytes(frames[0]):
+            raise ProtocolError("a TTSP/1 message (empty delimiter frame first); this peer speaks TTSP/2")
+        raise ProtocolError(f"expected 2 or 3 frames, got {count}")
+    head = _to_bytes(frames[0])
+    if len(head) != _HEAD_LEN or head[:-1] != side.value:
+        raise ProtocolError(f"bad frame 0 {head[:16]!r}: expected {side.value!r} and a command byte")
+    command = _COMMANDS.get(head[-1])
     if command is None:
-        raise ProtocolError(f"unknown command 0x{command_frame[0]:02x}")
+        raise ProtocolError(f"unknown command 0x{head[-1]:02x}")
     if command.side is not side or command.to_broker is not to_broker:
         raise ProtocolError(f"command {command.name} not allowed here", command=command)
-    raw = _unpack_map(_to_bytes(frames[3]), command)
+    raw = _unpack_map(_to_bytes(frames[1]), command)
     payload: Any = None  # bytes, or a zmq.Frame on a zero-copy socket
-    if count == 5:
+    if count == 3:
         if command not in PAYLOAD_COMMANDS:
             raise ProtocolError(f"{command.name} takes no payload frame", command=command, **_ids(raw))
-        payload = frames[4] if isinstance(frames[4], zmq.Frame) else _to_bytes(frames[4])
+        payload = frames[2] if isinstance(frames[2], zmq.Frame) else _to_bytes(frames[2])
     elif command in PAYLOAD_COMMANDS:
         raise ProtocolError(f"{command.name} needs a payload frame", command=command, **_ids(raw))
     try:
@@ -118,7 +116,6 @@ class RouterPort:
     def __init__(self, sock: zmq.Socket, side: Side) -> None:
         self.sock = sock
         self.side = side
-        self._header = side.value
 
     def send(self, identity: bytes, command: Command, body: Union[Body, bytes], payload: Any = None) -> bool:
         """Send `body` (a model, or bytes from tts_protocol.fastpack) to `identity`; False if undeliverable."""
@@ -130,9 +127,7 @@ class RouterPort:
                 log.debug("peer %r unreachable (%s); %s dropped", identity, exc.strerror, command.name)
                 return False
             raise
-        send(b"", _MORE)
-        send(self._header, _MORE)
-        send(_COMMAND_FRAMES[command], _MORE)
+        send(_HEAD_FRAMES[command], _MORE)
         packed = body if type(body) is bytes else pack_body(body)  # type: ignore[arg-type]
         if payload is None:
             send(packed, _LAST)

@@ -35,7 +35,7 @@ class TtsError(Exception):
 
 
 class ProtocolError(TtsError):
-    """A message that does not follow TTSP/1.
+    """A message that does not follow TTSP/2.
 
     Carries what could still be read of the message (its command and job/request id) so the receiver can
     answer the sender with a useful ERROR instead of dropping it silently.

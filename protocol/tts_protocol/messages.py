@@ -94,12 +94,6 @@ class Accepted(Body):
     duplicate: bool = False
 
 
-class AudioFormat(Body):
-    sample_rate: Annotated[int, Field(gt=0, le=384_000)]
-    channels: Annotated[int, Field(ge=1, le=8)] = 1
-    sample_format: Annotated[str, StringConstraints(pattern=f"^{SAMPLE_FORMAT}$")] = SAMPLE_FORMAT
-
-
 class Partial(Body):
     job_id: JobId
     attempt: Annotated[int, Field(ge=1)]

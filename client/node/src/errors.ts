@@ -55,7 +55,7 @@ export class JobFailedError extends RequestFailedError {
   }
 }
 
-/** A message that does not follow TTSP/1 (from the broker, or one we were asked to build). */
+/** A message that does not follow TTSP/2 (from the broker, or one we were asked to build). */
 export class ProtocolError extends TtsError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("protocol", message, options);

@@ -45,7 +45,7 @@ describe("golden vectors", { timeout: 10_000 }, () => {
 
     test(`${v.name}: encoding its body gives identical bytes`, () => {
       const expected = frameFiles(v);
-      const payload = expected.length === 5 ? expected[4] : undefined;
+      const payload = expected.length === 3 ? expected[2] : undefined;
       const frames = encodeMessage(v.command_byte!, v.body!, payload);
       assert.equal(frames.length, expected.length);
       frames.forEach((frame, i) => assert.equal(hex(frame), hex(expected[i]!), `frame ${i} differs`));
@@ -64,7 +64,7 @@ describe("codec edge cases", { timeout: 10_000 }, () => {
 
   test("encoding fills defaults in wire order and ignores unknown keys", () => {
     const frames = submit({ extra: 1, text: "hi", job_id: "j1" });
-    const msg = decodeMessage(frames, "TTSC1", true);
+    const msg = decodeMessage(frames, "TTSC2", true);
     assert.deepEqual(Object.keys(msg.body), ["job_id", "text", "speaker", "model", "priority", "deadline_ms", "timeout_ms", "stream", "voice", "cache"]);
   });
 
@@ -77,18 +77,18 @@ describe("codec edge cases", { timeout: 10_000 }, () => {
   });
 
   test("decoding rejects non-string map keys, trailing bytes and wrong directions", () => {
-    const frames = (body: number[]): Uint8Array[] => [new Uint8Array(0), Buffer.from("TTSC1"), Uint8Array.of(Command.PONG), Uint8Array.from(body)];
-    assert.throws(() => decodeMessage(frames([0x81, 0x01, 0x02]), "TTSC1", false), MalformedMessageError);
-    assert.throws(() => decodeMessage(frames([0x80, 0x80]), "TTSC1", false), MalformedMessageError);
-    assert.throws(() => decodeMessage(frames([0x80]), "TTSC1", true), MalformedMessageError);
+    const frames = (body: number[]): Uint8Array[] => [Buffer.from([...Buffer.from("TTSC2"), Command.PONG]), Uint8Array.from(body)];
+    assert.throws(() => decodeMessage(frames([0x81, 0x01, 0x02]), "TTSC2", false), MalformedMessageError);
+    assert.throws(() => decodeMessage(frames([0x80, 0x80]), "TTSC2", false), MalformedMessageError);
+    assert.throws(() => decodeMessage(frames([0x80]), "TTSC2", true), MalformedMessageError);
     const ok = encodeMessage(Command.PING, { req_id: "r1" });
-    assert.throws(() => decodeMessage(ok, "TTSW1", true), MalformedMessageError);
+    assert.throws(() => decodeMessage(ok, "TTSW2", true), MalformedMessageError);
   });
 
   test("a malformed body still reports the ids it carried", () => {
     const frames = encodeMessage(Command.PING, { req_id: "r9" });
-    frames[2] = Uint8Array.of(Command.PONG); // PONG needs broker_id and time_ms
-    assert.throws(() => decodeMessage(frames, "TTSC1", false), (err: unknown) => err instanceof MalformedMessageError && err.reqId === "r9");
+    frames[0] = Buffer.from([...Buffer.from("TTSC2"), Command.PONG]); // PONG needs broker_id and time_ms
+    assert.throws(() => decodeMessage(frames, "TTSC2", false), (err: unknown) => err instanceof MalformedMessageError && err.reqId === "r9");
   });
 
   test("string limits count code points, like Python", () => {

@@ -1,5 +1,5 @@
 /**
- * Encode and decode TTSP/1 multipart messages (PROTOCOL.md section 2).
+ * Encode and decode TTSP/2 multipart messages (PROTOCOL.md section 2).
  *
  * The one place that knows the frame layout. decodeMessage() throws only ProtocolError, whatever the bytes,
  * so the receive loop can catch one error type and keep going. Encoding produces the same bytes as the
@@ -11,7 +11,9 @@ import { Decoder, Encoder } from "@msgpack/msgpack";
 
 import { ProtocolError } from "../errors.js";
 import {
+  CLIENT_HEADER,
   PAYLOAD_COMMANDS,
+  WORKER_HEADER,
   commandName,
   commandSide,
   commandToBroker,
@@ -21,12 +23,12 @@ import {
 import { BODY_SCHEMAS, SchemaError, hasFloatField, normalize, type FieldSpec, type Schema } from "./schema.js";
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024; // bodies are metadata; audio rides in the payload frame
-const EMPTY = new Uint8Array(0);
 const HEADERS = new Map<Side, Buffer>([
-  ["TTSC1", Buffer.from("TTSC1", "ascii")],
-  ["TTSW1", Buffer.from("TTSW1", "ascii")],
+  [CLIENT_HEADER, Buffer.from(CLIENT_HEADER, "ascii")],
+  [WORKER_HEADER, Buffer.from(WORKER_HEADER, "ascii")],
 ]);
-const COMMAND_FRAMES = new Map<number, Uint8Array>();
+const HEAD_LENGTH = CLIENT_HEADER.length + 1; // frame 0: the side's header, then the command byte
+const HEAD_FRAMES = new Map<number, Uint8Array>();
 
 const plain = new Encoder();
 // A JS number does not say whether it is a float; float fields force float64, as Python writes them.
@@ -78,23 +80,26 @@ export function encodeMessage(command: number, body: Record<string, unknown>, pa
   } catch (err) {
     throw new ProtocolError(`invalid ${name} body: ${(err as Error).message}`, { cause: err });
   }
-  const frames = [EMPTY, HEADERS.get(commandSide(command))!, commandFrame(command), packBody(schema, normalized)];
+  const frames = [headFrame(command), packBody(schema, normalized)];
   if (payload !== undefined) frames.push(payload);
   return frames;
 }
 
 /** Validate and decode frames (without a routing id) that travel in the given direction. */
 export function decodeMessage(frames: readonly Uint8Array[], side: Side, toBroker: boolean): Message {
-  if (frames.length < 4 || frames.length > 5) {
-    throw new MalformedMessageError(`expected 4 or 5 frames, got ${frames.length}`);
+  if (frames.length < 2 || frames.length > 3) {
+    if ((frames.length === 4 || frames.length === 5) && frames[0]!.length === 0) {
+      throw new MalformedMessageError("a TTSP/1 message (empty delimiter frame first); this peer speaks TTSP/2");
+    }
+    throw new MalformedMessageError(`expected 2 or 3 frames, got ${frames.length}`);
   }
-  const [delimiter, header, commandBytes, bodyBytes] = frames as [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
-  if (delimiter.length !== 0) throw new MalformedMessageError("frame 0 must be empty");
-  if (!bytesEqual(header, HEADERS.get(side)!)) {
-    throw new MalformedMessageError(`bad protocol header ${JSON.stringify(ascii(header.subarray(0, 16)))}, expected ${side}`);
+  const [head, bodyBytes] = frames as [Uint8Array, Uint8Array];
+  if (head.length !== HEAD_LENGTH || !bytesEqual(head.subarray(0, HEAD_LENGTH - 1), HEADERS.get(side)!)) {
+    throw new MalformedMessageError(
+      `bad frame 0 ${JSON.stringify(ascii(head.subarray(0, 16)))}: expected ${side} and a command byte`,
+    );
   }
-  if (commandBytes.length !== 1) throw new MalformedMessageError("command frame must be exactly one byte");
-  const command = commandBytes[0]!;
+  const command = head[HEAD_LENGTH - 1]!;
   const name = commandName(command);
   if (name === undefined) throw new MalformedMessageError(`unknown command 0x${hex(command)}`);
   if (commandSide(command) !== side || commandToBroker(command) !== toBroker) {
@@ -107,9 +112,9 @@ export function decodeMessage(frames: readonly Uint8Array[], side: Side, toBroke
     reqId: typeof raw["req_id"] === "string" ? raw["req_id"] : undefined,
   };
   let payload: Uint8Array | undefined;
-  if (frames.length === 5) {
+  if (frames.length === 3) {
     if (!PAYLOAD_COMMANDS.has(command)) throw new MalformedMessageError(`${name} takes no payload frame`, ids);
-    payload = frames[4];
+    payload = frames[2];
   } else if (PAYLOAD_COMMANDS.has(command)) {
     throw new MalformedMessageError(`${name} needs a payload frame`, ids);
   }
@@ -174,11 +179,11 @@ function containerHeader(n: number, fix: number, code16: number): Uint8Array {
   return b;
 }
 
-function commandFrame(command: number): Uint8Array {
-  let frame = COMMAND_FRAMES.get(command);
+function headFrame(command: number): Uint8Array {
+  let frame = HEAD_FRAMES.get(command);
   if (frame === undefined) {
-    frame = Uint8Array.of(command);
-    COMMAND_FRAMES.set(command, frame);
+    frame = Buffer.concat([HEADERS.get(commandSide(command))!, Uint8Array.of(command)]);
+    HEAD_FRAMES.set(command, frame);
   }
   return frame;
 }

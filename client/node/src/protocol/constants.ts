@@ -1,13 +1,13 @@
-/** TTSP/1 constants: headers, command bytes, priorities, states and error codes (PROTOCOL.md 2-3). */
+/** TTSP/2 constants: headers, command bytes, priorities, states and error codes (PROTOCOL.md 2-3). */
 
-export const PROTOCOL_VERSION = 1;
-export const CLIENT_HEADER = "TTSC1";
-export const WORKER_HEADER = "TTSW1";
+export const PROTOCOL_VERSION = 2;
+export const CLIENT_HEADER = "TTSC2";
+export const WORKER_HEADER = "TTSW2";
 export const DEFAULT_FRONTEND = "tcp://127.0.0.1:5555";
 export const SAMPLE_FORMAT = "s16le";
 export const BYTES_PER_SAMPLE = 2;
 
-/** Which pair of peers a message travels between; the value is the header frame. */
+/** Which pair of peers a message travels between; the value starts frame 0 (the command byte follows). */
 export type Side = typeof CLIENT_HEADER | typeof WORKER_HEADER;
 
 /** One-byte command codes; the high nibble tells the direction. */
@@ -53,7 +53,7 @@ const NAMES = new Map<number, CommandName>(
   (Object.entries(Command) as [CommandName, number][]).map(([name, byte]) => [byte, name]),
 );
 
-/** The command's name for a byte, or undefined for a byte TTSP/1 does not define. */
+/** The command's name for a byte, or undefined for a byte TTSP/2 does not define. */
 export function commandName(byte: number): CommandName | undefined {
   return NAMES.get(byte);
 }
