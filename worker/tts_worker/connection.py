@@ -4,6 +4,9 @@ Used only from the worker's I/O thread. Paranoid Pirate rules: a broker silent f
 heartbeat_interval_s x heartbeat_liveness is dead; the socket is then closed (linger 0) and a new one, with a
 new routing id, is opened after a backoff that doubles from reconnect_min_s to reconnect_max_s and resets once
 the broker talks to us again.
+
+Every message goes out through `send()`, which takes a tts_protocol.messages model and frames it with
+tts_protocol's encode: the worker never builds a frame or a body by hand.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import zmq
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
+from tts_protocol.messages import BODY_TYPES, Body
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +83,15 @@ class BrokerConnection:
         self.reconnect_at = time.monotonic() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
 
-    def send(self, command: Command, body: Any, payload: Optional[bytes] = None) -> bool:
-        """Send without blocking; False (and a log line) if there is no socket or the pipe is full."""
+    def send(self, command: Command, body: Body, payload: Optional[bytes] = None) -> bool:
+        """Send without blocking; False (and a log line) if there is no socket or the pipe is full.
+
+        TypeError if `body` is not the model `command` carries (a bug in the caller, not a peer's fault).
+        """
+        if not command.to_broker or command.side is not Side.WORKER:
+            raise TypeError(f"{command.name} is not a worker-to-broker command")
+        if type(body) is not BODY_TYPES[command]:
+            raise TypeError(f"{command.name} carries {BODY_TYPES[command].__name__}, not {type(body).__name__}")
         if self.socket is None:
             return False
         frames = encode(command, body, payload)

@@ -3,7 +3,10 @@
 Threads: the main thread is the I/O thread. It owns the DEALER socket (connection.py), heartbeats every
 interval whether idle or busy, dispatches broker commands and sends what the synthesis threads
 (synthesis.py) produce. Those threads report through a queue and wake the I/O thread through a pipe; they
-never touch ZeroMQ. Signals are handled on the main thread and only set flags.
+never touch ZeroMQ. Signals are handled on the main thread and only set flags. The engine and its threads
+live in an EngineHost (engine_host.py), the jobs in hand in a LeaseBook (leases.py); every message to the
+broker is a tts_protocol.messages model sent through BrokerConnection (connection.py), which frames it with
+tts_protocol's encode.
 
 Leaving: SIGTERM/SIGINT -> take no new job, answer the ones in hand, DISCONNECT, exit 0 (a second signal
 exits at once). max_jobs / max_rss_mb -> the same, exit ExitCode.RECYCLE so the supervisor starts a fresh
@@ -13,7 +16,6 @@ ExitCode.ENGINE_HUNG (the supervisor replaces the process).
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
@@ -26,55 +28,36 @@ from typing import Any, Mapping, Optional
 
 import zmq
 
-from tts_protocol import Command, Message
-from tts_protocol.messages import CancelLease, Disconnect, Job, WorkerReload
+from tts_protocol import Command, ErrorCode, Message
+from tts_protocol.messages import (
+    CancelLease,
+    Disconnect,
+    Fail,
+    Heartbeat,
+    Job,
+    Partial,
+    Ready,
+    WorkerReload,
+    WorkerResult,
+)
 from tts_worker.connection import BrokerConnection
-from tts_worker.engines.base import Engine, EngineInfo, EngineLoadError, SynthesisRequest
-from tts_worker.engines.registry import create_engine
+from tts_worker.engine_host import EngineHost
+from tts_worker.engines.base import EngineLoadError, SynthesisRequest
 from tts_worker.exit_codes import ExitCode
+from tts_worker.leases import Lease, LeaseBook
 from tts_worker.settings import WorkerSettings
 from tts_worker.stats import WorkerStats
-from tts_worker.synthesis import Done, Failed, LeaseKey, Partial, SynthesisRunner, Task
+from tts_worker.synthesis import Chunk, Done, Failed, Task
 
 log = logging.getLogger(__name__)
 
 POLL_MAX_S = 0.1
 LEAVE_LINGER_MS = 1000
-
-
-@dataclasses.dataclass(slots=True)
-class Lease:
-    """A job in hand: (job_id, attempt) as leased on socket `generation`."""
-
-    job_id: str
-    attempt: int
-    generation: int
-    stream: bool
-    cancel: threading.Event
-    cancelled_by_broker: bool = False
-    cancel_deadline: Optional[float] = None
-
-
-def load_engine(settings: WorkerSettings, options: Mapping[str, Any]) -> tuple[Engine, EngineInfo, int]:
-    """Build and load the configured engine; any failure becomes EngineLoadError."""
-    started = time.monotonic()
-    engine = create_engine(settings.engine, options, settings)
-    try:
-        info = engine.load()
-    except EngineLoadError:
-        _close_quietly(engine)
-        raise
-    except Exception as exc:  # a bad checkpoint can surface as anything; it is still a load failure
-        _close_quietly(engine)
-        raise EngineLoadError(f"engine {settings.engine} failed to load: {type(exc).__name__}: {exc}") from exc
-    return engine, info, int((time.monotonic() - started) * 1000)
-
-
-def _close_quietly(engine: Engine) -> None:
-    try:
-        engine.close()
-    except Exception:
-        log.exception("closing engine failed")
+HUNG_LINGER_MS = 500
+MAX_STR = 256  # ShortStr on the wire
+MAX_MESSAGE = 4096
+MAX_CAPACITY = 1024
+MAX_RELOAD_ERROR = 1000
 
 
 class WorkerDaemon:
@@ -82,13 +65,10 @@ class WorkerDaemon:
 
     def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False) -> None:
         self.settings = settings
-        self.options = dict(options)
         self.supervised = supervised
         self.stats = WorkerStats()
-        self.leases: dict[LeaseKey, Lease] = {}
-        self.engine: Optional[Engine] = None
-        self.info: Optional[EngineInfo] = None
-        self.runner: Optional[SynthesisRunner] = None
+        self.leases = LeaseBook(cancel_grace_s=settings.cancel_grace_s)
+        self.engine_host = EngineHost(settings, options, self._notify)
         self._stopping = False
         self._abort = False
         self._stop_logged = False
@@ -108,10 +88,11 @@ class WorkerDaemon:
     def run(self) -> int:
         """Load the engine (EngineLoadError propagates), then serve until stopped."""
         self._install_signals()
-        self.engine, self.info, self.stats.load_time_ms = load_engine(self.settings, self.options)
-        log.info("[%s] engine %s model %s loaded in %d ms (capacity %d, %s)", self.settings.name,
-                 self.info.engine, self.info.model, self.stats.load_time_ms, self.info.capacity, self.info.device)
-        self.runner = SynthesisRunner(self.engine, self.info, self._notify)
+        loaded = self.engine_host.load()
+        self.stats.load_time_ms = loaded.load_time_ms
+        info = loaded.info
+        log.info("[%s] engine %s model %s loaded in %d ms (capacity %d, %s)", self.settings.name, info.engine,
+                 info.model, loaded.load_time_ms, info.capacity, info.device)
         self._context = zmq.Context()
         self.conn = BrokerConnection(
             self._context, self.settings.broker_url, timeout_s=self.settings.broker_timeout_s,
@@ -205,16 +186,11 @@ class WorkerDaemon:
         return self._stopping or self._exit_code == ExitCode.RECYCLE
 
     def _leave(self, reason: str) -> None:
-        assert self.conn is not None
-        if self.conn.connected:
-            self.conn.send(Command.W_DISCONNECT, Disconnect(reason=reason))
-            self.conn.close(linger_ms=LEAVE_LINGER_MS)
+        self._disconnect(reason, linger_ms=LEAVE_LINGER_MS)
         log.info("[%s] leaving (%s) after %d job(s) done, %d failed", self._tag(), reason,
                  self.stats.jobs_done, self.stats.jobs_failed)
-        if self.runner is not None and not self.runner.stop(timeout_s=1.0):
+        if not self.engine_host.close(timeout_s=1.0):
             log.warning("[%s] a synthesis thread is still busy at exit", self._tag())
-        if self.engine is not None:
-            _close_quietly(self.engine)
 
     def _drain_wake_pipe(self) -> None:
         try:
@@ -247,23 +223,22 @@ class WorkerDaemon:
             log.warning("[%s] unexpected %s from broker ignored", self._tag(), message.command.name)
 
     def _on_job(self, job: Job) -> None:
-        assert self.conn is not None and self.runner is not None
+        assert self.conn is not None
         key = (job.job_id, job.attempt)
         if key in self.leases:
             log.warning("[%s] job %s attempt %d: duplicate JOB ignored", self._tag(), job.job_id, job.attempt)
             return
         if self._leaving():
             log.info("[%s] job %s attempt %d: refused, worker is leaving", self._tag(), job.job_id, job.attempt)
-            self.conn.send(Command.W_FAIL, {"job_id": job.job_id, "attempt": job.attempt, "code": "shutting_down",
-                                            "message": "worker is shutting down", "retryable": True})
+            self.conn.send(Command.W_FAIL, Fail(job_id=job.job_id, attempt=job.attempt, code=ErrorCode.SHUTTING_DOWN,
+                                                message="worker is shutting down", retryable=True))
             return
-        lease = Lease(job.job_id, job.attempt, self.conn.generation, job.stream, threading.Event())
-        self.leases[key] = lease
+        lease = self.leases.open(job.job_id, job.attempt, generation=self.conn.generation, stream=job.stream)
         log.info("[%s] job %s attempt %d: leased (%d chars, speaker %r, stream %s)", self._tag(), job.job_id,
                  job.attempt, len(job.text), (job.speaker or "")[:64], job.stream)
         request = SynthesisRequest(job_id=job.job_id, text=job.text, speaker=job.speaker, voice=dict(job.voice),
                                    stream=job.stream, timeout_s=job.timeout_ms / 1000.0)
-        self.runner.submit(Task(key, request, lease.cancel, job.stream))
+        self.engine_host.submit(Task(lease.key, request, lease.cancel, job.stream))
 
     def _on_cancel(self, cancel: CancelLease) -> None:
         lease = self.leases.get((cancel.job_id, cancel.attempt))
@@ -273,47 +248,33 @@ class WorkerDaemon:
             return
         log.info("[%s] job %s attempt %d: cancel (%s)", self._tag(), cancel.job_id, cancel.attempt,
                  cancel.reason[:100] or "no reason")
-        lease.cancelled_by_broker = True
-        self._cancel(lease)
-
-    def _cancel(self, lease: Lease) -> None:
-        lease.cancel.set()
-        if lease.cancel_deadline is None:
-            lease.cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
+        self.leases.cancel(lease, time.monotonic(), by_broker=True)
 
     def _orphan_leases(self) -> None:
         """The broker that leased these is gone: stop them; their outcome will not be reported."""
-        for lease in self.leases.values():
-            if lease.cancel_deadline is None:
-                log.info("[%s] job %s attempt %d: abandoned (broker connection lost)", self._tag(),
-                         lease.job_id, lease.attempt)
-            self._cancel(lease)
+        for lease in self.leases.cancel_all(time.monotonic()):
+            log.info("[%s] job %s attempt %d: abandoned (broker connection lost)", self._tag(),
+                     lease.job_id, lease.attempt)
 
     def _on_reload(self, reload: WorkerReload) -> None:
         if self._leaving():
             log.info("[%s] RELOAD ignored: worker is leaving", self._tag())
             return
-        merged = dict(self._pending_reload if self._pending_reload is not None else self.options)
-        for key, value in reload.options.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        self._pending_reload = merged
+        self._pending_reload = self.engine_host.merged_options(reload.options, base=self._pending_reload)
         log.info("[%s] RELOAD asked (%s); %d job(s) to finish first", self._tag(),
                  ", ".join(sorted(reload.options)) or "same options", len(self.leases))
 
     # ---- synthesis -> broker ---------------------------------------------------------------------
 
     def _handle_events(self) -> None:
-        assert self.runner is not None
+        events = self.engine_host.events
         while True:
             try:
-                event = self.runner.events.get_nowait()
+                event = events.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(event, Partial):
-                self._on_partial(event)
+            if isinstance(event, Chunk):
+                self._on_chunk(event)
             else:
                 self._on_outcome(event)
 
@@ -321,18 +282,18 @@ class WorkerDaemon:
         assert self.conn is not None
         return self.conn.connected and lease.generation == self.conn.generation
 
-    def _on_partial(self, event: Partial) -> None:
+    def _on_chunk(self, event: Chunk) -> None:
         assert self.conn is not None
         lease = self.leases.get(event.key)
         if lease is None or not lease.stream or lease.cancel.is_set() or not self._reportable(lease):
             return
-        self.conn.send(Command.W_PARTIAL, {"job_id": lease.job_id, "attempt": lease.attempt, "seq": event.seq,
-                                           "sample_rate": event.sample_rate, "channels": event.channels},
+        self.conn.send(Command.W_PARTIAL, Partial(job_id=lease.job_id, attempt=lease.attempt, seq=event.seq,
+                                                  sample_rate=event.sample_rate, channels=event.channels),
                        event.pcm)
 
     def _on_outcome(self, event: Done | Failed) -> None:
         assert self.conn is not None
-        lease = self.leases.pop(event.key, None)
+        lease = self.leases.close(event.key)
         if lease is None:
             log.warning("[%s] job %s attempt %d: outcome for a lease not in hand", self._tag(), *event.key)
             return
@@ -344,23 +305,23 @@ class WorkerDaemon:
             log.info("[%s] job %s attempt %d: finished after the broker connection was lost; not reported",
                      self._tag(), lease.job_id, lease.attempt)
         elif lease.cancelled_by_broker:
-            self._fail(lease, "cancelled", "cancelled by the broker", False)
+            self._fail(lease, ErrorCode.CANCELLED, "cancelled by the broker", False)
         elif isinstance(event, Done):
-            self.conn.send(Command.W_RESULT, {"job_id": lease.job_id, "attempt": lease.attempt,
-                                              "sample_rate": event.sample_rate, "channels": event.channels,
-                                              "gen_time_ms": event.gen_ms, "deterministic": event.deterministic},
-                           event.pcm)
+            self.conn.send(Command.W_RESULT, WorkerResult(
+                job_id=lease.job_id, attempt=lease.attempt, sample_rate=event.sample_rate, channels=event.channels,
+                gen_time_ms=max(0, event.gen_ms), deterministic=event.deterministic,
+            ), event.pcm)
             log.info("[%s] job %s attempt %d: done in %d ms (%d bytes)", self._tag(), lease.job_id, lease.attempt,
                      event.gen_ms, len(event.pcm))
         else:
             self._fail(lease, event.code, event.message, event.retryable)
         self._check_recycle()
 
-    def _fail(self, lease: Lease, code: str, message: str, retryable: bool) -> None:
+    def _fail(self, lease: Lease, code: ErrorCode, message: str, retryable: bool) -> None:
         assert self.conn is not None
-        self.conn.send(Command.W_FAIL, {"job_id": lease.job_id, "attempt": lease.attempt, "code": code[:256],
-                                        "message": message[:4096], "retryable": retryable})
-        log.info("[%s] job %s attempt %d: failed (%s)", self._tag(), lease.job_id, lease.attempt, code)
+        self.conn.send(Command.W_FAIL, Fail(job_id=lease.job_id, attempt=lease.attempt, code=code,
+                                            message=message[:MAX_MESSAGE], retryable=retryable))
+        log.info("[%s] job %s attempt %d: failed (%s)", self._tag(), lease.job_id, lease.attempt, code.value)
 
     def _check_recycle(self) -> None:
         if self._leaving():
@@ -378,66 +339,62 @@ class WorkerDaemon:
             self._leave_reason = reason
 
     def _check_cancel_grace(self, now: float) -> None:
-        for lease in self.leases.values():
-            if lease.cancel_deadline is not None and now > lease.cancel_deadline:
-                log.error("[%s] job %s attempt %d: engine did not stop within %.1f s of cancel; exiting so the "
-                          "process is replaced", self._tag(), lease.job_id, lease.attempt,
-                          self.settings.cancel_grace_s)
-                assert self.conn is not None
-                if self.conn.connected:
-                    self.conn.send(Command.W_DISCONNECT, Disconnect(reason="engine hung"))
-                    self.conn.close(linger_ms=500)
-                if self._context is not None:
-                    self._context.term()  # returns once the DISCONNECT is out (or the linger ran out)
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
-                os._exit(ExitCode.ENGINE_HUNG)  # the synthesis thread is stuck: no orderly exit is possible
+        lease = self.leases.overdue(now)
+        if lease is None:
+            return
+        log.error("[%s] job %s attempt %d: engine did not stop within %.1f s of cancel; exiting so the "
+                  "process is replaced", self._tag(), lease.job_id, lease.attempt, self.leases.cancel_grace_s)
+        self._disconnect("engine hung", linger_ms=HUNG_LINGER_MS)
+        if self._context is not None:
+            self._context.term()  # returns once the DISCONNECT is out (or the linger ran out)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(ExitCode.ENGINE_HUNG)  # the synthesis thread is stuck: no orderly exit is possible
 
     # ---- worker -> broker ------------------------------------------------------------------------
 
     def _send_ready(self) -> None:
-        assert self.conn is not None and self.info is not None
-        info = self.info
-        self.conn.send(Command.W_READY, {
-            "worker_id": self.conn.routing_id, "name": self.settings.name[:256], "host": self._host[:256],
-            "pid": os.getpid(), "engine": info.engine, "model": info.model, "capacity": max(1, info.capacity),
-            "device": info.device, "sample_rate": info.sample_rate, "licence": info.licence[:256],
-            "load_time_ms": self.stats.load_time_ms,
-        })
+        assert self.conn is not None
+        info = self.engine_host.info
+        self.conn.send(Command.W_READY, Ready(
+            worker_id=self.conn.routing_id, name=self.settings.name[:MAX_STR], host=self._host[:MAX_STR],
+            pid=os.getpid(), engine=info.engine[:MAX_STR], model=info.model[:MAX_STR],
+            capacity=min(max(1, info.capacity), MAX_CAPACITY), device=info.device[:MAX_STR],
+            sample_rate=max(0, info.sample_rate), licence=info.licence[:MAX_STR],
+            load_time_ms=max(0, self.stats.load_time_ms),
+        ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
                  info.capacity)
 
     def _send_heartbeat(self) -> None:
-        assert self.conn is not None and self.engine is not None
-        try:
-            engine_stats = self.engine.stats()
-        except Exception as exc:  # stats are best effort
-            engine_stats = {"stats_error": f"{type(exc).__name__}: {exc}"[:200]}
-        busy = sum(1 for lease in self.leases.values() if self._reportable(lease))
-        self.conn.send(Command.W_HEARTBEAT, {"stats": self.stats.heartbeat(busy=busy, engine_stats=engine_stats)})
+        assert self.conn is not None
+        stats = self.stats.heartbeat(busy=self.leases.busy_on(self.conn.generation),
+                                     engine_stats=self.engine_host.stats())
+        self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats))
+
+    def _disconnect(self, reason: str, *, linger_ms: int) -> None:
+        """DISCONNECT on the current socket (if any), then close it, letting queued messages go first."""
+        assert self.conn is not None
+        if self.conn.connected:
+            self.conn.send(Command.W_DISCONNECT, Disconnect(reason=reason[:1024]))
+            self.conn.close(linger_ms=linger_ms)
 
     # ---- hot reload ------------------------------------------------------------------------------
 
     def _reload(self, options: dict[str, Any]) -> None:
         """Leave the broker, load the engine with the merged options, swap on success, then READY again."""
-        assert self.conn is not None and self.runner is not None and self.engine is not None
+        assert self.conn is not None
         self._pending_reload = None
-        if self.conn.connected:
-            self.conn.send(Command.W_DISCONNECT, Disconnect(reason="reload"))
-            self.conn.close(linger_ms=LEAVE_LINGER_MS)
+        self._disconnect("reload", linger_ms=LEAVE_LINGER_MS)
         log.info("[%s] reloading engine %s", self._tag(), self.settings.engine)
         try:
-            engine, info, load_ms = load_engine(self.settings, options)
+            loaded = self.engine_host.reload(options)
         except EngineLoadError as exc:
-            self.stats.reload_error = str(exc)[:1000]
+            self.stats.reload_error = str(exc)[:MAX_RELOAD_ERROR]
             log.error("[%s] reload failed, keeping the current engine: %s", self._tag(), exc)
         else:
-            old_engine, old_runner = self.engine, self.runner
-            old_runner.stop(timeout_s=5.0)
-            self.engine, self.info, self.options = engine, info, options
-            self.runner = SynthesisRunner(engine, info, self._notify)
-            self.stats.load_time_ms = load_ms
+            self.stats.load_time_ms = loaded.load_time_ms
             self.stats.reload_error = None
-            _close_quietly(old_engine)
-            log.info("[%s] engine reloaded in %d ms (model %s)", self._tag(), load_ms, info.model)
+            log.info("[%s] engine reloaded in %d ms (model %s)", self._tag(), loaded.load_time_ms,
+                     loaded.info.model)
         self.conn.reconnect_at = time.monotonic()

@@ -1,4 +1,8 @@
-"""Worker figures for HEARTBEAT stats (PROTOCOL.md section 4) and for the max_jobs / max_rss_mb checks."""
+"""Worker figures for HEARTBEAT stats (PROTOCOL.md section 4) and for the max_jobs / max_rss_mb checks.
+
+The stats map always packs: the worker's own figures are numbers, strings and a list of str (`warm`);
+whatever the engine reports is cleaned into msgpack-safe scalars, lists and maps under `engine`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,10 @@ log = logging.getLogger(__name__)
 
 MAX_WARM = 256
 _MAX_DEPTH = 3
+_MAX_ITEMS = 64
+_MAX_KEY_CHARS = 256
+_MAX_STR_CHARS = 1024
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
 
 
 class WorkerStats:
@@ -49,10 +57,13 @@ class WorkerStats:
         except psutil.Error:
             return 0
 
-    def heartbeat(self, *, busy: int, engine_stats: Mapping[str, Any]) -> dict[str, Any]:
+    def heartbeat(self, *, busy: int, engine_stats: Any) -> dict[str, Any]:
         """The HEARTBEAT `stats` map; engine figures go under `engine`, its `warm` list to the top."""
-        engine = dict(engine_stats)
-        warm = engine.pop("warm", None) or []
+        if isinstance(engine_stats, Mapping):
+            engine = dict(engine_stats)
+        else:
+            engine = {"stats_error": f"engine stats are a {type(engine_stats).__name__}, not a map"}
+        warm = engine.pop("warm", None)
         stats: dict[str, Any] = {
             "jobs_done": self.jobs_done,
             "jobs_failed": self.jobs_failed,
@@ -61,7 +72,7 @@ class WorkerStats:
             "load_time_ms": self.load_time_ms,
             "busy": busy,
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "warm": [str(s)[:256] for s in list(warm)[:MAX_WARM]],
+            "warm": warm_list(warm),
             "engine": _plain(engine),
         }
         gpu = gpu_mem_bytes()
@@ -85,22 +96,33 @@ def gpu_mem_bytes() -> Optional[int]:
     return None
 
 
+def warm_list(warm: Any) -> list[str]:
+    """The engine's warm speakers as at most MAX_WARM names; anything but a list, tuple or set means none."""
+    if not isinstance(warm, (list, tuple, set, frozenset)):
+        return []
+    return [str(name)[:_MAX_KEY_CHARS] for name in list(warm)[:MAX_WARM]]
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
     """Make engine stats msgpack-safe: str keys, scalars, lists and maps; anything else becomes str."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int(value) if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)[:_MAX_STR_CHARS]
+    if isinstance(value, str):
+        return value[:_MAX_STR_CHARS]
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) else None
     if depth >= _MAX_DEPTH:
-        return str(value)[:256]
+        return str(value)[:_MAX_STR_CHARS]
     if isinstance(value, Mapping):
-        return {str(k)[:256]: _plain(v, depth + 1) for k, v in list(value.items())[:64]}
+        return {str(k)[:_MAX_KEY_CHARS]: _plain(v, depth + 1) for k, v in list(value.items())[:_MAX_ITEMS]}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v, depth + 1) for v in list(value)[:256]]
+        return [_plain(v, depth + 1) for v in list(value)[:MAX_WARM]]
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item):
         try:
             return _plain(item(), depth + 1)
         except Exception:
             pass
-    return str(value)[:256]
+    return str(value)[:_MAX_STR_CHARS]

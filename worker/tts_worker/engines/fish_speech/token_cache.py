@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tts_worker.engines.checksum import file_sha256
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -138,8 +140,6 @@ class SemanticTokenCache:
 
 def codec_fingerprint(path: Path, memo_dir: Optional[Path]) -> str:
     """sha256 of the codec weights, memoised on disk by (real path, size, mtime) so restarts stay fast."""
-    from tts_worker.engines.fish_speech.voices import file_sha256
-
     stat = path.stat()
     memo_key = f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
     memo_file = memo_dir / "codec-sha256.json" if memo_dir is not None else None

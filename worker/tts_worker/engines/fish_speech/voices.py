@@ -11,7 +11,6 @@ container volume): the speaker name in a job is looked up on whichever worker ru
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from pathlib import Path
 
@@ -77,14 +76,6 @@ class VoiceLibrary:
                 f"unknown speaker {speaker!r}: {folder} holds no reference audio ({', '.join(AUDIO_SUFFIXES)})"
             )
         return refs
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def decode_reference(path: Path, sample_rate: int, max_seconds: float) -> np.ndarray:
