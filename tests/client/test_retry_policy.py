@@ -15,8 +15,7 @@ from typing import Any, Iterator, Optional
 import pytest
 import zmq
 
-from tts_client import ClientSettings, ClientTimeout, RemoteError, SynthesisStream, TtsClient
-from tts_client import retry
+from tts_client import ClientSettings, ClientTimeout, RemoteError, SynthesisStream, TtsClient, retry
 from tts_client.client import JobHandle
 from tts_protocol import Command, Message, Side, decode, encode
 from tts_protocol.constants import JobState
@@ -81,7 +80,7 @@ class ScriptedRouter:
 
     def pump(self, timeout_s: float) -> None:
         """Receive for up to timeout_s (returns at the first message batch)."""
-        if not self.sock.poll(max(0.0, timeout_s) * 1000):
+        if not self.sock.poll(int(max(0.0, timeout_s) * 1000)):
             return
         while True:
             try:

@@ -24,6 +24,7 @@ import {
 } from "./errors.js";
 import { JobTable } from "./jobs.js";
 import { JobStream } from "./jobStream.js";
+import { BrokerWatch } from "./liveness.js";
 import { makeJobId } from "./naming.js";
 import { decodeMessage, encodeMessage, MalformedMessageError, type Message } from "./protocol/codec.js";
 import { CLIENT_HEADER, Command, DEFAULT_FRONTEND, type JobState } from "./protocol/constants.js";
@@ -76,12 +77,7 @@ export class TtsClient {
   private receiving: Promise<void> | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
-  private reqCounter = 0;
-  private brokerId: string | undefined;
-  private brokerLost = false;
-  private autoPingId: string | undefined;
-  private autoPingSentMs = 0;
-  private lastAutoPingMs = -Infinity;
+  private readonly watch: BrokerWatch;
 
   /** Throws InvalidArgumentError at once for a malformed broker URL; connects on first use. */
   constructor(options: TtsClientOptions = {}) {
@@ -104,6 +100,7 @@ export class TtsClient {
       sendHighWaterMark: options.sendHighWaterMark ?? 100_000,
     };
     this.requests = new RequestTable((frames) => this.sendFrames(frames), this.brokerUrl);
+    this.watch = new BrokerWatch(this.opts.pingIntervalMs, (frames) => this.sendFrames(frames), this.log, this.brokerUrl);
     this.jobTable = new JobTable(
       { log: this.log, stats: this.stats, send: (frames) => this.sendFrames(frames), closed: () => this.isClosed },
       this.opts,
@@ -246,11 +243,7 @@ export class TtsClient {
     const timeoutMs = options.timeoutMs ?? this.opts.jobTimeoutMs;
     const result = this.jobTable.add({ id: jobId, frames, stream, timeoutMs, signal });
     this.ensureReceiving();
-    // Learn the broker's id right away (not at the next ping), so a restart soon after is recognised.
-    const interval = this.opts.pingIntervalMs;
-    if (interval > 0 && this.autoPingId === undefined && performance.now() - this.lastAutoPingMs > interval) {
-      this.sendAutoPing();
-    }
+    this.watch.pingSoon(performance.now()); // learn the broker's id now, so a restart soon after is recognised
     return result;
   }
 
@@ -350,10 +343,13 @@ export class TtsClient {
         else if (jobId !== undefined) this.jobTable.onError(jobId, body);
         else if (body["job_id"] === null && body["req_id"] === null) this.log.warn(`broker error: ${String(body["code"])}: ${String(body["message"])}`);
         return;
-      case Command.PONG:
-        this.onPong(body["req_id"] as string, body["broker_id"] as string);
+      case Command.PONG: {
+        const resubmit = this.watch.onPong(body["req_id"] as string, body["broker_id"] as string);
+        if (resubmit?.restarted) this.stats.brokerRestarts += 1;
+        if (resubmit !== undefined) this.jobTable.resubmitAll(resubmit.why);
         this.requests.answer(body["req_id"] as string, msg);
         return;
+      }
       default:
         this.requests.answer(body["req_id"] as string, msg);
     }
@@ -366,43 +362,12 @@ export class TtsClient {
     else if (err.reqId !== undefined && this.requests.has(err.reqId)) this.requests.answer(err.reqId, err);
   }
 
-  /** A new broker_id, or a PONG after a silence: jobs may have been lost, so resubmit them (section 9). */
-  private onPong(reqId: string, brokerId: string): void {
-    if (reqId === this.autoPingId) {
-      this.autoPingId = undefined;
-      this.autoPingSentMs = 0;
-    }
-    const restarted = this.brokerId !== undefined && brokerId !== this.brokerId;
-    if (restarted) this.stats.brokerRestarts += 1;
-    if (restarted || this.brokerLost) {
-      this.jobTable.resubmitAll(restarted ? `broker restarted (${this.brokerId} -> ${brokerId})` : "broker answers again");
-    }
-    this.brokerId = brokerId;
-    this.brokerLost = false;
-  }
-
   /** Runs every TICK_MS while jobs are pending: the liveness PING every pingIntervalMs, quiet jobs. */
   private tick(): void {
     if (this.jobTable.size === 0 || this.isClosed) return;
     const now = performance.now();
-    const interval = this.opts.pingIntervalMs;
-    if (interval > 0) {
-      if (this.autoPingId !== undefined && now - this.autoPingSentMs >= RETRY_POLICY.brokerLostPings * interval) {
-        if (!this.brokerLost) this.log.warn(`no PONG from ${this.brokerUrl} for ${Math.round(now - this.autoPingSentMs)} ms`);
-        this.brokerLost = true;
-        this.autoPingId = undefined;
-      }
-      if (this.autoPingId === undefined && now - this.lastAutoPingMs >= interval) this.sendAutoPing();
-    }
+    this.watch.tick(now);
     this.jobTable.tick(now);
-  }
-
-  /** The liveness PING; its PONG tells whether the broker restarted. */
-  private sendAutoPing(): void {
-    this.autoPingId = `p${++this.reqCounter}`;
-    this.autoPingSentMs = performance.now();
-    this.lastAutoPingMs = this.autoPingSentMs;
-    this.sendQueue!.send(encodeMessage(Command.PING, { req_id: this.autoPingId })).catch(() => undefined);
   }
 
   private async sendFrames(frames: Uint8Array[]): Promise<void> {
