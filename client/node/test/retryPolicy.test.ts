@@ -108,7 +108,12 @@ class ScriptedRouter {
       if (msg.command === Command.PING) {
         if (this.answerPings) {
           this.pingsAnswered += 1;
-          await this.send(Command.PONG, { req_id: msg.body["req_id"], broker_id: this.brokerId, time_ms: 1 });
+          try {
+            await this.send(Command.PONG, { req_id: msg.body["req_id"], broker_id: this.brokerId, time_ms: 1 });
+          } catch (err) {
+            if (this.router.closed) return; // the case ended while a PONG was on its way
+            throw err;
+          }
         }
       } else if (msg.command === Command.RETRY) {
         this.retried.add(msg.body["job_id"] as string);
