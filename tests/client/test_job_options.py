@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
-import zmq
+from test_retry_policy import ScriptedRouter
 
 from tts_client import AsyncTtsClient, ClientSettings, InvalidRequest, JobOptions, NotFound, TtsClient
 from tts_client.jobspec import job_options
-from tts_protocol import Command, Message, Side, decode, encode
+from tts_protocol import Command, Message
 from tts_protocol.constants import Priority
 from tts_protocol.messages import Error, Result, Submit
 
@@ -50,52 +50,37 @@ def test_invalid_options_raise_invalid_request(text: str, options: JobOptions) -
         options.to_submit(SETTINGS, text)
 
 
-class Router:
-    def __init__(self) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
+def send_result(router: ScriptedRouter, job_id: str) -> None:
+    router.send(Command.RESULT, Result(job_id=job_id, attempt=1, worker_id="w", engine="tone", model="m",
+                                       sample_rate=16000, num_samples=4), b"\x01\x00" * 4)
 
-    def recv(self, command: Command) -> tuple[bytes, Message]:
-        """The next message with `command` (the clients' PINGs are skipped)."""
-        while True:
-            assert self.sock.poll(10_000), f"no {command.name}"
-            identity, *frames = self.sock.recv_multipart()
-            msg = decode(frames, side=Side.CLIENT, to_broker=True)
-            if msg.command is not Command.PING:
-                assert msg.command is command, f"expected {command.name}, got {msg.command.name}"
-                return identity, msg
 
-    def result(self, identity: bytes, job_id: str) -> None:
-        pcm = b"\x01\x00" * 4
-        body = Result(job_id=job_id, attempt=1, worker_id="w", engine="tone", model="m", sample_rate=16000,
-                      num_samples=4)
-        self.sock.send_multipart([identity, *encode(Command.RESULT, body, pcm)])
+def next_message(router: ScriptedRouter, command: Command) -> Message:
+    _at, msg = router.next(10)
+    assert msg.command is command, f"expected {command.name}, got {msg.command.name}"
+    return msg
 
 
 @pytest.fixture
-def router() -> Iterator[Router]:
-    r = Router()
+def router() -> Iterator[ScriptedRouter]:
+    r = ScriptedRouter()
     yield r
-    r.sock.close(0)
-    r.ctx.term()
+    r.close()
 
 
-def test_both_clients_send_the_same_bodies(router: Router) -> None:
+def test_both_clients_send_the_same_bodies(router: ScriptedRouter) -> None:
     options = JobOptions(speaker="ann", voice={"length_scale": 1.5}, priority="low")
     bodies: dict[str, Any] = {}
     with TtsClient(router.url, settings=SETTINGS) as sync_client:
         handle = sync_client.submit("Same text.", options=options, job_id="sync-1", cache=True)
-        ident, msg = router.recv(Command.SUBMIT)
-        bodies["sync"] = msg.body
-        router.result(ident, "sync-1")
+        bodies["sync"] = next_message(router, Command.SUBMIT).body
+        send_result(router, "sync-1")
         assert handle.result().job_id == "sync-1"
         with ThreadPoolExecutor(1) as pool:
             status = pool.submit(sync_client.job_status, "nope")
-            ident, msg = router.recv(Command.JOB_STATUS)
+            msg = next_message(router, Command.JOB_STATUS)
             assert msg.body.job_id == "nope"
-            router.sock.send_multipart([ident, *encode(Command.ERROR, Error(req_id=msg.body.req_id, code="not_found"))])
+            router.send(Command.ERROR, Error(req_id=msg.body.req_id, code="not_found"))
             with pytest.raises(NotFound):
                 status.result(10)
 
@@ -103,9 +88,8 @@ def test_both_clients_send_the_same_bodies(router: Router) -> None:
         async with AsyncTtsClient(router.url, settings=SETTINGS) as async_client:
             job = asyncio.ensure_future(async_client.synthesize("Same text.", options=options, job_id="async-1",
                                                                 cache=True))
-            ident, msg = await asyncio.to_thread(router.recv, Command.SUBMIT)
-            bodies["async"] = msg.body
-            router.result(ident, "async-1")
+            bodies["async"] = (await asyncio.to_thread(next_message, router, Command.SUBMIT)).body
+            send_result(router, "async-1")
             assert (await job).job_id == "async-1"
             with pytest.raises(InvalidRequest):
                 await async_client.jobs(state="no-such-state")
