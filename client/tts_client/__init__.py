@@ -20,6 +20,7 @@ from tts_client.errors import (
     TtsClientError,
     UnsafePath,
 )
+from tts_client.jobspec import JobOptions
 from tts_client.results import AudioChunk, SynthesisResult
 from tts_client.seed_api import (
     configure,
@@ -45,6 +46,7 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobHandle",
+    "JobOptions",
     "JobTimeout",
     "NotFound",
     "PingReply",

@@ -1,20 +1,21 @@
-"""The asyncio client: the same I/O thread as TtsClient, its Futures wrapped for the event loop."""
+"""The asyncio client: the same ClientApi and I/O thread as TtsClient, its Futures wrapped for the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, AsyncIterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
-from tts_protocol import Command, Priority
 from tts_protocol.messages import JobView, StatusView
 
-from tts_client.client import PingReply, resolve_settings
+from tts_client.api import ClientBase, PingReply
 from tts_client.core import ClientCore
-from tts_client.errors import ClientTimeout
-from tts_client.jobspec import VoiceSettings, make_submit
+from tts_client.jobspec import JobOptions, VoiceSettings, job_options
 from tts_client.results import AudioChunk, SynthesisResult
-from tts_client.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from tts_client.jobspec import JobKeywords
 
 _END = object()
 
@@ -62,100 +63,56 @@ class AsyncSynthesisStream:
         await self.aclose()
 
 
-class AsyncTtsClient:
-    """asyncio client for the tts-broker; an async context manager. Cancelling an awaiting task cancels its job."""
+class AsyncTtsClient(ClientBase):
+    """asyncio client for the tts-broker; an async context manager. Cancelling an awaiting task cancels its job.
 
-    def __init__(self, url: Optional[str] = None, *, settings: Optional[ClientSettings] = None,
-                 **overrides: Any) -> None:
-        self.settings = resolve_settings(url, settings, overrides)
-        self._core = ClientCore(self.settings)
+    The same constructor, job options (keywords or options=JobOptions(...)) and methods as TtsClient, as
+    coroutines.
+    """
 
-    @property
-    def url(self) -> str:
-        return self.settings.broker_url
-
-    def _timeout(self, timeout_s: Optional[float]) -> float:
-        return self.settings.timeout_s if timeout_s is None else timeout_s
-
-    def _request_timeout(self, timeout_s: Optional[float]) -> float:
-        return self.settings.request_timeout_s if timeout_s is None else timeout_s
-
-    async def synthesize(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
-                         job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL,
-                         deadline_ms: int = 0, attempt_timeout_ms: int = 0,
-                         voice: Optional[VoiceSettings] = None, cache: Optional[bool] = None,
-                         timeout_s: Optional[float] = None) -> SynthesisResult:
+    async def synthesize(self, text: str, *, options: Optional[JobOptions] = None,
+                         **keywords: Unpack[JobKeywords]) -> SynthesisResult:
         """Synthesise one utterance."""
-        request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              cache=cache)
-        return await asyncio.wrap_future(self._core.submit(request, timeout_s=self._timeout(timeout_s)))
+        _job_id, future = self._api.submit(text, job_options(options, keywords))
+        return await asyncio.wrap_future(future)
 
-    async def stream(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
-                     job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
-                     attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-                     cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> AsyncSynthesisStream:
+    async def stream(self, text: str, *, options: Optional[JobOptions] = None,
+                     **keywords: Unpack[JobKeywords]) -> AsyncSynthesisStream:
         """Synthesise with PARTIAL chunks: `async for chunk in await client.stream(text)`."""
-        request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              stream=True, cache=cache)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[Any] = asyncio.Queue()
 
         def sink(chunk: AudioChunk) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, chunk)
 
-        future = self._core.submit(request, timeout_s=self._timeout(timeout_s), sink=sink)
-        return AsyncSynthesisStream(self._core, request.job_id, chunks, asyncio.wrap_future(future))
-
-    def cancel(self, job_id: str) -> None:
-        """Ask the broker to cancel a job."""
-        self._core.cancel(job_id)
-
-    async def _request(self, command: Command, body: dict[str, Any], timeout_s: Optional[float]) -> Any:
-        future = self._core.request(command, body, timeout_s=self._request_timeout(timeout_s))
-        return await asyncio.wrap_future(future)
+        job_id, future = self._api.submit(text, job_options(options, keywords), sink=sink)
+        return AsyncSynthesisStream(self._api.core, job_id, chunks, asyncio.wrap_future(future))
 
     async def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        return (await self._request(Command.JOB_STATUS, {"job_id": job_id}, timeout_s)).job
+        return await asyncio.wrap_future(self._api.job_status(job_id, timeout_s))
 
     async def jobs(self, state: Optional[str] = None, *, limit: int = 50,
                    timeout_s: Optional[float] = None) -> list[JobView]:
-        return list((await self._request(Command.JOBS, {"state": state, "limit": limit}, timeout_s)).jobs)
+        return await asyncio.wrap_future(self._api.jobs(state, limit, timeout_s))
 
     async def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        return (await self._request(Command.RETRY, {"job_id": job_id}, timeout_s)).job
+        return await asyncio.wrap_future(self._api.retry(job_id, timeout_s))
 
     async def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
-        return (await self._request(Command.BROKER_STATUS, {}, timeout_s)).status
+        return await asyncio.wrap_future(self._api.broker_status(timeout_s))
 
     async def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
-        started = time.perf_counter()
-        pong = await self._request(Command.PING, {}, timeout_s)
-        return PingReply(pong.broker_id, (time.perf_counter() - started) * 1000, pong.time_ms)
+        return await asyncio.wrap_future(self._api.ping(timeout_s))
 
     async def is_alive(self, *, timeout_s: Optional[float] = None) -> bool:
-        try:
-            await self.ping(timeout_s=timeout_s)
-        except ClientTimeout:
-            return False
-        return True
+        return await asyncio.wrap_future(self._api.is_alive(timeout_s))
 
     async def reload(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
                      timeout_s: Optional[float] = None) -> int:
-        body = {"model": model, "options": dict(options or {})}
-        return (await self._request(Command.RELOAD, body, timeout_s)).workers
-
-    def close(self) -> None:
-        """Fail pending calls with ClientClosed and release the socket. Idempotent (blocks briefly)."""
-        self._core.close()
+        return await asyncio.wrap_future(self._api.reload(model, options, timeout_s))
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     async def __aenter__(self) -> "AsyncTtsClient":
         return self

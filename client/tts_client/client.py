@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import queue
-import time
 from concurrent.futures import Future
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from tts_protocol import Command, Priority
 from tts_protocol.messages import JobView, StatusView
 
+from tts_client.api import ClientBase, PingReply, resolve_settings
 from tts_client.core import ClientCore
-from tts_client.errors import ClientTimeout
-from tts_client.jobspec import VoiceSettings, make_submit
+from tts_client.jobspec import JobOptions, VoiceSettings, job_options
 from tts_client.results import AudioChunk, SynthesisResult
-from tts_client.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from tts_client.jobspec import JobKeywords
+
+__all__ = ["JobHandle", "PingReply", "SynthesisStream", "TtsClient", "resolve_settings"]
 
 _END = object()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PingReply:
-    """A PONG and how long it took."""
-
-    broker_id: str
-    rtt_ms: float
-    broker_time_ms: int
-
-
-def resolve_settings(url: Optional[str], settings: Optional[ClientSettings],
-                     overrides: dict[str, Any]) -> ClientSettings:
-    """Settings from the environment (or the given object), with the URL and keyword overrides applied."""
-    base = settings if settings is not None else ClientSettings()
-    updates = dict(overrides)
-    if url is not None:
-        updates["broker_url"] = url
-    if not updates:
-        return base
-    return ClientSettings.model_validate({**base.model_dump(), **updates})
 
 
 class JobHandle:
@@ -105,128 +87,67 @@ class SynthesisStream:
         self.close()
 
 
-class TtsClient:
+class TtsClient(ClientBase):
     """Blocking client for the tts-broker; safe to share between threads; a context manager.
 
     TtsClient("tcp://host:5555") or TtsClient(settings=ClientSettings(...)); keyword overrides such as
     timeout_s=30 are applied on top of the environment (TTS_BROKER_URL, TTS_CLIENT_*).
+
+    Jobs take their options as keywords (speaker=, model=, job_id=, priority=, deadline_ms=,
+    attempt_timeout_ms=, voice=, cache=, timeout_s=), as options=JobOptions(...), or both (keywords win).
     """
 
-    def __init__(self, url: Optional[str] = None, *, settings: Optional[ClientSettings] = None,
-                 **overrides: Any) -> None:
-        self.settings = resolve_settings(url, settings, overrides)
-        self._core = ClientCore(self.settings)
-
-    @property
-    def url(self) -> str:
-        return self.settings.broker_url
-
-    @property
-    def broker_id(self) -> Optional[str]:
-        """The broker_id of the latest PONG; it changes when the broker restarts."""
-        return self._core.broker_id
-
-    def _timeout(self, timeout_s: Optional[float]) -> float:
-        return self.settings.timeout_s if timeout_s is None else timeout_s
-
-    def _request_timeout(self, timeout_s: Optional[float]) -> float:
-        return self.settings.request_timeout_s if timeout_s is None else timeout_s
-
-    def submit(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
-               job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
-               attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-               cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> JobHandle:
+    def submit(self, text: str, *, options: Optional[JobOptions] = None,
+               **keywords: Unpack[JobKeywords]) -> JobHandle:
         """Send a job without waiting; job_id is generated unless given (it is the idempotency key)."""
-        request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              cache=cache)
-        future = self._core.submit(request, timeout_s=self._timeout(timeout_s))
-        return JobHandle(self._core, request.job_id, future)
+        job_id, future = self._api.submit(text, job_options(options, keywords))
+        return JobHandle(self._api.core, job_id, future)
 
-    def synthesize(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
-                   job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
-                   attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-                   cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> SynthesisResult:
+    def synthesize(self, text: str, *, options: Optional[JobOptions] = None,
+                   **keywords: Unpack[JobKeywords]) -> SynthesisResult:
         """Synthesise one utterance and wait for it."""
-        return self.submit(text, speaker=speaker, model=model, job_id=job_id, priority=priority,
-                           deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                           cache=cache, timeout_s=timeout_s).result()
+        return self.submit(text, options=options, **keywords).result()
 
-    def stream(self, text: str, *, speaker: Optional[str] = None, model: Optional[str] = None,
-               job_id: Optional[str] = None, priority: str | Priority = Priority.NORMAL, deadline_ms: int = 0,
-               attempt_timeout_ms: int = 0, voice: Optional[VoiceSettings] = None,
-               cache: Optional[bool] = None, timeout_s: Optional[float] = None) -> SynthesisStream:
+    def stream(self, text: str, *, options: Optional[JobOptions] = None,
+               **keywords: Unpack[JobKeywords]) -> SynthesisStream:
         """Synthesise with PARTIAL chunks; iterate the returned stream."""
-        request = make_submit(self.settings, text, job_id=job_id, speaker=speaker, model=model, priority=priority,
-                              deadline_ms=deadline_ms, attempt_timeout_ms=attempt_timeout_ms, voice=voice,
-                              stream=True, cache=cache)
         chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        future = self._core.submit(request, timeout_s=self._timeout(timeout_s), sink=chunks.put)
-        return SynthesisStream(self._core, request.job_id, chunks, future)
-
-    def cancel(self, job_id: str) -> None:
-        """Ask the broker to cancel a job (queued: dropped; running: the worker is told to stop)."""
-        self._core.cancel(job_id)
+        job_id, future = self._api.submit(text, job_options(options, keywords), sink=chunks.put)
+        return SynthesisStream(self._api.core, job_id, chunks, future)
 
     def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
         """The broker's view of one job; raises NotFound for a job it does not know."""
-        reply = self._core.request(Command.JOB_STATUS, {"job_id": job_id},
-                                   timeout_s=self._request_timeout(timeout_s)).result()
-        return reply.job
+        return self._api.job_status(job_id, timeout_s).result()
 
     def jobs(self, state: Optional[str] = None, *, limit: int = 50,
              timeout_s: Optional[float] = None) -> list[JobView]:
         """Recent jobs, newest first; state="failed" is the dead-letter list."""
-        reply = self._core.request(Command.JOBS, {"state": state, "limit": limit},
-                                   timeout_s=self._request_timeout(timeout_s)).result()
-        return list(reply.jobs)
+        return self._api.jobs(state, limit, timeout_s).result()
 
     def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
         """Queue a failed or cancelled job again under the same id (fresh attempts); returns its view.
         Resubmit it (submit with the same job_id) to receive its result."""
-        reply = self._core.request(Command.RETRY, {"job_id": job_id},
-                                   timeout_s=self._request_timeout(timeout_s)).result()
-        return reply.job
+        return self._api.retry(job_id, timeout_s).result()
 
     def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
         """Queue depth, job counters and every connected worker."""
-        reply = self._core.request(Command.BROKER_STATUS, {}, timeout_s=self._request_timeout(timeout_s)).result()
-        return reply.status
+        return self._api.broker_status(timeout_s).result()
 
     def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
         """Round trip to the broker; raises BrokerUnavailable if it does not answer in time."""
-        started = time.perf_counter()
-        pong = self._core.request(Command.PING, {}, timeout_s=self._request_timeout(timeout_s)).result()
-        return PingReply(pong.broker_id, (time.perf_counter() - started) * 1000, pong.time_ms)
+        return self._api.ping(timeout_s).result()
 
     def is_alive(self, *, timeout_s: Optional[float] = None) -> bool:
         """True if the broker answers a ping in time."""
-        try:
-            self.ping(timeout_s=timeout_s)
-        except ClientTimeout:
-            return False
-        return True
+        return self._api.is_alive(timeout_s).result()
 
     def reload(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
                timeout_s: Optional[float] = None) -> int:
         """Hot-reload the workers serving `model` (all if None) with `options`; returns how many were told."""
-        body = {"model": model, "options": dict(options or {})}
-        reply = self._core.request(Command.RELOAD, body, timeout_s=self._request_timeout(timeout_s)).result()
-        return reply.workers
-
-    def close(self) -> None:
-        """Fail pending calls with ClientClosed and release the socket. Idempotent."""
-        self._core.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
+        return self._api.reload(model, options, timeout_s).result()
 
     def __enter__(self) -> "TtsClient":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"TtsClient({self.url!r}{', closed' if self.closed else ''})"

@@ -6,13 +6,13 @@ Only the I/O thread touches these objects; callers see nothing but the Future.
 from __future__ import annotations
 
 import dataclasses
-import random
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 from tts_protocol.messages import Error, Partial, Result, Submit
 
 from tts_client.results import AudioChunk
+from tts_client.retry import backoff_delay_s
 
 ChunkSink = Callable[[AudioChunk], None]
 
@@ -40,11 +40,11 @@ class PendingJob:
     sink: Optional[ChunkSink]
     deadline: Optional[float]
     last_heard: float
-    backoff_s: float
     heard_any: bool = False
     retry_at: Optional[float] = None
     last_error: Optional[Error] = None
     cancel_requested: bool = False
+    retries: int = 0
     attempt: int = 0
     chunks_delivered: int = 0
     bytes_delivered: int = 0
@@ -53,11 +53,16 @@ class PendingJob:
     def job_id(self) -> str:
         return self.request.job_id
 
-    def schedule_retry(self, now: float, error: Error, backoff_max_s: float) -> None:
-        """Wait (jittered exponential backoff) before resubmitting after a retryable error."""
+    def schedule_retry(self, now: float, error: Error, *, initial_s: float, cap_s: float) -> None:
+        """Wait (PROTOCOL.md section 9 backoff) before resubmitting after a retryable error."""
         self.last_error = error
-        self.retry_at = now + self.backoff_s * random.uniform(0.75, 1.25)
-        self.backoff_s = min(self.backoff_s * 2, backoff_max_s)
+        self.retry_at = now + backoff_delay_s(self.retries, initial_s=initial_s, cap_s=cap_s)
+        self.retries += 1
+
+    def accepted(self) -> None:
+        """The broker took the job: the last error is over and the next one starts the backoff again."""
+        self.last_error = None
+        self.retries = 0
 
     def forget_attempts(self) -> None:
         """The broker restarted: its attempt numbers start again at 1, so stop comparing with old ones."""

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_FRONTEND
 
+from tts_client.retry import BACKOFF_CAP_S, BACKOFF_INITIAL_S, PING_INTERVAL_S, RESUBMIT_AFTER_S
+
 OutputFormat = Literal["wav", "flac", "ogg", "mp3"]
 
 
@@ -26,13 +28,14 @@ class ClientSettings(BaseSettings):
     timeout_s: float = Field(default=300.0, ge=0, description="Default per-job timeout; 0 = wait forever.")
     request_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of ping/status/reload requests.")
     ping_interval_s: float = Field(
-        default=1.0, gt=0, description="How often the client pings to spot a broker restart.")
+        default=PING_INTERVAL_S, gt=0, description="How often the client pings to spot a broker restart.")
     resubmit_after_s: float = Field(
-        default=5.0, gt=0,
+        default=RESUBMIT_AFTER_S, gt=0,
         description="Resubmit (same job_id) an unfinished job the broker has said nothing about this long.")
     retry_backoff_initial_s: float = Field(
-        default=0.2, gt=0, description="First wait before retrying a retryable error.")
-    retry_backoff_max_s: float = Field(default=5.0, gt=0, description="Longest wait between retries.")
+        default=BACKOFF_INITIAL_S, gt=0, description="First wait before retrying a retryable error.")
+    retry_backoff_max_s: float = Field(
+        default=BACKOFF_CAP_S, gt=0, description="Longest wait between retries (PROTOCOL.md section 9).")
     cancel_on_timeout: bool = Field(default=True, description="Send CANCEL for a job whose call timed out.")
     model: Optional[str] = Field(
         default=None, description="Default routing key (ENGINE or ENGINE:MODEL); unset = the broker's.")

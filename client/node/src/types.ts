@@ -23,10 +23,13 @@ export interface TtsClientOptions {
   pingIntervalMs?: number;
   /** Resubmit (same job id) a job the broker has said nothing about for this long (ms). Default 5000. */
   resubmitAfterMs?: number;
-  /** Retries of a job after a retryable ERROR (queue_full, shutting_down, no_workers, internal). Default 10. */
+  /** Most retries of a job after retryable ERRORs (queue_full, shutting_down, no_workers, internal). Default
+   * unlimited: the call's timeout bounds them (PROTOCOL.md section 9). */
   maxRetries?: number;
-  /** First retry delay (ms), doubled per retry with jitter, capped by retryBackoffMaxMs (default 5000). Default 200. */
+  /** First retry delay (ms), doubled per retry, never over retryBackoffMaxMs, up to a quarter shorter at random
+   * (PROTOCOL.md section 9). Default 200. */
   retryBackoffMs?: number;
+  /** Longest retry delay (ms). Default 5000. */
   retryBackoffMaxMs?: number;
   /** ZeroMQ send high-water mark (messages queued for the broker). Default 100000. */
   sendHighWaterMark?: number;
