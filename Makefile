@@ -33,7 +33,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalled whenever pyproject.toml changes. `.[piper,test]`: the Piper engine (GPL-3.0-or-later, optional
-# extra) is what the demo speaks with and what tests/test_engine_piper.py checks.
+# extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -e '.[piper,test]'
 	touch $@

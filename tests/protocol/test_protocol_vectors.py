@@ -9,7 +9,7 @@ import pytest
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode, output_filename
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 
 
