@@ -22,12 +22,6 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "") -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -92,14 +86,18 @@ class Proc:
 
 
 class BrokerProc:
-    """A tts-broker process on fixed random ports, restartable on the same ports."""
+    """A tts-broker process on random loopback ports, restartable on the same ports.
+
+    The first start binds port `*` and learns the real endpoints from the broker's ready file, so no port is
+    picked before it is bound; restarts bind the learned ones again.
+    """
 
     def __init__(self, tmp: Path, procs: list[Proc], extra_args: list[str]) -> None:
         self.tmp = tmp
         self.procs = procs
         self.extra_args = extra_args
-        self.frontend = f"tcp://127.0.0.1:{free_port()}"
-        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.frontend = "tcp://127.0.0.1:*"
+        self.backend = "tcp://127.0.0.1:*"
         self.state_dir = tmp / "broker-state"  # journal + result cache, kept across restarts
         self.proc: Optional[Proc] = None
         self.starts = 0
@@ -116,6 +114,8 @@ class BrokerProc:
         wait_for(lambda: ready.exists() or not proc.alive(), 20, what="broker ready file")
         if not proc.alive():
             raise AssertionError(f"broker exited at start:\n{proc.log()}")
+        info = read_json(ready)
+        self.frontend, self.backend = info["frontend"], info["backend"]
         return self
 
     def kill(self) -> None:
@@ -185,3 +185,15 @@ def start_worker(tmp_path: Path, procs: list[Proc]) -> Callable[..., Proc]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture
+def dead_endpoint() -> Iterator[str]:
+    """A tcp:// endpoint on 127.0.0.1 where nothing listens, for "broker unavailable" tests.
+
+    A socket bound to the port but never listening holds it for the whole test: connections are refused, and
+    no other process (another test's broker) can take the port meanwhile.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{s.getsockname()[1]}"
