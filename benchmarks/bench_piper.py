@@ -191,8 +191,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     scaling = figures["workers_2"] / figures["workers_1"]
     print(f"scaling 2 workers / 1 worker: {scaling:.2f}x (target >= 1.7x)")
     for n in (1, 2):
-        print(f"{n} worker(s) vs old system at the same parallelism: {figures[f'workers_{n}'] / figures[f'old_{n}']:.1f}x "
-              "(target >= 10x)")
+        ratio = figures[f"workers_{n}"] / figures[f"old_{n}"]
+        print(f"{n} worker(s) vs old system at the same parallelism: {ratio:.1f}x (target >= 10x)")
     print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
 
 

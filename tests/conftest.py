@@ -22,7 +22,8 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "") -> object:
+def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02,
+             what: str = "") -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -139,8 +140,10 @@ def ctx() -> Iterator["zmq.Context"]:
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[list[Proc]]:
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Proc]]:
     """All processes the test started; killed at teardown."""
+    if request.node.get_closest_marker("unit"):
+        pytest.fail("a test marked `unit` must not start processes (the broker and worker fixtures do)")
     started: list[Proc] = []
     yield started
     for p in started:

@@ -98,7 +98,8 @@ def _unpack_map(data: bytes, command: Command) -> dict[str, Any]:
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"{command.name} body is not valid msgpack ({type(exc).__name__}: {exc})", command=command) from exc
+        raise ProtocolError(f"{command.name} body is not valid msgpack ({type(exc).__name__}: {exc})",
+                            command=command) from exc
     if not isinstance(raw, dict):
         raise ProtocolError(f"{command.name} body must be a msgpack map", command=command)
     return raw

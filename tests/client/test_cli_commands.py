@@ -50,7 +50,8 @@ def test_say_to_a_file_streaming_in_flac_via_env_url(broker: BrokerProc, tone_wo
 def test_exit_codes_for_unavailable_broker_usage_and_job_failure(broker: BrokerProc, tone_workers,
                                                                  tmp_path: Path, dead_endpoint: str) -> None:
     nobody = dead_endpoint
-    run = tts("say", "hello", "--output-dir", str(tmp_path / "o"), url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"})
+    run = tts("say", "hello", "--output-dir", str(tmp_path / "o"), url=nobody,
+              env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"})
     assert run.returncode == 3 and "not answering" in run.stderr
     assert tts("status", url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"}).returncode == 3
     assert tts("ping", url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"}).returncode == 3

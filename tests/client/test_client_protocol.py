@@ -12,12 +12,14 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import zmq
 
-from conftest import wait_for
-from conftest_client import make_client  # noqa: F401 (fixture)
-from tts_client import JobFailed, QueueFull, TtsClient
 from tts_protocol import Command, Message, Side, decode, encode
 
-pytestmark = pytest.mark.timeout(60)
+from tts_client import JobFailed, QueueFull, TtsClient
+
+from conftest import wait_for
+from conftest_client import make_client  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 class ScriptedBroker:
@@ -174,7 +176,7 @@ def test_retryable_errors_are_retried_with_backoff(scripted: ScriptedBroker,
                                              "retryable": True})
         scripted.recv(Command.SUBMIT)
         times.append(time.monotonic())
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] >= 0.07 and gaps[2] > gaps[0]  # backoff grows
     assert scripted.retries == ["busy"] * 3  # each resubmission first asks to requeue a retained failure
     pcm = b"\x01\x00"

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-
 import pytest
 
 from tts_protocol import Command
@@ -97,7 +96,7 @@ def test_broker_kill_9_twice_loses_no_accepted_job(broker_factory, start_worker,
     client = make_client(broker.frontend, timeout_s=120)
     handles = [client.submit(f"Batch line {i}.", job_id=f"batch-{i}") for i in range(500)]
     for progress in (100, 250):
-        wait_for(lambda: sum(h.done() for h in handles) >= progress, 60, what=f"{progress} jobs done")
+        wait_for(lambda n=progress: sum(h.done() for h in handles) >= n, 60, what=f"{progress} jobs done")
         assert not all(h.done() for h in handles), "the batch finished before the crash"
         broker.kill()
         broker.start()

@@ -11,9 +11,10 @@ from typing import Callable
 import psutil
 import pytest
 
+from tts_client import TtsClient
+
 from conftest import Proc, wait_for
 from conftest_client import make_client, registered_workers, tone_frames  # noqa: F401 (fixture)
-from tts_client import TtsClient
 
 pytestmark = pytest.mark.timeout(120)
 

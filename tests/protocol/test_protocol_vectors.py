@@ -9,6 +9,8 @@ import pytest
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode, output_filename
 
+pytestmark = pytest.mark.unit
+
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 
