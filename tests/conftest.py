@@ -22,6 +22,18 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A TCP port that was free a moment ago: a last resort, racy while other tests run.
+
+    Only for a server that cannot bind port 0 and say which port it got. Brokers bind `tcp://127.0.0.1:*` and
+    name their endpoints in the ready file (BrokerProc), in-process sockets use bind_to_random_port, `tts up`
+    takes ipc:// endpoints, and `dead_endpoint` gives a port where nothing listens.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02,
              what: str = "") -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
