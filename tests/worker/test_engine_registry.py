@@ -68,8 +68,8 @@ def test_cli_list_engines() -> None:
     assert "tone" in done.stdout and "piper" in done.stdout and "GPL-3.0-or-later" in done.stdout
 
 
-def test_cli_unknown_engine_exits_at_once_with_the_names() -> None:
+def test_cli_unknown_engine_exits_at_once_with_the_names(dead_endpoint: str) -> None:
     done = subprocess.run([sys.executable, "-m", "tts_worker", "--engine", "nope", "--concurrency", "1",
-                           "--broker", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=30)
+                           "--broker", dead_endpoint], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "unknown engine 'nope'" in done.stderr and "piper" in done.stderr
