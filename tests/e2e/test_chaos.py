@@ -211,9 +211,9 @@ def test_cut_link_requeues_the_job_and_the_worker_rejoins_when_restored(tmp_path
     veth = Veth()
     try:
         broker = BrokerProc(tmp_path, procs, [])
-        port = broker.backend.rsplit(":", 1)[1]
-        broker.backend = f"tcp://0.0.0.0:{port}"  # loopback for the local worker, the veth for the remote one
+        broker.backend = "tcp://0.0.0.0:*"  # loopback for the local worker, the veth for the remote one
         broker.start()
+        port = broker.backend.rsplit(":", 1)[1]  # the port it bound, from its ready file
         raw = RawClient(ctx, broker.frontend)
         remote_args = ["ip", "netns", "exec", veth.ns, sys.executable, "-m", "tts_worker", "--broker",
                        f"tcp://{veth.host_ip}:{port}", "--engine", "tone", "--engine-opt", "latency_s=3",
