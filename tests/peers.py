@@ -7,7 +7,9 @@ Sentinels (`assert_quiet`): a test that asserts something does NOT arrive sends 
 in order and checks that the answer comes first, with nothing before it; a slow machine makes such a test
 slower, never vacuous. A client PINGs twice: the broker answers PING at once, while what it holds for its
 group commit (ACCEPTED, RESULT, JOB) goes out at the end of that turn of its loop; a PING sent after the first
-PONG came back is handled in a later turn, so its PONG follows everything the earlier messages caused.
+PONG came back is handled in a later turn, so its PONG follows everything the earlier messages caused. (Only a
+broker thread stalled between two reads for a whole round trip could handle both in one turn: a sentinel can
+then miss a stray message, but never fails a correct broker.)
 """
 
 from __future__ import annotations
