@@ -1,7 +1,9 @@
 # tts-broker: the two commands a newcomer needs.
 #
 #   make demo   set up .venv, start a broker + 2 Piper workers, speak the seed's example into ./output/, stop
-#   make test   set up .venv, run pytest, the Node client's tests and any scripts/test-*.sh suites
+#   make test   set up .venv, lint, run pytest, the Node client's tests and any scripts/test-*.sh suites
+#
+# Also: `make lint` (ruff + mypy), `make test-unit` (the fast in-process tests, seconds). CONTRIBUTING.md has more.
 #
 # Override on the command line, e.g. `make demo DEMO_WORKERS=1 DEMO_FRONTEND=tcp://127.0.0.1:6555`.
 
@@ -22,18 +24,20 @@ DEMO_BACKEND ?= tcp://127.0.0.1:5556
 DEMO_OUTPUT ?= output
 DEMO_WAIT_S ?= 180
 
-.PHONY: help install demo test test-python test-node test-extra clean
+.PHONY: help install demo lint test test-unit test-python test-node test-extra clean
 
 help:
 	@echo "make demo   - start a local broker + $(DEMO_WORKERS) $(DEMO_ENGINE) workers, speak the seed example into ./$(DEMO_OUTPUT)/, stop"
-	@echo "make test   - pytest, then the Node client's tests, then scripts/test-*.sh"
+	@echo "make test   - lint, pytest, then the Node client's tests, then scripts/test-*.sh"
+	@echo "make lint   - ruff check . and mypy on the four packages"
+	@echo "make test-unit - the fast in-process tests only (pytest -m unit)"
 	@echo "make clean  - remove output/, caches and the demo state (keeps .venv)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalled whenever pyproject.toml changes. `.[piper,test]`: the Piper engine (GPL-3.0-or-later, optional
-# extra) is what the demo speaks with and what tests/test_engine_piper.py checks.
+# extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -e '.[piper,test]'
 	touch $@
@@ -61,7 +65,15 @@ demo: $(STAMP)
 	$(PY) -m tts_client.demo --broker $(DEMO_FRONTEND) --workers $(DEMO_WORKERS) --wait-s $(DEMO_WAIT_S) \
 		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid"
 
-test: test-python test-node test-extra
+# Lint first: it takes seconds and fails before the minutes of tests. Settings: [tool.ruff], [tool.mypy].
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
+
+test: lint test-python test-node test-extra
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m unit -q
 
 test-python: $(STAMP)
 	$(PY) -m pytest

@@ -12,10 +12,10 @@ in flight.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,20 +31,15 @@ from tts_protocol import Command, Side, decode, encode
 REPLY = b"\x00" * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---- the baseline: the smallest useful LRU broker --------------------------------------------------
 
 
-def minimal_broker(front: str, back: str) -> None:
+def minimal_broker(endpoints: mp.Queue) -> None:
     ctx = zmq.Context()
     fe, be = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
-    fe.bind(front)
-    be.bind(back)
+    fe.bind("tcp://127.0.0.1:*")
+    be.bind("tcp://127.0.0.1:*")
+    endpoints.put((fe.getsockopt_string(zmq.LAST_ENDPOINT), be.getsockopt_string(zmq.LAST_ENDPOINT)))
     idle: list[bytes] = []
     waiting: list[list[bytes]] = []
     poller = zmq.Poller()
@@ -183,9 +178,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_case(name: str, start: Callable[[str, str], list], call, done, args) -> dict:
-    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    procs = start(front, back)
+def run_case(name: str, start: Callable[[], tuple[list, str, str]], call, done, args) -> dict:
+    procs, front, back = start()
     try:
         rate, _ = drive(front, call, done, args.jobs, args.inflight)
         lat = latencies(front, call, done, args.latency_jobs)
@@ -199,41 +193,54 @@ def run_case(name: str, start: Callable[[str, str], list], call, done, args) -> 
     return row
 
 
-def start_minimal(front: str, back: str) -> list:
-    procs = [mp.Process(target=minimal_broker, args=(front, back), daemon=True)]
-    procs += [mp.Process(target=minimal_worker, args=(back,), daemon=True) for _ in range(4)]
-    for p in procs:
+def start_minimal() -> tuple[list, str, str]:
+    endpoints: mp.Queue = mp.Queue()
+    broker = mp.Process(target=minimal_broker, args=(endpoints,), daemon=True)
+    broker.start()
+    front, back = endpoints.get(timeout=30)
+    workers = [mp.Process(target=minimal_worker, args=(back,), daemon=True) for _ in range(4)]
+    for p in workers:
         p.start()
-    return procs
+    return [broker, *workers], front, back
 
 
-def _tts_broker(front: str, back: str, log: Path, *, journal: bool = False) -> subprocess.Popen:
+def _tts_broker(log: Path, *, journal: bool = False) -> tuple[subprocess.Popen, str, str]:
+    """Start tts-broker on free ports; returns it with the endpoints its ready file names."""
     state = tempfile.mkdtemp(prefix="bench-broker-")
-    flags = ["--state-dir", state, "--no-cache"] + ([] if journal else ["--no-journal"])
-    return subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", front, "--backend", back,
-                             "--log-level", "WARNING", *flags], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    ready = Path(state) / "ready.json"
+    flags = ["--state-dir", state, "--no-cache", "--ready-file", str(ready)] + ([] if journal else ["--no-journal"])
+    broker = subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
+                               "tcp://127.0.0.1:*", "--log-level", "WARNING", *flags], stdout=log.open("ab"),
+                              stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if broker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"tts-broker did not start; see {log}")
+        time.sleep(0.02)
+    info = json.loads(ready.read_text())
+    return broker, info["frontend"], info["backend"]
 
 
-def start_ttsp_echo(front: str, back: str, journal: bool = False) -> list:
+def start_ttsp_echo(journal: bool = False) -> tuple[list, str, str]:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker = _tts_broker(front, back, log, journal=journal)
+    broker, front, back = _tts_broker(log, journal=journal)
     workers = [mp.Process(target=ttsp_echo_worker, args=(back,), daemon=True) for _ in range(4)]
     for p in workers:
         p.start()
-    return [broker, *workers]
+    return [broker, *workers], front, back
 
 
-def start_ttsp_echo_journal(front: str, back: str) -> list:
-    return start_ttsp_echo(front, back, journal=True)
+def start_ttsp_echo_journal() -> tuple[list, str, str]:
+    return start_ttsp_echo(journal=True)
 
 
-def start_tone_workers(front: str, back: str, journal: bool = False) -> list:
+def start_tone_workers(journal: bool = False) -> tuple[list, str, str]:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker = _tts_broker(front, back, log, journal=journal)
+    broker, front, back = _tts_broker(log, journal=journal)
     worker = subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone",
                                "--concurrency", "4", "--log-level", "WARNING"], stdout=log.open("ab"),
                               stderr=subprocess.STDOUT)
-    return [worker, broker]
+    return [worker, broker], front, back
 
 
 def main() -> None:
@@ -253,7 +260,7 @@ def main() -> None:
     if not args.no_tone:
         off = run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)
         on = run_case("tts-broker (journal on) + 4 tone workers",
-                      lambda f, b: start_tone_workers(f, b, journal=True), ttsp_call, ttsp_done, args)
+                      lambda: start_tone_workers(journal=True), ttsp_call, ttsp_done, args)
         print(f"journal on / off with tone workers: {on['jobs_per_s'] / off['jobs_per_s']:.2f} (target >= 0.70)")
 
 

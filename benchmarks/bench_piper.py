@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,12 +51,6 @@ with wave.open(sys.argv[2], "wb") as f:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def line(i: int) -> str:
     return f"{LINES[i % len(LINES)]}"
 
@@ -65,13 +58,12 @@ def line(i: int) -> str:
 class Bench:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.frontend = f"tcp://127.0.0.1:{free_port()}"
-        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.frontend = "tcp://127.0.0.1:*"  # the broker binds free ports; its ready file names them
+        self.backend = "tcp://127.0.0.1:*"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ctx = zmq.Context()
         self.client = self.ctx.socket(zmq.DEALER)
         self.client.linger = 0
-        self.client.connect(self.frontend)
         self._req = 0
 
     def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -91,6 +83,9 @@ class Bench:
             if time.monotonic() > deadline:
                 raise SystemExit("broker did not start; see " + str(self.tmp / "broker.log"))
             time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        self.frontend, self.backend = info["frontend"], info["backend"]
+        self.client.connect(self.frontend)
 
     def start_workers(self, n: int) -> subprocess.Popen[bytes]:
         proc = self.spawn(["-m", "tts_worker", "--broker", self.backend, "--engine", "piper", "--concurrency",
@@ -196,8 +191,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     scaling = figures["workers_2"] / figures["workers_1"]
     print(f"scaling 2 workers / 1 worker: {scaling:.2f}x (target >= 1.7x)")
     for n in (1, 2):
-        print(f"{n} worker(s) vs old system at the same parallelism: {figures[f'workers_{n}'] / figures[f'old_{n}']:.1f}x "
-              "(target >= 10x)")
+        ratio = figures[f"workers_{n}"] / figures[f"old_{n}"]
+        print(f"{n} worker(s) vs old system at the same parallelism: {ratio:.1f}x (target >= 10x)")
     print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
 
 

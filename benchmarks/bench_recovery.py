@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,17 +27,11 @@ from pathlib import Path
 from tts_client import TtsClient
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.front = f"tcp://127.0.0.1:{free_port()}"
-        self.back = f"tcp://127.0.0.1:{free_port()}"
+        self.front = "tcp://127.0.0.1:*"  # the first start binds free ports; restarts bind them again
+        self.back = "tcp://127.0.0.1:*"
         self.procs: list[subprocess.Popen] = []
         self.broker: subprocess.Popen | None = None
         self.log = open(tmp / "stack.log", "ab")
@@ -52,7 +45,10 @@ class Stack:
         self.procs.append(self.broker)
         while not ready.exists():
             time.sleep(0.01)
-        return time.monotonic()
+        t_ready = time.monotonic()
+        info = json.loads(ready.read_text())
+        self.front, self.back = info["frontend"], info["backend"]
+        return t_ready
 
     def start_worker(self, engine: str, *opts: str) -> subprocess.Popen:
         args = [sys.executable, "-m", "tts_worker", "--broker", self.back, "--engine", engine, "--single",

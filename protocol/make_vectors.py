@@ -42,7 +42,9 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     ("job_status", Command.JOB_STATUS, {"req_id": "r1", "job_id": "job-1"}, None),
     ("broker_status", Command.BROKER_STATUS, {"req_id": "r2"}, None),
     ("ping", Command.PING, {"req_id": "r3"}, None),
-    ("reload", Command.RELOAD, {"req_id": "r4", "model": "fish-speech", "options": {"checkpoint": "/models/s1", "model_version": "s1-mini"}}, None),
+    ("reload", Command.RELOAD,
+     {"req_id": "r4", "model": "fish-speech", "options": {"checkpoint": "/models/s1", "model_version": "s1-mini"}},
+     None),
     ("reload_reply", Command.RELOAD_REPLY, {"req_id": "r4", "workers": 2}, None),
     ("jobs", Command.JOBS, {"req_id": "r5", "state": "failed", "limit": 20}, None),
     ("retry", Command.RETRY, {"req_id": "r6", "job_id": "job-1"}, None),
@@ -100,7 +102,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     (
         "error_job",
         Command.ERROR,
-        {"job_id": "job-1", "req_id": None, "code": "queue_full", "message": "queue is full (10000 jobs)", "retryable": True},
+        {"job_id": "job-1", "req_id": None, "code": "queue_full", "message": "queue is full (10000 jobs)",
+         "retryable": True},
         None,
     ),
     (
@@ -183,7 +186,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     (
         "worker_heartbeat",
         Command.W_HEARTBEAT,
-        {"stats": {"jobs_done": 10, "jobs_failed": 1, "mean_gen_ms": 95.5, "rss_bytes": 157286400, "busy": 1, "warm": ["narrator"]}},
+        {"stats": {"jobs_done": 10, "jobs_failed": 1, "mean_gen_ms": 95.5, "rss_bytes": 157286400, "busy": 1,
+                   "warm": ["narrator"]}},
         None,
     ),
     (
@@ -195,8 +199,8 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     (
         "worker_result",
         Command.W_RESULT,
-        {"job_id": "job-1", "attempt": 1, "sample_rate": 22050, "channels": 1, "sample_format": "s16le", "gen_time_ms": 95,
-         "deterministic": True},
+        {"job_id": "job-1", "attempt": 1, "sample_rate": 22050, "channels": 1, "sample_format": "s16le",
+         "gen_time_ms": 95, "deterministic": True},
         PCM,
     ),
     (
@@ -261,9 +265,10 @@ FILENAMES = [
 
 
 def main() -> None:
-    if HERE.exists():
-        shutil.rmtree(HERE)
-    HERE.mkdir(parents=True)
+    HERE.mkdir(parents=True, exist_ok=True)
+    for old in HERE.iterdir():  # regenerate the frame vectors; other files here (client_cases.json) stay
+        if old.is_dir():
+            shutil.rmtree(old)
     manifest: list[dict[str, Any]] = []
     for name, command, body, payload in VALID:
         frames = encode(command, body, payload)

@@ -90,4 +90,4 @@ if [ "${FISH_SKIP_TESTS:-0}" = "1" ]; then
 fi
 export TTS_FISH_TINY_DIR="$ROOT/.cache/fish-tiny"
 # Our own code must work with the versions fish pins (pydantic 2.9.2, numpy 1.26.4): run the wire vectors too.
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider tests/fish tests/test_protocol_vectors.py "$@"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider tests/fish tests/protocol/test_protocol_vectors.py "$@"

@@ -23,12 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port that was free a moment ago: a last resort, racy while other tests run.
+
+    Only for a server that cannot bind port 0 and say which port it got. Brokers bind `tcp://127.0.0.1:*` and
+    name their endpoints in the ready file (BrokerProc), in-process sockets use bind_to_random_port, `tts up`
+    takes ipc:// endpoints, and `dead_endpoint` gives a port where nothing listens.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "") -> object:
+def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02,
+             what: str = "") -> object:
     """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -92,14 +99,18 @@ class Proc:
 
 
 class BrokerProc:
-    """A tts-broker process on fixed random ports, restartable on the same ports."""
+    """A tts-broker process on random loopback ports, restartable on the same ports.
+
+    The first start binds port `*` and learns the real endpoints from the broker's ready file, so no port is
+    picked before it is bound; restarts bind the learned ones again.
+    """
 
     def __init__(self, tmp: Path, procs: list[Proc], extra_args: list[str]) -> None:
         self.tmp = tmp
         self.procs = procs
         self.extra_args = extra_args
-        self.frontend = f"tcp://127.0.0.1:{free_port()}"
-        self.backend = f"tcp://127.0.0.1:{free_port()}"
+        self.frontend = "tcp://127.0.0.1:*"
+        self.backend = "tcp://127.0.0.1:*"
         self.state_dir = tmp / "broker-state"  # journal + result cache, kept across restarts
         self.proc: Optional[Proc] = None
         self.starts = 0
@@ -116,6 +127,8 @@ class BrokerProc:
         wait_for(lambda: ready.exists() or not proc.alive(), 20, what="broker ready file")
         if not proc.alive():
             raise AssertionError(f"broker exited at start:\n{proc.log()}")
+        info = read_json(ready)
+        self.frontend, self.backend = info["frontend"], info["backend"]
         return self
 
     def kill(self) -> None:
@@ -139,8 +152,10 @@ def ctx() -> Iterator["zmq.Context"]:
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[list[Proc]]:
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Proc]]:
     """All processes the test started; killed at teardown."""
+    if request.node.get_closest_marker("unit"):
+        pytest.fail("a test marked `unit` must not start processes (the broker and worker fixtures do)")
     started: list[Proc] = []
     yield started
     for p in started:
@@ -185,3 +200,15 @@ def start_worker(tmp_path: Path, procs: list[Proc]) -> Callable[..., Proc]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture
+def dead_endpoint() -> Iterator[str]:
+    """A tcp:// endpoint on 127.0.0.1 where nothing listens, for "broker unavailable" tests.
+
+    A socket bound to the port but never listening holds it for the whole test: connections are refused, and
+    no other process (another test's broker) can take the port meanwhile.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{s.getsockname()[1]}"

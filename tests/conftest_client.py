@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from conftest import BrokerProc, Proc, wait_for
 from tts_client import TtsClient
 from tts_worker.engines.tone import SAMPLE_RATE, sentence_duration_s, sentence_split
+
+from conftest import BrokerProc, Proc, wait_for
 
 
 def tone_frames(text: str, length_scale: float = 1.0) -> int:

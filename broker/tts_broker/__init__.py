@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tts_protocol import __version__ as __version__  # the one version, in tts_protocol

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tts_protocol import __version__ as __version__  # the one version, in tts_protocol
+
 from tts_client.aio import AsyncSynthesisStream, AsyncTtsClient
 from tts_client.audio import save_line, save_result, write_pcm
 from tts_client.client import JobHandle, PingReply, SynthesisStream, TtsClient

@@ -6,4 +6,4 @@ worker processes; each loads its engine once and serves jobs over TTSP/2 (protoc
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tts_protocol import __version__ as __version__  # the one version, in tts_protocol

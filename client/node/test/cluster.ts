@@ -120,8 +120,9 @@ export class Cluster {
 
   async start(): Promise<this> {
     this.dir = await mkdtemp(path.join(tmpdir(), "tts-node-test-"));
-    this.frontend = `tcp://127.0.0.1:${await freePort()}`;
-    this.backend = `tcp://127.0.0.1:${await freePort()}`;
+    // The first broker start binds free ports and names them in its ready file; restarts bind them again.
+    this.frontend = "tcp://127.0.0.1:*";
+    this.backend = "tcp://127.0.0.1:*";
     await this.startBroker();
     for (let i = 0; i < (this.options.workers ?? 1); i++) this.startWorker();
     await this.waitForWorkers((this.options.workers ?? 1) * (this.options.concurrency ?? 2));
@@ -140,12 +141,14 @@ export class Cluster {
     const ready = await waitFor("the broker's ready file", async () => {
       if (!broker.running) throw new Error(`broker exited at start:\n${broker.output.join("")}`);
       try {
-        return JSON.parse(await readFile(readyFile, "utf8")) as { broker_id: string };
+        return JSON.parse(await readFile(readyFile, "utf8")) as { broker_id: string; frontend: string; backend: string };
       } catch {
         return undefined; // not written yet (or half-written)
       }
     });
     this.brokerId = ready.broker_id;
+    this.frontend = ready.frontend;
+    this.backend = ready.backend;
   }
 
   async stopBroker(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {

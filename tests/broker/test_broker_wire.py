@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tts_protocol.codec import pack_body
 from tts_protocol.constants import JobState
 from tts_protocol.messages import Accepted, Job, Result
 
 from tts_protocol import fastpack as wire
+
+pytestmark = pytest.mark.unit
 
 
 def test_accepted_matches_model() -> None:
@@ -27,5 +31,6 @@ def test_job_matches_model() -> None:
 
 def test_result_matches_model() -> None:
     model = Result(job_id="j", attempt=1, worker_id="w-1", engine="tone", model="tone-v1", sample_rate=16000,
-                   channels=1, sample_format="s16le", num_samples=10, gen_time_ms=3, queue_time_ms=4, total_time_ms=9, cached=True)
+                   channels=1, sample_format="s16le", num_samples=10, gen_time_ms=3, queue_time_ms=4, total_time_ms=9,
+                   cached=True)
     assert wire.result("j", 1, "w-1", "tone", "tone-v1", 16000, 1, "s16le", 10, 3, 4, 9, True) == pack_body(model)

@@ -12,12 +12,14 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import zmq
 
-from conftest import free_port
-from conftest_client import make_client  # noqa: F401 (fixture)
-from tts_client import JobFailed, QueueFull, TtsClient
 from tts_protocol import Command, Message, Side, decode, encode
 
-pytestmark = pytest.mark.timeout(60)
+from tts_client import JobFailed, QueueFull, TtsClient
+
+from conftest import wait_for
+from conftest_client import make_client  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 class ScriptedBroker:
@@ -28,8 +30,7 @@ class ScriptedBroker:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{free_port()}"
-        self.sock.bind(self.url)
+        self.url = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
         self.broker_id = "b-one"
         self.answer_pings = True
         self.retries: list[str] = []  # job ids of RETRY requests seen (not answered)
@@ -43,9 +44,9 @@ class ScriptedBroker:
             identity, *frames = self.sock.recv_multipart()
             msg = decode(frames, side=Side.CLIENT, to_broker=True)
             if msg.command is Command.PING:
-                if self.answer_pings:
-                    self.send(identity, Command.PONG, {"req_id": msg.body.req_id, "broker_id": self.broker_id,
-                                                       "time_ms": 1})
+                self._pong(identity, msg)
+                if command is Command.PING:
+                    return identity, msg
                 continue
             if msg.command is Command.RETRY and command is not Command.RETRY:
                 self.retries.append(msg.body.job_id)
@@ -55,13 +56,17 @@ class ScriptedBroker:
             raise AssertionError(f"expected {command.name}, got {msg.command.name}")
         raise AssertionError(f"no {command.name} within {timeout_s}s")
 
-    def quiet_for(self, seconds: float, command: Command) -> bool:
-        """True if no `command` arrives within `seconds`."""
-        try:
-            self.recv(command, seconds)
-        except AssertionError:
-            return True
-        return False
+    def pings_first(self, count: int, timeout_s: float = 10.0) -> None:
+        """Sentinel: the client's next `count` PINGs arrive (and are answered) with nothing else before them.
+
+        The client pings on its own, on its one socket, in order with everything else it sends.
+        """
+        for _ in range(count):
+            self.recv(Command.PING, timeout_s)
+
+    def _pong(self, identity: bytes, ping: Message) -> None:
+        if self.answer_pings:
+            self.send(identity, Command.PONG, {"req_id": ping.body.req_id, "broker_id": self.broker_id, "time_ms": 1})
 
     def send(self, identity: bytes, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
         self.sock.send_multipart([identity, *encode(command, body, payload)])
@@ -137,12 +142,12 @@ def test_new_broker_id_resubmits_unfinished_jobs(scripted: ScriptedBroker,
     pcm = b"\x05\x00" * 8
     scripted.send(ident, Command.RESULT, result_body("r-done", 1, pcm), pcm)
     assert done.result().pcm == pcm
-    assert scripted.quiet_for(0.5, Command.SUBMIT)  # answers a few PINGs: the client learns "b-one"
-    assert client.broker_id == "b-one"
+    scripted.pings_first(2)  # and no SUBMIT: the client learns "b-one"
+    wait_for(lambda: client.broker_id == "b-one", 5, what="the client learns the broker id")
     scripted.broker_id = "b-two"  # the broker "restarted"
     _, again = scripted.recv(Command.SUBMIT, timeout_s=5)
     assert again.body.job_id == "r-pending" and again.body.text == "still running"
-    assert scripted.quiet_for(0.6, Command.SUBMIT)  # once only, and never the finished job
+    scripted.pings_first(2)  # resubmitted once only, and never the finished job
     scripted.send(ident, Command.RESULT, result_body("r-pending", 1, pcm), pcm)
     assert pending.result().job_id == "r-pending"
 
@@ -171,7 +176,7 @@ def test_retryable_errors_are_retried_with_backoff(scripted: ScriptedBroker,
                                              "retryable": True})
         scripted.recv(Command.SUBMIT)
         times.append(time.monotonic())
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] >= 0.07 and gaps[2] > gaps[0]  # backoff grows
     assert scripted.retries == ["busy"] * 3  # each resubmission first asks to requeue a retained failure
     pcm = b"\x01\x00"

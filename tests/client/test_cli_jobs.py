@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tts_client import JobFailed
+
 from conftest import wait_for
 from conftest_client import make_client, registered_workers  # noqa: F401 (fixture)
 from test_cli_commands import tts
@@ -20,7 +22,7 @@ def test_failed_jobs_are_listed_and_retried_from_the_cli(broker_factory, start_w
     client = make_client(broker.frontend)
     wait_for(lambda: registered_workers(client) == 1, 30)
     handle = client.submit("A FLAKY line.", job_id="dead-1", model="tone")
-    with pytest.raises(Exception):
+    with pytest.raises(JobFailed):
         handle.result()
     listed = tts("jobs", "--failed", "--json", url=broker.frontend)
     assert listed.returncode == 0, listed.stderr

@@ -56,7 +56,7 @@ def test_resubmitting_a_job_id_attaches_and_returns_the_same_result(broker: Brok
     # After it finished: the retained result comes back at once, no second synthesis.
     client.submit("same", "one")
     assert client.recv_until(Command.RESULT).body.attempt == 1
-    assert worker.nothing_for(0.3)
+    worker.assert_quiet(via=client)
 
 
 def test_dead_worker_job_is_requeued_and_its_late_result_dropped(broker_factory, ctx: zmq.Context) -> None:
@@ -125,7 +125,7 @@ def test_cancel_queued_and_running(broker: BrokerProc, ctx: zmq.Context) -> None
     assert (cancel.body.job_id, cancel.body.attempt) == ("running", 1)
     # Until the worker answers for the revoked lease its slot stays busy: a new job waits.
     client.submit("next")
-    assert worker.nothing_for(0.3)
+    worker.assert_quiet(via=client)
     worker.fail(job, code="cancelled")
     assert worker.next_job().job_id == "next"
     client.send(Command.CANCEL, {"job_id": "never-submitted"})
@@ -142,7 +142,9 @@ def test_deadline_fails_the_job_and_cancels_the_worker(broker: BrokerProc, ctx: 
     assert error.body.code == "deadline_exceeded"
     assert worker.recv_until(Command.B_CANCEL).body.job_id == "slow"
     worker.result(job, b"\x00\x00")  # late: dropped
-    assert client.nothing_for(0.3)
+    observer = RawClient(ctx, broker.frontend)  # its status requests would skip a RESULT sent to `client`
+    wait_for(lambda: observer.status().workers[0].busy == 0, 10, what="the late answer frees the revoked slot")
+    client.assert_quiet()
 
 
 def test_queued_job_past_its_deadline_never_runs(broker: BrokerProc, ctx: zmq.Context) -> None:
@@ -150,7 +152,8 @@ def test_queued_job_past_its_deadline_never_runs(broker: BrokerProc, ctx: zmq.Co
     client.submit("expires", deadline_ms=200)
     assert client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,)).body.code == "deadline_exceeded"
     worker = RawWorker(ctx, broker.backend)
-    assert worker.nothing_for(0.3)
+    wait_for(lambda: workers_registered(client, 1))
+    worker.assert_quiet(via=client)
 
 
 def test_attempt_timeout_requeues_then_fails(broker_factory, ctx: zmq.Context) -> None:
@@ -203,7 +206,7 @@ def test_jobs_are_routed_by_model(broker: BrokerProc, ctx: zmq.Context) -> None:
     assert tone.next_job().job_id == "t1"
     job = piper.next_job()
     assert job.job_id == "p1"
-    assert tone.nothing_for(0.2)  # p2 waits for the piper worker; the idle tone worker does not take it
+    tone.assert_quiet(via=client)  # p2 waits for the piper worker; the idle tone worker does not take it
     piper.result(job)
     assert piper.next_job().job_id == "p2"
 
@@ -225,7 +228,7 @@ def test_capacity_and_lru_dispatch(broker: BrokerProc, ctx: zmq.Context) -> None
         client.submit(f"c{i}")
     got = [big.next_job() for _ in range(3)]
     assert [j.job_id for j in got] == ["c0", "c1", "c2"]
-    assert big.nothing_for(0.2)  # a fourth would exceed its capacity
+    big.assert_quiet(via=client)  # a fourth would exceed its capacity
     big.result(got[0])
     assert big.next_job().job_id == "c3"
 
@@ -256,8 +259,10 @@ def test_unknown_worker_is_told_to_reregister(broker: BrokerProc, ctx: zmq.Conte
     ghost = Peer(ctx, broker.backend, Side.WORKER)
     ghost.send(Command.W_HEARTBEAT, {"stats": {}})
     assert ghost.recv_until(Command.B_DISCONNECT).body.reason
-    worker.heartbeat()
-    assert worker.nothing_for(0.2)
+    worker.heartbeat(engine={"probe": 1})
+    client = RawClient(ctx, broker.frontend)
+    wait_for(lambda: client.status().workers[0].engine_stats == {"probe": 1}, 10, what="the heartbeat handled")
+    worker.assert_quiet(via=client)
 
 
 GARBAGE = [
@@ -374,4 +379,4 @@ def test_reload_is_forwarded_to_matching_workers(broker: BrokerProc, ctx: zmq.Co
                            options={"checkpoint": "/models/s1"})
     assert reply.body.workers == 1
     assert fish.recv_until(Command.B_RELOAD).body.options == {"checkpoint": "/models/s1"}
-    assert tone.nothing_for(0.2)
+    tone.assert_quiet(via=client)

@@ -10,10 +10,11 @@ from typing import Callable
 
 import pytest
 
-from conftest import BrokerProc, wait_for
-from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 from tts_client import TtsClient, UnsafePath, save_line, write_pcm
 from tts_client.audio import line_output_path, safe_output_path
+
+from conftest import BrokerProc, wait_for
+from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -75,12 +76,14 @@ def test_worker_killed_mid_job_is_invisible_to_the_caller(broker: BrokerProc, to
 # ---- output paths ----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["../escape.wav", "/etc/passwd", "sub/dir.wav", "..", ".", ""])
 def test_paths_outside_the_output_dir_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(UnsafePath):
         safe_output_path(tmp_path, name)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("stream_index, line_id", [(1, "../../etc/passwd"), ("..", ".."), ("/abs", "/root/x"),
                                                    (0, "a/b\\c"), (0, "\x00nul"), (0, "x" * 500)])
 def test_hostile_ids_become_safe_names_inside_the_folder(tmp_path: Path, stream_index: object,
@@ -91,6 +94,7 @@ def test_hostile_ids_become_safe_names_inside_the_folder(tmp_path: Path, stream_
     assert path.exists()
 
 
+@pytest.mark.unit
 def test_a_planted_symlink_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -102,15 +106,18 @@ def test_a_planted_symlink_is_refused(tmp_path: Path) -> None:
     assert outside.read_text() == "keep me"
 
 
+@pytest.mark.unit
 def test_failed_write_leaves_no_file_behind(tmp_path: Path) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):  # soundfile.LibsndfileError
         write_pcm(tmp_path / "bad.wav", b"\x00\x01" * 10, 0)  # sample rate 0: libsndfile refuses
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_save_line_overwrites_atomically(tmp_path: Path) -> None:
-    from tts_client.results import SynthesisResult
     from tts_protocol.messages import Result
+
+    from tts_client.results import SynthesisResult
 
     def result(n: int) -> SynthesisResult:
         meta = Result(job_id="j", attempt=1, worker_id="w", engine="tone", model="m", sample_rate=16000)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from conftest import ROOT, BrokerProc, free_port
+from conftest import ROOT, BrokerProc
 from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,9 +48,10 @@ def test_say_to_a_file_streaming_in_flac_via_env_url(broker: BrokerProc, tone_wo
 
 
 def test_exit_codes_for_unavailable_broker_usage_and_job_failure(broker: BrokerProc, tone_workers,
-                                                                 tmp_path: Path) -> None:
-    nobody = f"tcp://127.0.0.1:{free_port()}"
-    run = tts("say", "hello", "--output-dir", str(tmp_path / "o"), url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"})
+                                                                 tmp_path: Path, dead_endpoint: str) -> None:
+    nobody = dead_endpoint
+    run = tts("say", "hello", "--output-dir", str(tmp_path / "o"), url=nobody,
+              env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"})
     assert run.returncode == 3 and "not answering" in run.stderr
     assert tts("status", url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"}).returncode == 3
     assert tts("ping", url=nobody, env={"TTS_CLIENT_REQUEST_TIMEOUT_S": "0.5"}).returncode == 3

@@ -11,15 +11,18 @@ from typing import Callable
 import psutil
 import pytest
 
-from conftest import Proc, free_port, wait_for
-from conftest_client import make_client, registered_workers, tone_frames  # noqa: F401 (fixture)
 from tts_client import TtsClient
+
+from conftest import Proc, wait_for
+from conftest_client import make_client, registered_workers, tone_frames  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def start_up(procs: list[Proc], tmp_path: Path, workers: int = 2) -> tuple[Proc, str]:
-    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    # IPC endpoints in the test's own folder: unique without picking a TCP port before the broker binds it
+    # (`tts up` hands its --backend to the workers as given, so it cannot bind port `*` yet).
+    frontend, backend = f"ipc://{tmp_path / 'front.ipc'}", f"ipc://{tmp_path / 'back.ipc'}"
     args = [sys.executable, "-m", "tts_client", "up", "--workers", str(workers), "--engine", "tone",
             "--frontend", frontend, "--backend", backend, "--drain-grace-s", "2",
             "--broker-opt", f"state-dir={tmp_path / 'state'}", "--child-log-level", "DEBUG"]

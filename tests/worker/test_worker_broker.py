@@ -10,9 +10,10 @@ import psutil
 import pytest
 import zmq
 
+from tts_protocol import Command, Message
+
 from conftest import BrokerProc, Proc, wait_for
 from peers import RawClient
-from tts_protocol import Command, Message
 
 pytestmark = pytest.mark.timeout(120)
 

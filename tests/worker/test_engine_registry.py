@@ -14,12 +14,14 @@ from tts_worker.settings import WorkerSettings
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.mark.unit
 def test_builtin_names() -> None:
     assert resolve("tone").target == "tts_worker.engines.tone:ToneTestEngine"
     assert resolve("piper").target == "tts_worker.engines.piper:PiperEngine"
     assert resolve("fish-speech").target == "tts_worker.engines.fish_speech:FishSpeechEngine"
 
 
+@pytest.mark.unit
 def test_unknown_name_lists_known_ones() -> None:
     with pytest.raises(EngineLoadError) as info:
         resolve("espeak-deluxe")
@@ -27,6 +29,7 @@ def test_unknown_name_lists_known_ones() -> None:
         assert name in str(info.value)
 
 
+@pytest.mark.unit
 def test_create_engine_passes_options_and_settings() -> None:
     engine = create_engine("tone", {"latency_s": "0.25", "capacity": "2"}, WorkerSettings(engine="tone"))
     assert engine.load().capacity == 2
@@ -34,6 +37,7 @@ def test_create_engine_passes_options_and_settings() -> None:
         create_engine("tone", {"nope": "1"}, WorkerSettings(engine="tone"))
 
 
+@pytest.mark.unit
 def test_listing_has_licences() -> None:
     rows = {row.name: row for row in list_engines()}
     assert rows["tone"].licence == "Apache-2.0"
@@ -64,8 +68,8 @@ def test_cli_list_engines() -> None:
     assert "tone" in done.stdout and "piper" in done.stdout and "GPL-3.0-or-later" in done.stdout
 
 
-def test_cli_unknown_engine_exits_at_once_with_the_names() -> None:
+def test_cli_unknown_engine_exits_at_once_with_the_names(dead_endpoint: str) -> None:
     done = subprocess.run([sys.executable, "-m", "tts_worker", "--engine", "nope", "--concurrency", "1",
-                           "--broker", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=30)
+                           "--broker", dead_endpoint], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "unknown engine 'nope'" in done.stderr and "piper" in done.stderr

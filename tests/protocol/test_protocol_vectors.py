@@ -9,7 +9,9 @@ import pytest
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode, output_filename
 
-VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+pytestmark = pytest.mark.unit
+
+VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 
 

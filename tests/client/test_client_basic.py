@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import BrokerProc, free_port, wait_for
-from conftest_client import TONE_RATE, client, make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from tts_protocol.constants import JobState
+
 from tts_client import (
     AsyncTtsClient,
     BrokerUnavailable,
@@ -25,7 +25,9 @@ from tts_client import (
     TtsClient,
     save_line,
 )
-from tts_protocol.constants import JobState
+
+from conftest import BrokerProc, wait_for
+from conftest_client import TONE_RATE, client, make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -151,8 +153,10 @@ def test_invalid_requests_fail_in_the_caller(client: TtsClient) -> None:
         client.submit("x", priority="urgent")
 
 
-def test_no_broker_means_broker_unavailable_quickly(make_client: Callable[..., TtsClient]) -> None:
-    c = make_client(f"tcp://127.0.0.1:{free_port()}", request_timeout_s=0.5)
+@pytest.mark.unit
+def test_no_broker_means_broker_unavailable_quickly(make_client: Callable[..., TtsClient],
+                                                    dead_endpoint: str) -> None:
+    c = make_client(dead_endpoint, request_timeout_s=0.5)
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         c.ping()

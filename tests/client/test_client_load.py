@@ -9,10 +9,12 @@ from typing import Iterator
 import pytest
 import soundfile
 
+from tts_protocol import output_filename
+
+from tts_client import seed_api
+
 from conftest import BrokerProc, wait_for
 from conftest_client import TONE_RATE, make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
-from tts_client import seed_api
-from tts_protocol import output_filename
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,7 +38,7 @@ def test_500_jobs_through_4_tone_workers(broker: BrokerProc, tone_workers, seed:
     elapsed = time.perf_counter() - started
     assert len(paths) == 500
     assert sorted(p.name for p in out.iterdir()) == sorted(output_filename(0, i, "wav") for i in range(500))
-    for message, path in zip(messages, paths):
+    for message, path in zip(messages, paths, strict=True):
         assert Path(path).name == output_filename(0, message["id"], "wav")
         info = soundfile.info(path)
         assert (info.samplerate, info.channels, info.format) == (TONE_RATE, 1, "WAV")

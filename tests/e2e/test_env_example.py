@@ -14,6 +14,8 @@ from tts_worker.settings import WorkerSettings
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
 DOCUMENTED = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", EXAMPLE, flags=re.MULTILINE))
 

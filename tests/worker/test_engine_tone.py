@@ -34,6 +34,7 @@ def loaded(**options: object) -> ToneTestEngine:
     return engine
 
 
+@pytest.mark.unit
 def test_info_names_a_test_engine() -> None:
     engine = ToneTestEngine(options={})
     info = engine.load()
@@ -43,6 +44,7 @@ def test_info_names_a_test_engine() -> None:
     assert engine.stats()["warm"] == []
 
 
+@pytest.mark.unit
 def test_same_input_same_bytes_and_speaker_sets_pitch() -> None:
     engine = loaded()
     a = b"".join(c.tobytes() for c in synth(engine, "Hello there. How are you?", "alice", {"length_scale": 1.0}))
@@ -57,6 +59,7 @@ def test_same_input_same_bytes_and_speaker_sets_pitch() -> None:
     assert abs(peak_hz - speaker_pitch_hz("alice")) < 5
 
 
+@pytest.mark.unit
 def test_duration_follows_text_and_length_scale() -> None:
     engine = loaded()
     for text in ("Hi", "A somewhat longer line of dialogue", "x" * 500):
@@ -70,6 +73,7 @@ def test_duration_follows_text_and_length_scale() -> None:
         synth(engine, "Hello", voice={"length_scale": 0})
 
 
+@pytest.mark.unit
 def test_one_chunk_per_sentence_and_audible() -> None:
     chunks = synth(loaded(), "One. Two! Three? Four")
     assert len(chunks) == 4
@@ -78,6 +82,7 @@ def test_one_chunk_per_sentence_and_audible() -> None:
         assert np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) > 3000
 
 
+@pytest.mark.unit
 def test_latency_honours_cancel() -> None:
     engine = loaded(latency_s="5")
     cancel = threading.Event()
@@ -88,6 +93,7 @@ def test_latency_honours_cancel() -> None:
     assert time.monotonic() - started < 1.5
 
 
+@pytest.mark.unit
 def test_fail_marker_and_bad_options() -> None:
     engine = loaded(fail_on="BOOM")
     with pytest.raises(EngineError) as info:
@@ -115,6 +121,7 @@ def test_crash_marker_kills_the_process() -> None:
     assert "survived" not in done.stdout
 
 
+@pytest.mark.unit
 def test_hang_marker_ignores_cancel() -> None:
     engine = loaded(hang_on="HANG")
     cancel = threading.Event()
@@ -131,6 +138,7 @@ def test_hang_marker_ignores_cancel() -> None:
     assert not finished.wait(0.5)
 
 
+@pytest.mark.unit
 def test_five_hundred_jobs_are_cheap() -> None:
     engine = loaded()
     started = time.monotonic()
