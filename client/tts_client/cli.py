@@ -132,10 +132,20 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 @click.option("--broker-opt", "broker_opts", multiple=True, metavar="FLAG=VALUE",
               help="Extra broker flag, e.g. max-queue=500 (repeatable).")
 @click.option("--child-log-level", default="INFO", help="Log level of the broker and workers.")
+@click.option("--gateway", "gateway_listen", metavar="HOST:PORT",
+              help="Also start the HTTP gateway (`tts gateway`) listening here.")
 def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
-       drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str) -> None:
+       drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str,
+       gateway_listen: Optional[str]) -> None:
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
+    if gateway_listen is not None:
+        from tts_client.gateway.settings import parse_listen
+
+        try:
+            parse_listen(gateway_listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--gateway") from exc
     broker_args: list[str] = []
     for opt in broker_opts:
         flag, sep, value = opt.partition("=")
@@ -144,7 +154,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         broker_args += [f"--{flag.lstrip('-')}", value]
     stack = LocalStack(StackConfig(frontend=frontend, backend=backend, workers=workers, engine=engine,
                                    engine_opts=list(engine_opts), device=device, broker_args=broker_args,
-                                   log_level=child_log_level.upper(), drain_grace_s=drain_grace_s))
+                                   log_level=child_log_level.upper(), drain_grace_s=drain_grace_s,
+                                   gateway=gateway_listen))
     stop = StopSignal()
     stop.install()
     note = functools.partial(click.secho, fg="cyan", err=True)
@@ -154,6 +165,9 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
         stack.start_workers()
         note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
+        served = stack.start_gateway()
+        if served is not None:
+            note(f"gateway listening on {served['url']} (POST /v1/audio/speech)")
         code = _watch(stack, stop, client_endpoint(frontend), workers)
     except RuntimeError as exc:
         click.secho(f"tts up: {exc}", fg="red", err=True)

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 # Seconds the client waits past the job's deadline, so the broker's deadline_exceeded (clearer) comes first.
 DEADLINE_MARGIN_S = 2.0
+# One server-sent event, as an SSE parser hands it over: `data` holds the JSON event.
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string"},
+    "data": {"type": "string", "description": 'JSON: {"type": "speech.audio.delta", "audio": BASE64}, then '
+                                              '{"type": "speech.audio.done", "usage": {...}} or {"type": "error"}'}}}
 ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad input: body, model, voice, format, speed or input length."},
     401: {"model": ErrorBody, "description": "Missing or unknown bearer token."},
@@ -250,7 +256,7 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
     create_speech.__annotations__["body"] = SpeechRequest
     app.post("/v1/audio/speech", dependencies=[Depends(authorized)], responses={
         200: {"content": {f.media_type: {"schema": {"type": "string", "format": "binary"}}
-                          for f in RESPONSE_FORMATS.values()} | {"text/event-stream": {"schema": {"type": "string"}}},
+                          for f in RESPONSE_FORMATS.values()} | {"text/event-stream": {"schema": SSE_EVENT}},
               "description": "The audio, or server-sent speech.audio.delta / speech.audio.done events."},
         **ERROR_RESPONSES}, response_class=Response, summary="Speak text")(create_speech)
 
@@ -284,6 +290,20 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
                       workers=len(status.workers), models=models)
         return JSONResponse(body.model_dump(), status_code=200 if status.workers else 503)
 
+    def openapi() -> dict[str, Any]:
+        # FastAPI documents a 422 for every body; this gateway answers bad input 400, as OpenAI does.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
