@@ -344,8 +344,6 @@ async def speak(gateway: Gateway, body: Any) -> Response:
     fmt = RESPONSE_FORMATS[body.response_format]
     route = gateway.catalog.route(body.model)
     voice_name = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
-    if not voice_name.strip():
-        raise bad_request("voice is empty", param="voice")
     speaker = gateway.catalog.speaker(voice_name)
     voice = gateway.catalog.voice_settings(route, float(body.speed))
     gateway.in_flight.acquire()

@@ -20,6 +20,9 @@ from tts_client.gateway.errors import bad_request
 from tts_client.gateway.settings import GatewaySettings
 
 
+MAX_SPEAKER_CHARS = 256  # the protocol's limit on a speaker name
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelRoute:
     """Where one OpenAI model name goes."""
@@ -59,6 +62,10 @@ class Catalog:
                               code="model_not_found") from None
 
     def speaker(self, voice: str) -> str:
+        if not voice.strip():
+            raise bad_request("voice is empty", param="voice")
+        if len(voice) > MAX_SPEAKER_CHARS:
+            raise bad_request(f"voice is {len(voice)} characters; the limit is {MAX_SPEAKER_CHARS}", param="voice")
         if voice in self.settings.voices:
             return self.settings.voices[voice]
         if self.settings.pass_through_voices:
