@@ -216,7 +216,7 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
         from tts_client.gateway.settings import GatewaySettings
     except ImportError as exc:
         _fail(f"the gateway needs its extra: pip install 'tts-broker[gateway]' ({exc})", EXIT_USAGE)
-    overrides = {k: v for k, v in {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file,
+    overrides: dict[str, Any] = {k: v for k, v in {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file,
                                    "ready_file": ready_file}.items() if v is not None}
     try:
         settings = GatewaySettings(**overrides)

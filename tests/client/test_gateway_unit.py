@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 
+from tts_protocol.messages import WorkerView
+
 from tts_client import AsyncTtsClient, BrokerUnavailable, InvalidRequest, JobFailed, JobTimeout, QueueFull
 from tts_client.gateway.catalog import Catalog, ModelRoute, serves
 from tts_client.gateway.encoding import RESPONSE_FORMATS, StreamEncoder, encode_whole, resample
 from tts_client.gateway.errors import ApiError, from_client_error
 from tts_client.gateway.settings import GatewaySettings, parse_listen
-from tts_protocol.messages import WorkerView
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

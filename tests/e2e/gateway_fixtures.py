@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import BrokerProc, Proc, wait_for
 from tts_worker.engines.tone import render_tone, sentence_duration_s, sentence_split, speaker_pitch_hz
+
+from conftest import BrokerProc, Proc, wait_for
 
 API_KEY = "sk-gateway-test"
 

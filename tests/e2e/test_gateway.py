@@ -18,10 +18,11 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+from tts_client import TtsClient
+
 from conftest import BrokerProc, Proc, free_port, wait_for
 from conftest_client import make_client, registered_workers, tone_workers  # noqa: F401 (fixtures)
 from gateway_fixtures import API_KEY, GatewayProc, decode, gateway_factory, tone_pcm  # noqa: F401 (fixture)
-from tts_client import TtsClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,7 +157,7 @@ def test_fifty_concurrent_requests_get_distinct_correct_audio(
 
     bodies = asyncio.run(run())
     assert len(set(bodies)) == 50
-    for i, (text, body) in enumerate(zip(texts, bodies)):
+    for i, (text, body) in enumerate(zip(texts, bodies, strict=True)):
         samples, rate = decode(body)
         assert rate == 16000 and samples.tobytes() == tone_pcm(text, f"voice-{i % 5}"), i
 

@@ -43,22 +43,25 @@ def test_generated_requests_never_get_a_server_error(broker: BrokerProc, tone_wo
     seen: dict[str, dict[int, int]] = {}
     for operation in operations:
         for mode, examples in EXAMPLES.items():
-            @given(case=operation.as_strategy(mode))
-            @settings(max_examples=examples, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
-            def check(case: Any) -> None:
-                response = case.call(base_url=gateway.url, headers={"Authorization": f"Bearer {API_KEY}"},
-                                     timeout=60)
-                counts = seen.setdefault(operation.label, {})
-                counts[response.status_code] = counts.get(response.status_code, 0) + 1
-                case.validate_response(response, checks=CHECKS)
-
-            try:
-                check()
-            except hypothesis.errors.Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid form
+            exercise(operation, mode, examples, gateway.url, seen.setdefault(operation.label, {}))
     assert httpx.get(f"{gateway.url}/health", timeout=30).status_code == 200  # still serving afterwards
     speech = seen["POST /v1/audio/speech"]
     assert speech.get(200, 0) > 0 and speech.get(400, 0) > 0, speech  # both audio and refusals were exercised
     assert all(code < 500 for counts in seen.values() for code in counts), seen
     assert "Traceback" not in gateway.proc.log()
+
+
+def exercise(operation: Any, mode: GenerationMode, examples: int, base_url: str, counts: dict[int, int]) -> None:
+    """Up to `examples` generated requests to one operation; counts their status codes."""
+
+    @given(case=operation.as_strategy(mode))
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case: Any) -> None:
+        response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=CHECKS)
+
+    try:
+        check()
+    except hypothesis.errors.Unsatisfiable:
+        assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid form

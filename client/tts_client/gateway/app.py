@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import secrets
-from typing import Any, AsyncIterator, Callable, Literal, Optional, Union
+from typing import Annotated, Any, AsyncIterator, Callable, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,6 +59,11 @@ ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The broker is not answering, or no worker serves the model."},
     504: {"model": ErrorBody, "description": "The speech was not ready within the request timeout."},
 }
+
+
+# Module level: FastAPI resolves the (string) annotations of dependencies through the module's globals.
+BEARER = HTTPBearer(auto_error=False, description="One of the gateway's API keys (if it has any).")
+Credentials = Annotated[Optional[HTTPAuthorizationCredentials], Depends(BEARER)]
 
 
 class VoiceRef(BaseModel):
@@ -107,23 +112,24 @@ def speech_request_model(settings: GatewaySettings) -> type[BaseModel]:
     """The request body, with this gateway's models and input limit in its schema."""
     models = sorted(settings.models) or ["none"]
     formats = tuple(RESPONSE_FORMATS)
-    example = {"model": models[0], "input": "Hello from the gateway.", "voice": "alloy", "response_format": "wav"}
-    return create_model(
-        "SpeechRequest",
-        __config__=ConfigDict(extra="ignore", json_schema_extra={"examples": [example]}),
-        model=(Literal[tuple(models)], Field(description="A configured model name (see GET /v1/models).")),
-        input=(str, Field(min_length=1, max_length=settings.max_input_chars, pattern=r"\S",
-                          description="Text to speak; not empty or only white space.")),
-        voice=(Union[str, VoiceRef], Field(
-            description="A voice name (GET /v1/audio/voices) or {\"id\": name}.")),
-        response_format=(Literal[formats], Field(default="mp3", description="aac is not available.")),
-        speed=(float, Field(default=1.0, ge=0.25, le=4.0,
-                            description="1.0 keeps the worker's pace; otherwise length_scale = 1/speed.")),
-        stream_format=(Literal["audio", "sse"], Field(
+    example: Any = {"model": models[0], "input": "Hello from the gateway.", "voice": "alloy",
+                    "response_format": "wav"}
+    fields: dict[str, Any] = {
+        "model": (Literal[tuple(models)], Field(description="A configured model name (see GET /v1/models).")),
+        "input": (str, Field(min_length=1, max_length=settings.max_input_chars, pattern=r"\S",
+                             description="Text to speak; not empty or only white space.")),
+        "voice": (Union[str, VoiceRef], Field(description='A voice name (GET /v1/audio/voices) or {"id": name}.')),
+        "response_format": (Literal[formats], Field(default="mp3", description="aac is not available.")),
+        "speed": (float, Field(default=1.0, ge=0.25, le=4.0,
+                               description="1.0 keeps the worker's pace; otherwise length_scale = 1/speed.")),
+        "stream_format": (Literal["audio", "sse"], Field(
             default="audio", description="audio: the bytes; sse: speech.audio.delta events (base64).")),
-        instructions=(Optional[str], Field(default=None, max_length=4096,
-                                           description="Accepted for compatibility; ignored.")),
-    )
+        "instructions": (Optional[str], Field(default=None, max_length=4096,
+                                              description="Accepted for compatibility; ignored.")),
+    }
+    model: type[BaseModel] = create_model(
+        "SpeechRequest", __config__=ConfigDict(extra="ignore", json_schema_extra={"examples": [example]}), **fields)
+    return model
 
 
 class InFlight:
@@ -244,9 +250,7 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_exception_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
-    bearer = HTTPBearer(auto_error=False, description="One of the gateway's API keys (if it has any).")
-
-    def authorized(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+    def authorized(credentials: Credentials) -> None:
         gateway.check_token(credentials)
 
     async def create_speech(body: Any) -> Response:

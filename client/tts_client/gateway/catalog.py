@@ -19,7 +19,6 @@ from tts_client.aio import AsyncTtsClient
 from tts_client.gateway.errors import bad_request
 from tts_client.gateway.settings import GatewaySettings
 
-
 MAX_SPEAKER_CHARS = 256  # the protocol's limit on a speaker name
 
 
