@@ -3,7 +3,8 @@
 One run, one stack: a tts-broker (no journal, no result cache, so every request is synthesised), one
 `tts-worker --engine tone --concurrency 4` supervisor (latency 0) and one `tts gateway`. The native rows use
 AsyncTtsClient straight to the broker; the gateway rows use httpx to POST /v1/audio/speech (the same HTTP an
-OpenAI SDK sends). Every request has its own text. Throughput keeps N requests in flight; time to first audio
+OpenAI SDK sends), and a minimal keep-alive HTTP/1.1 client that costs the load generator less CPU than
+httpx does. Every request has its own text. Throughput keeps N requests in flight; time to first audio
 is measured one request at a time (native: first streamed chunk; gateway: first body byte of a pcm stream).
 
     python benchmarks/bench_gateway.py [--requests 600] [--inflight 32] [--latency-requests 150]
@@ -87,6 +88,43 @@ class Stack:
                 proc.wait()
 
 
+class RawHttp:
+    """A minimal keep-alive HTTP/1.1 client (one connection per lane), so the load generator is not what limits
+    the gateway rows: httpx spends more CPU per request than the gateway does on this two-core machine."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post_speech(self, body: dict) -> tuple[int, int]:
+        """(status, audio bytes) of one POST /v1/audio/speech."""
+        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        reader, writer = conn
+        data = json.dumps(body).encode()
+        writer.write(b"POST /v1/audio/speech HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer bench\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split(" ", 2)[1])
+        size = 0
+        if "transfer-encoding: chunked" in head:
+            while True:
+                length = int((await reader.readline()).split(b";")[0], 16)
+                await reader.readexactly(length + 2)
+                size += length
+                if length == 0:
+                    break
+        else:
+            length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+            size = len(await reader.readexactly(length))
+        self.idle.append(conn)
+        return status, size
+
+    async def close(self) -> None:
+        for _reader, writer in self.idle:
+            writer.close()
+
+
 async def throughput(call: Callable[[int], Awaitable[int]], requests: int, inflight: int) -> float:
     """Requests per second with `inflight` kept going; every call must return audio bytes."""
     counter = iter(range(requests))
@@ -129,6 +167,18 @@ async def run(args: argparse.Namespace, url: str, front: str) -> None:
         async def gateway_mp3(i: int) -> int:
             return await gateway_whole(i, "mp3")
 
+        raw = RawHttp(url)
+
+        async def raw_whole(i: int, fmt: str = "pcm") -> int:
+            status, size = await raw.post_speech({"model": "tts-1", "voice": "alloy", "input": TEXT.format(i=i),
+                                                  "response_format": fmt})
+            if status != 200:
+                raise SystemExit(f"gateway answered {status}")
+            return size
+
+        async def raw_mp3(i: int) -> int:
+            return await raw_whole(i, "mp3")
+
         async def native_first(i: int) -> float:
             started = time.perf_counter()
             stream = await native.stream(TEXT.format(i=i), model="tone")
@@ -155,19 +205,22 @@ async def run(args: argparse.Namespace, url: str, front: str) -> None:
         n, c = args.requests, args.inflight
         rows = {
             "native AsyncTtsClient": await throughput(lambda i: native_whole(10_000 + i), n, c),
-            "gateway, pcm (streamed)": await throughput(lambda i: gateway_whole(20_000 + i), n, c),
-            "gateway, mp3 (encoded)": await throughput(lambda i: gateway_mp3(30_000 + i), n, c),
+            "gateway pcm, httpx": await throughput(lambda i: gateway_whole(20_000 + i), n, c),
+            "gateway mp3, httpx": await throughput(lambda i: gateway_mp3(30_000 + i), n, c),
+            "gateway pcm, raw HTTP/1.1": await throughput(lambda i: raw_whole(60_000 + i), n, c),
+            "gateway mp3, raw HTTP/1.1": await throughput(lambda i: raw_mp3(70_000 + i), n, c),
         }
+        await raw.close()
         native_ttfb = await first_audio_ms(native_first, args.latency_requests, 40_000)
         gateway_ttfb = await first_audio_ms(gateway_first, args.latency_requests, 50_000)
 
     base = rows["native AsyncTtsClient"]
     print(f"\nthroughput: {n} requests, {c} in flight, tone engine ({args.workers} worker processes)")
     for name, rate in rows.items():
-        print(f"  {name:26s} {rate:8.1f} req/s   x{rate / base:5.2f} of native")
+        print(f"  {name:27s} {rate:8.1f} req/s   x{rate / base:5.2f} of native")
     print(f"\ntime to first audio byte: {args.latency_requests} requests, one at a time")
-    print(f"  native stream()            {summary(native_ttfb)}")
-    print(f"  gateway pcm stream         {summary(gateway_ttfb)}   "
+    print(f"  native stream()             {summary(native_ttfb)}")
+    print(f"  gateway pcm stream, httpx   {summary(gateway_ttfb)}   "
           f"x{statistics.median(gateway_ttfb) / statistics.median(native_ttfb):5.2f} of native (median)")
 
 
