@@ -9,6 +9,7 @@ still gets its proper code; one after it aborts the connection (a truncated body
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -398,7 +399,8 @@ class Job:
             result = await self.client.synthesize(self.text, **self.kwargs)
         except TtsClientError as exc:
             raise from_client_error(exc) from exc
-        data = encode_whole(fmt, result.pcm, result.sample_rate, result.channels)
+        # Off the event loop: libsndfile releases the GIL, so other requests go on meanwhile.
+        data = await asyncio.to_thread(encode_whole, fmt, result.pcm, result.sample_rate, result.channels)
         return Response(data, media_type=fmt.media_type, headers=self.headers(result.sample_rate, result.channels))
 
     async def _first(self) -> tuple[AsyncSynthesisStream, Optional[AudioChunk], int, int]:
@@ -469,7 +471,7 @@ class Job:
                     else:
                         whole.append(pcm)
                 if encoder is None:
-                    data = encode_whole(fmt, b"".join(whole), rate, channels)
+                    data = await asyncio.to_thread(encode_whole, fmt, b"".join(whole), rate, channels)
                     yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
                 usage = {"input_tokens": len(self.text), "output_tokens": 0, "total_tokens": len(self.text)}
                 yield event({"type": "speech.audio.done", "usage": usage})
