@@ -137,6 +137,18 @@ def test_openai_sdk_gets_piper_speech(broker: BrokerProc, start_worker: Callable
         client.audio.speech.create(model="tts-1", voice="nobody-here", input=text, response_format="wav")
     assert "unknown speaker" in str(excinfo.value)
 
+    # A caller that hangs up mid-stream: its job is cancelled on the broker and its slot freed.
+    single = gateway_factory(broker, models="tts-1=piper", max_concurrent_requests=1)
+    long_text = " ".join(f"This is sentence number {i} of a long reading." for i in range(12))
+    with httpx.stream("POST", f"{single.v1}/audio/speech", headers={"Authorization": f"Bearer {API_KEY}"},
+                      json={"model": "tts-1", "voice": "alloy", "input": long_text, "response_format": "pcm"},
+                      timeout=60) as response:
+        job_id = response.headers["x-job-id"]
+        assert next(response.iter_raw())
+    wait_for(lambda: watcher.job_status(job_id).state.value == "cancelled", 20, what="the abandoned job cancelled")
+    short = sdk(single).audio.speech.create(model="tts-1", voice="alloy", input="Next.", response_format="pcm")
+    assert len(short.content) > 0
+
 
 def test_fifty_concurrent_requests_get_distinct_correct_audio(
         broker: BrokerProc, tone_workers: Callable[..., Proc], gateway_factory: Callable[..., GatewayProc]) -> None:

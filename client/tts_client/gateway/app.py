@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import itertools
 import json
 import logging
 import secrets
-from typing import Annotated, Any, AsyncIterator, Callable, Literal, Optional, Union
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -154,7 +155,8 @@ class InFlight:
 class AudioStreamResponse(StreamingResponse):
     """A StreamingResponse that always closes its stream and frees its slot, however the send ends."""
 
-    def __init__(self, body: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, body: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
+                 **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
         self._body = body
         self._on_close = on_close
@@ -165,7 +167,7 @@ class AudioStreamResponse(StreamingResponse):
         finally:
             with contextlib.suppress(Exception):
                 await self._body.aclose()  # type: ignore[attr-defined]
-            self._on_close()
+            await self._on_close()
 
 
 class Gateway:
@@ -422,6 +424,14 @@ class Job:
             await stream.aclose()
             raise
 
+    async def _finish(self, stream: AsyncSynthesisStream) -> None:
+        """After a streamed answer, however it ended: cancel an unfinished job (a client that went away before
+        the body started never ran the body's own cleanup) and free the request's slot."""
+        try:
+            await stream.aclose()
+        finally:
+            self.gateway.in_flight.release()
+
     async def _chunks(self, stream: AsyncSynthesisStream, first: Optional[AudioChunk]
                       ) -> AsyncIterator[tuple[bytes, int, int]]:
         """(pcm, sample_rate, channels) of every chunk; an empty utterance yields one empty chunk."""
@@ -449,7 +459,7 @@ class Job:
                 log.warning("job %s failed after its first audio; aborting the response: %s", self.job_id, exc)
                 raise
 
-        return AudioStreamResponse(body(), on_close=self.gateway.in_flight.release, media_type=fmt.media_type,
+        return AudioStreamResponse(body(), on_close=functools.partial(self._finish, stream), media_type=fmt.media_type,
                                    headers=self.headers(encoder.output_rate(rate), channels))
 
     async def sse(self, fmt: AudioFormat) -> Response:
@@ -480,5 +490,6 @@ class Job:
                 yield event({"type": "error", "error": {"message": error.message, "type": error.type,
                                                         "param": None, "code": error.code}})
 
-        return AudioStreamResponse(body(), on_close=self.gateway.in_flight.release, media_type="text/event-stream",
+        return AudioStreamResponse(body(), on_close=functools.partial(self._finish, stream),
+                                   media_type="text/event-stream",
                                    headers={**self.headers(rate, channels), "Cache-Control": "no-cache"})
