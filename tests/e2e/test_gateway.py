@@ -234,8 +234,8 @@ def test_requests_beyond_the_limit_get_429(broker: BrokerProc, tone_workers: Cal
     client = sdk(gateway)
     first: dict[str, Any] = {}
 
-    def slow() -> None:
-        first["audio"] = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT,
+    def slow(text: str = TEXT) -> None:
+        first["audio"] = client.audio.speech.create(model="tts-1", voice="alloy", input=text,
                                                     response_format="wav").content
 
     thread = threading.Thread(target=slow)
@@ -250,6 +250,16 @@ def test_requests_beyond_the_limit_get_429(broker: BrokerProc, tone_workers: Cal
     # The slot is free again once the first answer is sent.
     again = client.audio.speech.create(model="tts-1", voice="alloy", input="Second.", response_format="pcm")
     assert again.content == tone_pcm("Second.")
+
+    # SIGTERM: the request in progress still gets its audio, then the gateway exits cleanly.
+    first.clear()
+    thread = threading.Thread(target=slow, args=("A new text, not in the result cache.",))
+    thread.start()
+    wait_for(lambda: watcher.broker_status().jobs.get("running", 0) >= 1, 20, what="a job running")
+    gateway.proc.signal(signal.SIGTERM)
+    thread.join(30)
+    assert decode(first["audio"])[0].tobytes() == tone_pcm("A new text, not in the result cache.")
+    assert gateway.proc.popen.wait(30) == 0, gateway.proc.log()
 
 
 def test_tts_up_starts_a_gateway_beside_the_broker(procs: list[Proc], tmp_path: Path) -> None:

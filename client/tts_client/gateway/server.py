@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Callable, Optional
@@ -57,4 +58,8 @@ def serve(settings: GatewaySettings, client_settings: Optional[ClientSettings] =
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
                             server_header=False)
+    # uvicorn re-raises the stop signal once it has shut down, to the handler it found installed; a no-op one
+    # makes SIGTERM/SIGINT a clean stop (exit 0) instead of death by signal (143) after the graceful shutdown.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _signum, _frame: None)
     uvicorn.Server(config).run(sockets=[sock])
