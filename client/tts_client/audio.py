@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from tts_protocol import output_filename
 
 from tts_client.errors import InvalidRequest, UnsafePath
 from tts_client.results import SynthesisResult
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -54,21 +57,38 @@ def line_output_path(output_dir: PathLike, stream_index: object, line_id: object
     return safe_output_path(output_dir, output_filename(stream_index, line_id, check_format(fmt)))
 
 
+def pcm_frames(pcm: bytes, channels: int = 1) -> "np.ndarray":
+    """s16le PCM as int16 samples shaped (frames, channels); a trailing partial frame is dropped."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return samples[: len(samples) - len(samples) % channels].reshape(-1, channels)
+
+
+def encode_pcm(pcm: bytes, sample_rate: int, channels: int = 1, *, container: str, subtype: str) -> bytes:
+    """s16le PCM encoded in memory by soundfile (libsndfile): e.g. ("WAV", "PCM_16"), ("OGG", "OPUS")."""
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, pcm_frames(pcm, channels), sample_rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
 def write_pcm(path: PathLike, pcm: bytes, sample_rate: int, channels: int = 1, fmt: str | None = None) -> Path:
     """Encode s16le PCM into `path` atomically: a temporary file in the same folder, then os.replace.
 
     Readers never see a half-written file, and a failed write leaves nothing behind. The folder is created
     if missing. `fmt` defaults to the file's extension.
     """
-    import numpy as np
     import soundfile
 
     target = Path(path)
     name = check_format(fmt) if fmt else format_for_path(target)
     container, subtype = FORMATS[name]
     target.parent.mkdir(parents=True, exist_ok=True)
-    samples = np.frombuffer(pcm, dtype="<i2")
-    samples = samples[: len(samples) - len(samples) % channels].reshape(-1, channels)
+    samples = pcm_frames(pcm, channels)
     tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
     try:
         with open(tmp, "xb") as handle:

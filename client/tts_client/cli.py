@@ -132,10 +132,20 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 @click.option("--broker-opt", "broker_opts", multiple=True, metavar="FLAG=VALUE",
               help="Extra broker flag, e.g. max-queue=500 (repeatable).")
 @click.option("--child-log-level", default="INFO", help="Log level of the broker and workers.")
+@click.option("--gateway", "gateway_listen", metavar="HOST:PORT",
+              help="Also start the HTTP gateway (`tts gateway`) listening here.")
 def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
-       drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str) -> None:
+       drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str,
+       gateway_listen: Optional[str]) -> None:
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
+    if gateway_listen is not None:
+        from tts_client.gateway.settings import parse_listen
+
+        try:
+            parse_listen(gateway_listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--gateway") from exc
     broker_args: list[str] = []
     for opt in broker_opts:
         flag, sep, value = opt.partition("=")
@@ -144,7 +154,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         broker_args += [f"--{flag.lstrip('-')}", value]
     stack = LocalStack(StackConfig(frontend=frontend, backend=backend, workers=workers, engine=engine,
                                    engine_opts=list(engine_opts), device=device, broker_args=broker_args,
-                                   log_level=child_log_level.upper(), drain_grace_s=drain_grace_s))
+                                   log_level=child_log_level.upper(), drain_grace_s=drain_grace_s,
+                                   gateway=gateway_listen))
     stop = StopSignal()
     stop.install()
     note = functools.partial(click.secho, fg="cyan", err=True)
@@ -154,6 +165,9 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
         stack.start_workers()
         note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
+        served = stack.start_gateway()
+        if served is not None:
+            note(f"gateway listening on {served['url']} (POST /v1/audio/speech)")
         code = _watch(stack, stop, client_endpoint(frontend), workers)
     except RuntimeError as exc:
         click.secho(f"tts up: {exc}", fg="red", err=True)
@@ -182,6 +196,39 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
                     announced = True
                     click.secho(f"{registered} worker(s) ready; Ctrl-C to stop", fg="green", err=True)
     return EXIT_OK
+
+
+# ---- tts gateway -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT to bind; port 0 picks a free one [env TTS_GATEWAY_LISTEN, 127.0.0.1:8000].")
+@click.option("--broker", "gateway_broker", help="Broker frontend (default: tts --broker) [env TTS_GATEWAY_BROKER].")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True),
+              help="Accepted bearer tokens, one per line [env TTS_GATEWAY_API_KEY_FILE].")
+@click.option("--ready-file", type=click.Path(dir_okay=False), help="Write the bound URL here as JSON once ready.")
+@click.pass_context
+def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[str], api_key_file: Optional[str],
+            ready_file: Optional[str]) -> None:
+    """Serve OpenAI's POST /v1/audio/speech (plus /v1/models, /v1/audio/voices, /health) over HTTP."""
+    try:
+        from tts_client.gateway.server import serve
+        from tts_client.gateway.settings import GatewaySettings
+    except ImportError as exc:
+        _fail(f"the gateway needs its extra: pip install 'tts-broker[gateway]' ({exc})", EXIT_USAGE)
+    overrides: dict[str, Any] = {k: v for k, v in {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file,
+                                   "ready_file": ready_file}.items() if v is not None}
+    try:
+        settings = GatewaySettings(**overrides)
+        settings.host_port()
+        settings.tokens()
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError; OSError: the key file
+        raise click.UsageError(str(exc)) from exc
+    try:
+        serve(settings, ctx.obj, on_listening=lambda url: click.secho(f"gateway listening on {url}", fg="cyan",
+                                                                      err=True))
+    except OSError as exc:
+        _fail(f"gateway: cannot listen on {settings.listen}: {exc}", EXIT_JOB_FAILED)
 
 
 # ---- tts say ---------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class StackConfig:
     broker_args: list[str] = dataclasses.field(default_factory=list)
     log_level: str = "INFO"
     drain_grace_s: float = 30.0
+    gateway: Optional[str] = None  # HOST:PORT for `tts gateway` beside the broker; None = no gateway
 
 
 class LocalStack:
@@ -65,11 +66,12 @@ class LocalStack:
         self.config = config
         self.broker: Optional[subprocess.Popen] = None
         self.worker: Optional[subprocess.Popen] = None
+        self.gateway: Optional[subprocess.Popen] = None
         self._tmp = tempfile.TemporaryDirectory(prefix="tts-up-")
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, args: list[str], env_extra: Optional[dict[str, str]] = None) -> subprocess.Popen:
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=preexec)
 
     def start_broker(self, timeout_s: float = 30.0) -> dict:
@@ -83,15 +85,22 @@ class LocalStack:
             # One engine serves everything here; naming it lets the result cache key jobs that name no model.
             args += ["--default-model", cfg.engine]
         self.broker = self._spawn(args)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.broker.poll() is not None:
-                raise RuntimeError(f"the broker exited with code {self.broker.returncode} while starting")
-            try:
-                return json.loads(ready.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                time.sleep(0.05)  # the ready file is the only signal the broker gives; poll it briefly
-        raise RuntimeError(f"the broker did not become ready within {timeout_s:.0f}s")
+        return _await_ready_file(self.broker, "broker", ready, timeout_s)
+
+    def start_gateway(self, timeout_s: float = 30.0) -> Optional[dict]:
+        """Start `tts gateway` on config.gateway (if set) and wait until it listens; returns {url, pid}."""
+        cfg = self.config
+        if cfg.gateway is None:
+            return None
+        ready = Path(self._tmp.name) / "gateway-ready.json"
+        args = [sys.executable, "-m", "tts_client", "--broker", client_endpoint(cfg.frontend), "--log-level",
+                cfg.log_level, "gateway", "--listen", cfg.gateway, "--ready-file", str(ready)]
+        env: dict[str, str] = {}
+        if not _configured("TTS_GATEWAY_MODELS"):
+            # One engine serves everything here, so both OpenAI model names go to it.
+            env["TTS_GATEWAY_MODELS"] = f"tts-1={cfg.engine},tts-1-hd={cfg.engine}"
+        self.gateway = self._spawn(args, env)
+        return _await_ready_file(self.gateway, "gateway", ready, timeout_s)
 
     def start_workers(self) -> None:
         cfg = self.config
@@ -104,7 +113,8 @@ class LocalStack:
         self.worker = self._spawn(args)
 
     def children(self) -> list[tuple[str, subprocess.Popen]]:
-        return [(name, p) for name, p in (("broker", self.broker), ("workers", self.worker)) if p is not None]
+        named = (("broker", self.broker), ("workers", self.worker), ("gateway", self.gateway))
+        return [(name, p) for name, p in named if p is not None]
 
     def exited(self) -> Optional[tuple[str, int]]:
         """The first child that has exited, with its code."""
@@ -115,7 +125,10 @@ class LocalStack:
         return None
 
     def stop(self, on_step: Callable[[str], None] = lambda _msg: None) -> None:
-        """Drain the broker, then stop the workers; kill whatever outlives its grace time."""
+        """Stop the gateway (its requests finish), drain the broker, stop the workers; kill what lingers."""
+        if self.gateway is not None and self.gateway.poll() is None:
+            on_step("stopping the gateway")
+            _terminate(self.gateway, 40)
         if self.broker is not None and self.broker.poll() is None:
             on_step(f"draining the broker (up to {self.config.drain_grace_s:.0f}s for running jobs)")
             _terminate(self.broker, self.config.drain_grace_s + 10)
@@ -123,6 +136,29 @@ class LocalStack:
             on_step("stopping the workers")
             _terminate(self.worker, 20)
         self._tmp.cleanup()
+
+
+def _configured(name: str) -> bool:
+    """Whether the environment or ./.env sets `name` (then a child reads it and we leave it alone)."""
+    if name in os.environ:
+        return True
+    try:
+        text = Path(".env").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(line.strip().startswith(f"{name}=") for line in text.splitlines())
+
+
+def _await_ready_file(proc: subprocess.Popen, name: str, ready: Path, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the {name} exited with code {proc.returncode} while starting")
+        try:
+            return json.loads(ready.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.05)  # the ready file is the only signal it gives; poll it briefly
+    raise RuntimeError(f"the {name} did not become ready within {timeout_s:.0f}s")
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float) -> None:

@@ -9,6 +9,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from tts_broker.settings import BrokerSettings
+from tts_client.gateway.settings import GatewaySettings
 from tts_client.settings import ClientSettings
 from tts_worker.settings import WorkerSettings
 
@@ -35,7 +36,7 @@ def env_names(cls: type[BaseSettings]) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings, GatewaySettings], ids=lambda c: c.__name__)
 def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
     missing = [f"{field} ({env})" for field, env in env_names(cls) if env not in DOCUMENTED]
     assert not missing, f".env.example lacks: {', '.join(missing)}"
