@@ -27,6 +27,7 @@ from typing import Callable
 import zmq
 
 from tts_protocol import Command, Side, decode, encode
+from tts_protocol.messages import Heartbeat, Ready, Submit, WorkerResult
 
 REPLY = b"\x00" * 1024
 
@@ -99,23 +100,23 @@ def ttsp_echo_worker(back: str) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, b"w-" + secrets.token_hex(8).encode())
     sock.connect(back)
-    sock.send_multipart(encode(Command.W_READY, {"worker_id": f"echo-{os.getpid()}", "engine": "echo"}))
-    heartbeat = encode(Command.W_HEARTBEAT, {"stats": {}})
+    sock.send_multipart(encode(Command.W_READY, Ready(worker_id=f"echo-{os.getpid()}", engine="echo")))
+    heartbeat = encode(Command.W_HEARTBEAT, Heartbeat())
     next_hb = time.monotonic() + 1.0
     while True:
         if sock.poll(200):
             msg = decode(sock.recv_multipart(), side=Side.WORKER, to_broker=False)
             if msg.command is Command.B_JOB:
                 job = msg.body
-                sock.send_multipart(encode(Command.W_RESULT, {"job_id": job.job_id, "attempt": job.attempt,
-                                                              "sample_rate": 16000}, REPLY))
+                result = WorkerResult(job_id=job.job_id, attempt=job.attempt, sample_rate=16000)
+                sock.send_multipart(encode(Command.W_RESULT, result, REPLY))
         if time.monotonic() >= next_hb:
             sock.send_multipart(heartbeat)
             next_hb = time.monotonic() + 1.0
 
 
 def ttsp_call(sock: zmq.Socket, i: int) -> None:
-    sock.send_multipart(encode(Command.SUBMIT, {"job_id": f"b{time.monotonic_ns()}-{i}", "text": "bench"}))
+    sock.send_multipart(encode(Command.SUBMIT, Submit(job_id=f"b{time.monotonic_ns()}-{i}", text="bench")))
 
 
 def ttsp_done(sock: zmq.Socket) -> bool:

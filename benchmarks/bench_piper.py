@@ -28,7 +28,8 @@ from typing import Optional
 
 import zmq
 
-from tts_protocol import Command, Side, decode, encode
+from tts_protocol import Command, Side, body_for, decode, encode
+from tts_protocol.messages import Submit
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = [
@@ -107,7 +108,7 @@ class Bench:
     def request(self, command: Command, reply: Command, **fields: object) -> object:
         self._req += 1
         req_id = f"bench-{self._req}"
-        self.client.send_multipart(encode(command, {"req_id": req_id, **fields}))
+        self.client.send_multipart(encode(command, body_for(command, {"req_id": req_id, **fields})))
         while True:
             if not self.client.poll(10_000):
                 raise SystemExit(f"no {reply.name} from the broker")
@@ -126,7 +127,7 @@ class Bench:
         for i in range(n):
             job_id = f"{tag}-{i}-{secrets.token_hex(3)}"
             pending.add(job_id)
-            self.client.send_multipart(encode(Command.SUBMIT, {"job_id": job_id, "text": line(i)}))
+            self.client.send_multipart(encode(Command.SUBMIT, Submit(job_id=job_id, text=line(i))))
         while pending:
             if not self.client.poll(120_000):
                 raise SystemExit(f"{len(pending)} jobs never finished")

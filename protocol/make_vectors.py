@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from tts_protocol import Command, decode, encode, output_filename
+from tts_protocol import Command, body_for, decode, encode, output_filename
 
 HERE = Path(__file__).resolve().parent / "vectors"
 
@@ -271,7 +271,7 @@ def main() -> None:
             shutil.rmtree(old)
     manifest: list[dict[str, Any]] = []
     for name, command, body, payload in VALID:
-        frames = encode(command, body, payload)
+        frames = encode(command, body_for(command, body), payload)
         manifest.append(_write(name, frames, {"valid": True, "command": command.name, "command_byte": command.value,
                                                "side": command.side.value.decode(), "to_broker": command.to_broker,
                                                "body": _wire_body(command, frames)}))

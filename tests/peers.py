@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from tts_protocol import Command, Message, Side, decode, encode
+from tts_protocol import Command, Message, Side, as_body, decode, encode
 from tts_protocol.messages import Ready
 
 
@@ -33,7 +33,7 @@ class Peer:
         self.sock.connect(endpoint)
 
     def send(self, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
-        self.sock.send_multipart(encode(command, body, payload))
+        self.sock.send_multipart(encode(command, as_body(command, body), payload))
 
     def send_raw(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import msgpack
+
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, Submit
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import zmq
+
 from tts_protocol import Command, ErrorCode, ProtocolError, Side, encode
 from tts_protocol.codec import RouterPort, routing_id
 from tts_protocol.messages import Disconnect, Empty

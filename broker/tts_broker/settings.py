@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
 
 

@@ -96,7 +96,8 @@ class ClientApi:
         return then(reply, lambda body: body.job)
 
     def jobs(self, state: Optional[str], limit: int, timeout_s: Optional[float]) -> "Future[list[JobView]]":
-        reply = self._request(Command.JOBS, lambda r: JobsRequest(req_id=r, state=state, limit=limit), timeout_s)
+        reply = self._request(Command.JOBS, lambda r: JobsRequest.model_validate({"req_id": r, "state": state,
+                                                                               "limit": limit}), timeout_s)
         return then(reply, lambda body: list(body.jobs))
 
     def retry(self, job_id: str, timeout_s: Optional[float]) -> "Future[JobView]":

@@ -215,9 +215,10 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
         from tts_client.gateway.server import serve
         from tts_client.gateway.settings import GatewaySettings
     except ImportError as exc:
-        _fail(f"the gateway needs its extra: pip install 'tts-broker[gateway]' ({exc})", EXIT_USAGE)
-    overrides: dict[str, Any] = {k: v for k, v in {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file,
-                                   "ready_file": ready_file}.items() if v is not None}
+        _fail(f"the gateway needs its extra: pip install -e '.[gateway]' in the tts-broker checkout ({exc})",
+              EXIT_USAGE)
+    given = {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file, "ready_file": ready_file}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = GatewaySettings(**overrides)
         settings.host_port()

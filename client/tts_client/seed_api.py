@@ -16,12 +16,13 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
+from tts_protocol import safe_name_part
+
 from tts_client.audio import check_format, line_output_path, save_line
 from tts_client.client import JobHandle, TtsClient
 from tts_client.errors import BatchFailed, InvalidRequest
 from tts_client.jobspec import new_job_id
 from tts_client.settings import ClientSettings
-from tts_protocol import safe_name_part
 
 log = logging.getLogger(__name__)
 

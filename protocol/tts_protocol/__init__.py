@@ -8,7 +8,7 @@ from __future__ import annotations
 # The project's one version: pyproject.toml reads it, tts_broker, tts_worker and tts_client re-export it.
 __version__ = "0.1.0"
 
-from tts_protocol.codec import Message, decode, encode
+from tts_protocol.codec import Message, as_body, body_for, decode, encode
 from tts_protocol.constants import (
     CLIENT_HEADER,
     DEFAULT_BACKEND,
@@ -32,6 +32,8 @@ __all__ = [
     "Command",
     "ErrorCode",
     "Message",
+    "as_body",
+    "body_for",
     "Priority",
     "ProtocolError",
     "Side",

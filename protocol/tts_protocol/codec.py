@@ -42,8 +42,6 @@ class Message:
 
 def encode(command: Command, body: Body, payload: Optional[bytes] = None) -> list[bytes]:
     """Frames for a DEALER peer to send (a ROUTER uses RouterPort.send)."""
-    if isinstance(body, dict):  # TRANSITION: removed once every peer sends typed bodies
-        body = body_for(command, body)
     if not isinstance(body, BODY_TYPES[command]):
         raise TypeError(f"{command.name} takes a {BODY_TYPES[command].__name__} body, not {type(body).__name__}")
     if payload is not None and command not in PAYLOAD_COMMANDS:
@@ -57,6 +55,11 @@ def encode(command: Command, body: Body, payload: Optional[bytes] = None) -> lis
 def body_for(command: Command, fields: dict[str, Any]) -> Body:
     """Validate plain fields into the body type of `command` (tests, tools and peers that start from JSON)."""
     return BODY_TYPES[command].model_validate(fields)
+
+
+def as_body(command: Command, body: Union[Body, dict[str, Any]]) -> Body:
+    """`body` as is if it is a model, else validated by body_for (scripted test peers use both)."""
+    return body if isinstance(body, Body) else body_for(command, body)
 
 
 def pack_body(body: Body) -> bytes:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tts_protocol import fastpack as wire
 from tts_protocol.codec import pack_body
 from tts_protocol.constants import JobState
 from tts_protocol.messages import Accepted, Job, Result
-
-from tts_protocol import fastpack as wire
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,10 @@ from typing import Optional
 import pytest
 import zmq
 
-from tts_broker.jobs import Job, JobTable
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import Submit
+
+from tts_broker.jobs import Job, JobTable
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

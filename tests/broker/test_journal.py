@@ -9,10 +9,11 @@ from typing import Optional
 
 import pytest
 
-from tts_broker.jobs import Job
-from tts_broker.journal import Journal
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, Submit
+
+from tts_broker.jobs import Job
+from tts_broker.journal import Journal
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

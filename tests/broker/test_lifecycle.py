@@ -10,14 +10,16 @@ from typing import Any, Optional
 
 import msgpack
 import pytest
+
+from tts_protocol import Command, ErrorCode
+from tts_protocol.constants import JobState
+from tts_protocol.messages import Fail, Partial, Ready, Submit, WorkerResult
+
 from tts_broker.hooks import CachedAudio, Hook
 from tts_broker.jobs import Job
 from tts_broker.lifecycle import Lifecycle
 from tts_broker.settings import BrokerSettings
 from tts_broker.workers import WorkerRecord
-from tts_protocol import Command, ErrorCode
-from tts_protocol.constants import JobState
-from tts_protocol.messages import Fail, Partial, Ready, Submit, WorkerResult
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

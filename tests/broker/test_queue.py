@@ -10,10 +10,11 @@ from typing import Iterable, Optional
 
 import pytest
 
-from tts_broker.jobs import Job
-from tts_broker.queue import LEVELS, STICKY_LOOKAHEAD, JobQueue
 from tts_protocol.constants import Priority
 from tts_protocol.messages import Submit
+
+from tts_broker.jobs import Job
+from tts_broker.queue import LEVELS, STICKY_LOOKAHEAD, JobQueue
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import zmq
 
-from tts_protocol import Command, Message, Side, decode, encode
+from tts_protocol import Command, Message, Side, as_body, decode, encode
 
 from tts_client import JobFailed, QueueFull, TtsClient
 
@@ -69,7 +69,7 @@ class ScriptedBroker:
             self.send(identity, Command.PONG, {"req_id": ping.body.req_id, "broker_id": self.broker_id, "time_ms": 1})
 
     def send(self, identity: bytes, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
-        self.sock.send_multipart([identity, *encode(command, body, payload)])
+        self.sock.send_multipart([identity, *encode(command, as_body(command, body), payload)])
 
     def send_raw(self, identity: bytes, frames: list[bytes]) -> None:
         self.sock.send_multipart([identity, *frames])

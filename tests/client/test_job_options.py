@@ -8,13 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
-from test_retry_policy import ScriptedRouter
 
-from tts_client import AsyncTtsClient, ClientSettings, InvalidRequest, JobOptions, NotFound, TtsClient
-from tts_client.jobspec import job_options
 from tts_protocol import Command, Message
 from tts_protocol.constants import Priority
 from tts_protocol.messages import Error, Result, Submit
+
+from tts_client import AsyncTtsClient, ClientSettings, InvalidRequest, JobOptions, NotFound, TtsClient
+from tts_client.jobspec import job_options
+
+from test_retry_policy import ScriptedRouter
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

@@ -15,11 +15,12 @@ from typing import Any, Iterator, Optional
 import pytest
 import zmq
 
-from tts_client import ClientSettings, ClientTimeout, RemoteError, SynthesisStream, TtsClient, retry
-from tts_client.client import JobHandle
-from tts_protocol import Command, Message, Side, decode, encode
+from tts_protocol import Command, Message, Side, as_body, decode, encode
 from tts_protocol.constants import JobState
 from tts_protocol.messages import Accepted, Body, Error, Partial, Pong, Result
+
+from tts_client import ClientSettings, ClientTimeout, RemoteError, SynthesisStream, TtsClient, retry
+from tts_client.client import JobHandle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,7 +110,7 @@ class ScriptedRouter:
 
     def send(self, command: Command, body: Body, payload: Optional[bytes] = None) -> None:
         assert self.identity is not None, "the client has not spoken yet"
-        self.sock.send_multipart([self.identity, *encode(command, body, payload)])
+        self.sock.send_multipart([self.identity, *encode(command, as_body(command, body), payload)])
 
     def close(self) -> None:
         self.sock.close(0)

@@ -36,7 +36,8 @@ def env_names(cls: type[BaseSettings]) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings, GatewaySettings], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings, GatewaySettings],
+                         ids=lambda c: c.__name__)
 def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
     missing = [f"{field} ({env})" for field, env in env_names(cls) if env not in DOCUMENTED]
     assert not missing, f".env.example lacks: {', '.join(missing)}"

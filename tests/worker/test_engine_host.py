@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping
 import pytest
 
 from tts_protocol import ErrorCode
+
 from tts_worker.engine_host import EngineHost
 from tts_worker.engines.base import AudioChunk, EngineError, EngineInfo, EngineLoadError, SynthesisRequest
 from tts_worker.engines.tone import SAMPLE_RATE, ToneTestEngine

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import zmq
 
-from tts_protocol import Command, Message, Side, decode, encode
+from tts_protocol import Command, Message, Side, as_body, decode, encode
 
 from tts_worker.exit_codes import ExitCode
 
@@ -93,7 +93,7 @@ class FakeBroker:
                 return item
 
     def send(self, rid: bytes, command: Command, body: dict) -> None:
-        self.sock.send_multipart([rid, *encode(command, body)])
+        self.sock.send_multipart([rid, *encode(command, as_body(command, body))])
 
     def send_raw(self, rid: bytes, frames: list[bytes]) -> None:
         self.sock.send_multipart([rid, *frames])

@@ -11,6 +11,7 @@ import zmq
 
 from tts_protocol import Command, ErrorCode, Side, decode, encode
 from tts_protocol.messages import Disconnect, Fail, Heartbeat, Ready
+
 from tts_worker.connection import BrokerConnection
 from tts_worker.stats import MAX_WARM, WorkerStats
 

@@ -40,6 +40,7 @@ from tts_protocol.messages import (
     WorkerReload,
     WorkerResult,
 )
+
 from tts_worker.connection import BrokerConnection
 from tts_worker.engine_host import EngineHost
 from tts_worker.engines.base import EngineLoadError, SynthesisRequest

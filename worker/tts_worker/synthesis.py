@@ -15,6 +15,7 @@ import time
 from typing import Callable, Union
 
 from tts_protocol import ErrorCode
+
 from tts_worker.engines.base import (
     Engine,
     EngineError,

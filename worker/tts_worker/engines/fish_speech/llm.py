@@ -31,11 +31,11 @@ SEMANTIC_CODES = 1024
 def _upstream(family: Family) -> Any:
     """The upstream modules for a family, imported only when that family is loaded."""
     if family is Family.V1_5:
-        from fish_speech_lib.fish_speech.models.text2semantic import inference, llama
         from fish_speech_lib.fish_speech import tokenizer
+        from fish_speech_lib.fish_speech.models.text2semantic import inference, llama
     else:
-        from fish_speech.models.text2semantic import inference, llama
         from fish_speech import tokenizer
+        from fish_speech.models.text2semantic import inference, llama
     return inference, llama, tokenizer
 
 
