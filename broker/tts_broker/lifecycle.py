@@ -206,12 +206,10 @@ class Lifecycle:
 
     def complete(self, worker: WorkerRecord, body: WorkerResult, payload: Any, now: float) -> None:
         """W_RESULT: the job is done; every subscriber gets the result once the journal holds it."""
-        job = self._held(worker, body.job_id, body.attempt)
+        job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
-        self.workers.release(worker, (body.job_id, body.attempt))
         worker.jobs_done += 1
-        self.dirty = True
         job.state = JobState.DONE
         job.audio = payload
         num_samples = job.audio_bytes // (2 * body.channels)
@@ -238,18 +236,24 @@ class Lifecycle:
 
     def worker_failed(self, worker: WorkerRecord, body: Fail) -> None:
         """W_FAIL: a retryable failure runs the job again elsewhere; any other ends it."""
-        job = self._held(worker, body.job_id, body.attempt)
+        job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
-        self.workers.release(worker, (body.job_id, body.attempt))
         worker.jobs_failed += 1
-        self.dirty = True
         log.info("job %s failed on worker %s (attempt %d): %s: %s", job.job_id, worker.worker_id, body.attempt,
                  body.code, body.message)
         if body.retryable:
             self.requeue(job, f"worker {worker.worker_id} failed: {body.code}: {body.message}")
         else:
             self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code)
+
+    def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
+        """The job whose live lease a final answer (RESULT, FAIL) ends, with the worker's slot freed."""
+        job = self._held(worker, job_id, attempt)
+        if job is not None:
+            self.workers.release(worker, (job_id, attempt))
+            self.dirty = True
+        return job
 
     def _held(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
         """The job if `worker` holds this exact live lease; else None (a late or foreign answer)."""
