@@ -3,12 +3,12 @@
 Upstream's generation runs one request at a time (its KV caches have batch size 1 and one shared position).
 This module owns KV caches with a batch dimension of `slots` rows, each row with its own position, and runs
 one decode step for all rows at once: the slow transformer over the rows' last tokens, then the fast
-(codebook) transformer, sampling every row with its own temperature, top-p, repetition penalty and noise
-drawn from its own torch.Generator.
+(codebook) transformer, sampling every row with its own temperature, top-p, repetition penalty and random numbers
+drawn from its own torch.Generator (seeded from the job's seed).
 
-Shapes never depend on how many rows are busy: every step computes all `slots` rows (idle rows compute
-noise that nobody reads), so a row's arithmetic is the same whether it runs alone or beside seven other
-jobs, and a compiled step sees one shape. Prefill (a job's prompt) runs per row with batch size 1 into that
+Shapes depend only on `slots` and on the attention span (the longest busy row, rounded up to SPAN_BUCKET):
+every step computes all `slots` rows (idle rows compute values nobody reads), so a row's arithmetic does not
+depend on its batch mates' values, and a compiled step sees few shapes. Prefill (a job's prompt) runs per row with batch size 1 into that
 row's slice of the caches. Only the weights and the layers' norms / feed-forwards / projections are
 upstream's; attention, caches, positions and sampling are written here.
 """
@@ -67,12 +67,16 @@ class CacheShape:
 
 
 def _rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding; x (b, t, h, d), freqs (b or 1, t, d/2, 2): one position per row and token."""
-    shaped = x.float().reshape(*x.shape[:-1], -1, 2)
-    f = freqs.view(freqs.shape[0], shaped.size(1), 1, shaped.size(3), 2)
-    out = torch.stack([shaped[..., 0] * f[..., 0] - shaped[..., 1] * f[..., 1],
-                       shaped[..., 1] * f[..., 0] + shaped[..., 0] * f[..., 1]], -1)
-    return out.flatten(3).type_as(x)
+    """Rotary embedding as a complex product; x (b, t, h, d), freqs complex (b or 1, t, d/2): per row and token."""
+    rotated = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2)) * freqs.unsqueeze(2)
+    return torch.view_as_real(rotated).flatten(3).type_as(x)
+
+
+def _norm(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """Upstream's RMSNorm (computed in float32, then scaled in the model's dtype), as one fused op in fp32."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, module.weight.shape, module.weight, module.eps)
+    return F.rms_norm(x.float(), module.weight.shape, eps=module.eps).type_as(x) * module.weight
 
 
 def _attend(attn: Any, x: torch.Tensor, freqs: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -111,8 +115,8 @@ def _sort_descending(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _block(layer: Any, x: torch.Tensor, attend: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    h = x + attend(layer.attention, layer.attention_norm(x))
-    return h + layer.feed_forward(layer.ffn_norm(h))
+    h = x + attend(layer.attention, _norm(layer.attention_norm, x))
+    return h + layer.feed_forward(_norm(layer.ffn_norm, h))
 
 
 class BatchModel:
@@ -146,13 +150,16 @@ class BatchModel:
             # Per-row state the step reads: last tokens, next position, sampling settings, recent tokens.
             self.tokens = torch.zeros(slots, s.num_codebooks + 1, dtype=torch.long)
             self.pos = torch.zeros(slots, dtype=torch.long)
-            self.temperature = torch.ones(slots, 1)
+            self.inv_temperature = torch.ones(slots, 1)
             self.top_p = torch.ones(slots, 1)
             self.penalty = torch.ones(slots, 1)
+            self.inv_penalty = torch.ones(slots, 1)
+            self.freqs = torch.view_as_complex(model.freqs_cis.float().contiguous())
+            self.fast_freqs = torch.view_as_complex(model.fast_freqs_cis.float().contiguous())
             self.window = torch.zeros(slots, s.num_codebooks + 1, REPETITION_WINDOW, dtype=torch.long)
             self.window_valid = torch.zeros(slots, REPETITION_WINDOW, dtype=torch.bool)
-            # Uniform draws per row; the step turns them into Exp(1) noise (-log u; faster than exponential_).
-            self.uniform = torch.full((slots, s.num_codebooks, self.vocab), 0.5)
+            # One uniform draw per row and sampled token (main token, then codebooks 1..n-1), per step.
+            self.uniform = torch.full((slots, s.num_codebooks), 0.5)
         self._generators: list[Optional[torch.Generator]] = [None] * slots
         self._filled = [0] * slots  # entries of the repetition window in use, per row
         self._host_pos = [0] * slots  # = self.pos, without a device sync
@@ -182,14 +189,14 @@ class BatchModel:
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden state (b, 1, dim) -> token logits (b, vocab) and the fast transformer's input."""
         model = self.model
-        out = model.norm(x)
+        out = _norm(model.norm, x)
         logits = F.linear(out, model.embeddings.weight) if model.config.tie_word_embeddings else model.output(out)
         return logits[:, -1].float(), model.fast_project_in(x)
 
     def _fast(self, hidden: torch.Tensor, index: int) -> torch.Tensor:
         """One fast-transformer position for all rows; returns codebook logits (b, codes)."""
         model = self.model
-        freqs = model.fast_freqs_cis[index].view(1, 1, -1, 2)
+        freqs = self.fast_freqs[index].view(1, 1, -1)
         mask = (self.positions_f <= index).view(1, 1, 1, -1)
         x = hidden.view(hidden.shape[0], 1, -1)
         for n, layer in enumerate(model.fast_layers):
@@ -199,22 +206,25 @@ class BatchModel:
 
             x = _block(layer, x, lambda attn, h, n=n, write=write: _attend(
                 attn, h, freqs, self.fk[n], self.fv[n], write, mask, self.shape.num_codebooks))
-        return model.fast_output(model.fast_norm(x))[:, -1, : self.codes].float()
+        return model.fast_output(_norm(model.fast_norm, x))[:, -1, : self.codes].float()
 
-    def _sample(self, logits: torch.Tensor, history: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Per-row repetition penalty, top-p, temperature, then argmax(p / Exp(1) noise) (= a multinomial draw)."""
-        counts = torch.zeros_like(logits, dtype=torch.int32)
-        counts.scatter_add_(1, history, self.window_valid.to(torch.int32))
-        penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
-        logits = torch.where(counts > 0, penalised, logits)
+    def _sample(self, logits: torch.Tensor, hits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """Per-row repetition penalty on recent tokens, top-p, temperature, then one inverse-CDF draw.
+
+        The same distribution as upstream's (softmax of the temperature-scaled top-p survivors), drawn with
+        one uniform number per row instead of a vocabulary of exponential noise.
+        """
+        width = logits.shape[1]
+        penalised = torch.where(logits < 0, logits * self.penalty, logits * self.inv_penalty)
+        logits = torch.where(hits[:, :width], penalised, logits)
         sorted_logits, order = _sort_descending(logits)
         cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
-        drop_sorted = cumulative > self.top_p
-        drop_sorted[:, 0] = False
-        drop = drop_sorted.scatter(1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf")) / torch.clamp(self.temperature, min=1e-5)
-        probs = torch.softmax(logits, dim=-1)
-        return torch.argmax(probs / noise, dim=-1)
+        drop = cumulative > self.top_p
+        drop[:, 0] = False
+        scaled = (sorted_logits * self.inv_temperature).masked_fill_(drop, float("-inf"))
+        cdf = torch.cumsum(torch.softmax(scaled, dim=-1), dim=-1)
+        picked = torch.searchsorted(cdf, uniform.unsqueeze(1) * cdf[:, -1:], right=True).clamp_(max=width - 1)
+        return order.gather(1, picked).squeeze(1)
 
     def _step(self, span: int) -> torch.Tensor:
         """One token for every row: (slots, num_codebooks + 1), main token first then the codebooks.
@@ -224,7 +234,7 @@ class BatchModel:
         model = self.model
         pos = self.pos
         x = self._embed(self.tokens.unsqueeze(-1))
-        freqs = model.freqs_cis[pos].unsqueeze(1)
+        freqs = self.freqs[pos].unsqueeze(1)
         mask = (self.positions_s[:span].unsqueeze(0) <= pos.unsqueeze(1)).view(self.slots, 1, 1, -1)
         rows = self.rows
 
@@ -236,8 +246,11 @@ class BatchModel:
             x = _block(layer, x, lambda attn, h, n=n: _attend(
                 attn, h, freqs, self.k[n], self.v[n], write, mask, span))
         logits, hidden = self._head(x)
-        noise = torch.log(self.uniform).neg_()
-        main = self._sample(logits, self.window[:, 0], noise[:, 0, : self.vocab])
+        # Recent tokens per row and codebook (the repetition window); idle window entries point past the vocab.
+        recent = torch.where(self.window_valid.unsqueeze(1), self.window, self.vocab)
+        hits = torch.zeros(self.slots, self.num_codebooks + 1, self.vocab + 1, dtype=torch.bool,
+                           device=self.device).scatter_(2, recent, True)
+        main = self._sample(logits, hits[:, 0], self.uniform[:, 0])
         for cache in (*self.fk, *self.fv):
             cache.zero_()
         self._fast(hidden, 0)
@@ -245,7 +258,7 @@ class BatchModel:
         out = [main, code]
         for index in range(1, self.num_codebooks):
             logits = self._fast(model.fast_embeddings(code), index)
-            code = self._sample(logits, self.window[:, index + 1], noise[:, index, : self.codes])
+            code = self._sample(logits, hits[:, index + 1], self.uniform[:, index])
             out.append(code)
         return torch.stack(out, dim=1)
 
@@ -266,7 +279,7 @@ class BatchModel:
         if length > 1:
             inp = prompt[None, :, :-1].to(self.device, torch.long)
             x = self._embed(inp)
-            freqs = model.freqs_cis[: length - 1].unsqueeze(0)
+            freqs = self.freqs[: length - 1].unsqueeze(0)
             for n, layer in enumerate(model.layers):
                 def write(kc: torch.Tensor, vc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
                     kc[:, :, : length - 1] = k
@@ -277,9 +290,10 @@ class BatchModel:
         self.tokens[slot] = prompt[:, -1].to(self.device, torch.long)
         self.pos[slot] = length - 1
         self._host_pos[slot] = length - 1
-        self.temperature[slot] = temperature
+        self.inv_temperature[slot] = 1.0 / max(temperature, 1e-5)
         self.top_p[slot] = top_p
         self.penalty[slot] = penalty
+        self.inv_penalty[slot] = 1.0 / penalty
         self.window[slot] = 0
         self.window_valid[slot] = False
         self._filled[slot] = 0
