@@ -115,11 +115,16 @@ def run_jobs(client: Any, work: list[tuple[str, dict[str, Any]]], model: str) ->
     """Submit every job at once; per-job latency = submit to result."""
     done: list[float] = []
     lock = threading.Lock()
+
+    def finished(_future: Any) -> None:
+        with lock:
+            done.append(time.monotonic())
+
     started = time.monotonic()
     handles = []
     for text, voice in work:
         handle = client.submit(text, model=model, voice=voice, cache=False)
-        handle.future.add_done_callback(lambda _f: (lock.acquire(), done.append(time.monotonic()), lock.release()))
+        handle.future.add_done_callback(finished)
         handles.append(handle)
     audio_s = sum(h.result().duration_s for h in handles)
     elapsed = max(done) - started

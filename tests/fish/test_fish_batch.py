@@ -4,6 +4,7 @@ stay within their row, the batch is sized by memory, and a worker advertises the
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,9 +25,10 @@ TEXTS = [
     "Numbers one two three.",
     "What is this?",
     "Okay then.",
-    "The quick brown fox jumps over the lazy dog.",
+    "The quick brown fox jumps over the lazy dog. " * 7,  # > 256 prompt tokens: batch mates attend wider
     "Bye now.",
 ]
+WIDE = 6  # TEXTS[WIDE] runs as one segment (chunk_length 1000), so its row's span bucket is 512, not 256
 LONG_TEXT = ("The first sentence is here and it is long enough. The second sentence follows right after it. "
              "A third one closes the paragraph for good. And a fourth, to be sure.")
 
@@ -65,7 +67,8 @@ def concurrently(jobs: list[Callable[[], Any]]) -> list[Any]:
 
 
 def voice(i: int, **extra: Any) -> dict[str, Any]:
-    return {"seed": 1000 + i, "max_new_tokens": 24 + 4 * i, **extra}
+    wide = {"chunk_length": 1000} if i == WIDE else {}
+    return {"seed": 1000 + i, "max_new_tokens": 24 + 4 * i, **wide, **extra}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -78,7 +81,7 @@ def test_a_job_sounds_the_same_alone_and_in_a_batch_of_8(make_engine: Callable[.
     alone = [outcome(engine, TEXTS[i], voice(i), speakers[i], job_id=f"alone-{i}") for i in range(8)]
     assert engine.stats()["batch_peak_rows"] == 1
     assert sum(isinstance(a, list) and len(a) > 0 for a in alone) >= 6  # the tiny model rarely stops at once
-    together = concurrently([lambda i=i: outcome(engine, TEXTS[i], voice(i), speakers[i], job_id=f"b-{i}")
+    together = concurrently([partial(outcome, engine, TEXTS[i], voice(i), speakers[i], job_id=f"b-{i}")
                              for i in range(8)])
     stats = engine.stats()
     assert stats["batch_peak_rows"] >= 4, stats  # they really ran side by side
@@ -111,7 +114,7 @@ def test_cancelling_one_row_leaves_the_others_intact(make_engine: Callable[..., 
         finally:
             first_chunk.set()
 
-    results = concurrently([long_job, *[lambda i=i: outcome(engine, TEXTS[i], voice(i)) for i in range(1, 8)]])
+    results = concurrently([long_job, *[partial(outcome, engine, TEXTS[i], voice(i)) for i in range(1, 8)]])
     assert results[0] == ("cancelled", 1)
     for i in range(1, 8):
         assert same(alone[i - 1], results[i]), f"job {i} changed when its batch mate was cancelled"
@@ -135,9 +138,9 @@ def test_a_failing_row_does_not_fail_its_batch_mates(make_engine: Callable[..., 
         gate.set()
         return None
 
-    jobs = [
+    jobs: list[Callable[[], Any]] = [
         lambda: outcome(engine, TEXTS[0], voice(0, max_new_tokens=60)),
-        *[lambda i=i: outcome(engine, TEXTS[i], voice(i)) for i in range(1, 4)],
+        *[partial(outcome, engine, TEXTS[i], voice(i)) for i in range(1, 4)],
         late(lambda: outcome(engine, "Who am I?", voice(9), speaker="nobody")),  # unknown speaker
         late(lambda: outcome(engine, "x" * 1000 + ".", voice(9, chunk_length=1000))),  # prompt too long for S1
         late(lambda: outcome(engine, "Too hot.", {"temperature": 9})),  # bad setting
@@ -179,7 +182,8 @@ def test_a_batched_worker_advertises_its_batch_and_serves_jobs_side_by_side(
     assert worker.capacity == 4
     texts = TEXTS[:4]
     alone = [client.synthesize(t, voice=voice(i)).pcm for i, t in enumerate(texts)]
-    together = concurrently([lambda i=i: client.synthesize(texts[i], voice=voice(i)).pcm for i in range(4)])
+    together = concurrently([partial(lambda t, v: client.synthesize(t, voice=v).pcm, texts[i], voice(i))
+                             for i in range(4)])
     assert together == alone
     assert "batched decoding: 4 row(s)" in proc.log()
     assert proc.alive()

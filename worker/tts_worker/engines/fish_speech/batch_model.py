@@ -80,8 +80,7 @@ def _norm(module: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(attn: Any, x: torch.Tensor, freqs: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-            write: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
-            mask: Optional[torch.Tensor], span: int) -> torch.Tensor:
+            write: "Writer", mask: Optional[torch.Tensor], span: int) -> torch.Tensor:
     """One attention block over an explicit cache: project, rotate, write the new keys, attend over `span`."""
     b, t, _ = x.shape
     n_head, n_local, head_dim = int(attn.n_head), int(attn.n_local_heads), int(attn.head_dim)
@@ -114,8 +113,14 @@ def _sort_descending(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return logits.gather(1, order), order
 
 
-def _block(layer: Any, x: torch.Tensor, attend: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    h = x + attend(layer.attention, _norm(layer.attention_norm, x))
+Writer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def _block(layer: Any, x: torch.Tensor, freqs: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+           write: Writer, mask: Optional[torch.Tensor], span: int) -> torch.Tensor:
+    """One transformer block (upstream's TransformerBlock.forward, with this module's attention)."""
+    attended = _attend(layer.attention, _norm(layer.attention_norm, x), freqs, k_cache, v_cache, write, mask, span)
+    h = x + attended
     return h + layer.feed_forward(_norm(layer.ffn_norm, h))
 
 
@@ -204,8 +209,7 @@ class BatchModel:
                 kc[:, :, index] = k[:, :, 0]
                 vc[:, :, index] = v[:, :, 0]
 
-            x = _block(layer, x, lambda attn, h, n=n, write=write: _attend(
-                attn, h, freqs, self.fk[n], self.fv[n], write, mask, self.shape.num_codebooks))
+            x = _block(layer, x, freqs, self.fk[n], self.fv[n], write, mask, self.shape.num_codebooks)
         return model.fast_output(_norm(model.fast_norm, x))[:, -1, : self.codes].float()
 
     def _sample(self, logits: torch.Tensor, hits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -243,8 +247,7 @@ class BatchModel:
             vc[rows, :, pos] = v[:, :, 0]
 
         for n, layer in enumerate(model.layers):
-            x = _block(layer, x, lambda attn, h, n=n: _attend(
-                attn, h, freqs, self.k[n], self.v[n], write, mask, span))
+            x = _block(layer, x, freqs, self.k[n], self.v[n], write, mask, span)
         logits, hidden = self._head(x)
         # Recent tokens per row and codebook (the repetition window); idle window entries point past the vocab.
         recent = torch.where(self.window_valid.unsqueeze(1), self.window, self.vocab)
@@ -285,8 +288,8 @@ class BatchModel:
                     kc[:, :, : length - 1] = k
                     vc[:, :, : length - 1] = v
 
-                x = _block(layer, x, lambda attn, h, n=n, write=write: _attend(
-                    attn, h, freqs, self.k[n][slot: slot + 1], self.v[n][slot: slot + 1], write, None, length - 1))
+                x = _block(layer, x, freqs, self.k[n][slot: slot + 1], self.v[n][slot: slot + 1], write, None,
+                           length - 1)
         self.tokens[slot] = prompt[:, -1].to(self.device, torch.long)
         self.pos[slot] = length - 1
         self._host_pos[slot] = length - 1

@@ -328,6 +328,7 @@ class FishSpeechEngine:
         batch_model = BatchModel(model, layout.family, effective, self._device)
         if self.compile:
             batch_model.step_fn = torch.compile(batch_model.step_fn, dynamic=False)
+        assert self._thread is not None
         self._scheduler = BatchScheduler(
             model=batch_model, builder=PromptBuilder(layout.family, model), post=self._thread.post,
             prompt_for=self._prompts.prompt, decode=self._decode, device=self._device, tag=self._tag)
