@@ -168,6 +168,7 @@ class BatchModel:
         self._generators: list[Optional[torch.Generator]] = [None] * slots
         self._filled = [0] * slots  # entries of the repetition window in use, per row
         self._host_pos = [0] * slots  # = self.pos, without a device sync
+        self.fixed_span = False  # True: always attend over max_seq_len (one shape for a compiled step)
         self.step_fn: Callable[[int], torch.Tensor] = self._step
 
     @property
@@ -313,10 +314,14 @@ class BatchModel:
         for slot in active:
             generator = self._generators[slot]
             assert generator is not None
-            self.uniform[slot].uniform_(generator=generator)
+            if generator.device == self.uniform.device:
+                self.uniform[slot].uniform_(generator=generator)
+            else:  # e.g. MPS: torch has no generator there, draw on the CPU
+                self.uniform[slot].copy_(torch.rand(self.num_codebooks, generator=generator))
         # Attention spans the longest busy row, rounded up to a bucket so a compiled step sees few shapes.
         longest = max(self._host_pos[slot] for slot in active) + 1
-        span = min(self.shape.max_seq_len, find_multiple(longest, SPAN_BUCKET))
+        span = self.shape.max_seq_len if self.fixed_span else min(self.shape.max_seq_len,
+                                                                  find_multiple(longest, SPAN_BUCKET))
         tokens = self.step_fn(span).clone()
         index = torch.tensor(active, device=self.device, dtype=torch.long)
         self.tokens[index] = tokens[index]

@@ -117,6 +117,7 @@ class FishSpeechEngine:
         self._sample_rate = 44100
         self._jobs = 0
         self._scheduler: Any = None
+        self._codec_lock = threading.Lock()  # batched mode uses the codec from two threads
         self._batch_info: dict[str, Any] = {}
 
     # ---- life cycle ------------------------------------------------------------------------------
@@ -326,7 +327,8 @@ class FishSpeechEngine:
             log.warning("[%s] max_batch=%d capped to %d: %d KV-cache bytes per row, budget %d bytes (%s)",
                         self._tag, self.max_batch, effective, per_row, budget, source)
         batch_model = BatchModel(model, layout.family, effective, self._device)
-        if self.compile:
+        if self.compile:  # one shape: every step attends over the whole cache
+            batch_model.fixed_span = True
             batch_model.step_fn = torch.compile(batch_model.step_fn, dynamic=False)
         assert self._thread is not None
         self._scheduler = BatchScheduler(
@@ -356,7 +358,8 @@ class FishSpeechEngine:
             audios = torch.from_numpy(audio).to(self._device)[None, None, :]
             lengths = torch.tensor([audios.shape[2]], device=self._device, dtype=torch.long)
             try:
-                indices = self._codec.encode(audios, lengths)[0][0]
+                with self._codec_lock:  # the batch's codec thread may be decoding
+                    indices = self._codec.encode(audios, lengths)[0][0]
             except RuntimeError as exc:
                 raise EngineError(f"reference audio could not be encoded: {exc}") from exc
         return indices.to("cpu").numpy()
@@ -368,7 +371,7 @@ class FishSpeechEngine:
         lengths = torch.tensor([indices.shape[1]], device=self._device)
         half = self._device.type == "cuda" and self._precision != torch.float32
         context = torch.autocast(device_type="cuda", dtype=self._precision) if half else nullcontext()
-        with context:
+        with context, self._codec_lock:
             audio, _ = self._codec.decode(indices=indices[None], feature_lengths=lengths)
         return audio[0].squeeze().float().cpu().numpy()
 
