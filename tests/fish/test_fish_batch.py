@@ -10,10 +10,18 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
-
 from conftest import BrokerProc, Proc, wait_for
 from conftest_client import make_client
-from fishkit import FAMILIES, FOLDERS, SKIP_REASON, fish_available, make_engine, tiny_dir, voices, write_voices
+from fishkit import (
+    FAMILIES,
+    FOLDERS,
+    SKIP_REASON,
+    fish_available,
+    make_engine,
+    tiny_dir,
+    voices,
+    write_voices,
+)
 
 pytestmark = [pytest.mark.skipif(not fish_available(), reason=SKIP_REASON), pytest.mark.timeout(180)]
 _ = (make_engine, tiny_dir, voices, make_client)

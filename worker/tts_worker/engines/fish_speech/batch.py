@@ -2,11 +2,12 @@
 
 The worker runs N synthesis threads (the engine reports capacity N); each calls synthesize(), which hands its
 job to the BatchScheduler and waits on the job's own result queue. The scheduler's loop runs on the engine's
-inference thread (the LLM's torch work; the codec decodes on a thread of its own): at every step it admits waiting jobs into free
-rows (building the prompt, encoding reference voices through the token cache, prefilling the row), drops
-rows whose job was cancelled or whose consumer went away, runs one batched decode step for all rows, and
-moves each row on: a row whose segment ended (end token or its token limit) has that segment decoded by
-the codec and streamed to its job, then is prefilled with the job's next segment, or leaves the batch.
+inference thread (the LLM's torch work; the codec decodes on a thread of its own): at every step it admits
+waiting jobs into free rows (building the prompt, encoding reference voices through the token cache,
+prefilling the row), drops rows whose job was cancelled or whose consumer went away, runs one batched decode
+step for all rows, and moves each row on: a row whose segment ended (end token or its token limit) hands
+that segment to the codec thread, which decodes it and streams it to the job, and is prefilled with the
+job's next segment, or leaves the batch.
 A short line therefore never waits for a long one, and a failure while building, prefilling or decoding
 one row fails only that job. A failure of the batched step itself (e.g. out of memory) fails the rows in it.
 
@@ -96,8 +97,8 @@ class PromptBuilder:
         cpu = torch.device("cpu")
         base: list[torch.Tensor] = []
         if ref_texts:
-            system = Conversation(messages=[Message(role="system", parts=[TextPart(text="Speak out the provided text.")],
-                                                    cal_loss=False)])
+            instruction = TextPart(text="Speak out the provided text.")
+            system = Conversation(messages=[Message(role="system", parts=[instruction], cal_loss=False)])
             base.append(system.encode_for_inference(tokenizer=self.tokenizer, num_codebooks=self.num_codebooks))
             base.extend(encode_tokens(self.tokenizer, string=t, device=cpu, prompt_tokens=c,
                                       num_codebooks=self.num_codebooks) for t, c in zip(ref_texts, ref_codes))
@@ -342,6 +343,12 @@ class BatchScheduler:
                            row.generator)
 
     def _drop_cancelled(self) -> None:
+        with self._lock:  # jobs still waiting for a row (all rows busy) answer a cancel at once too
+            waiting = [job for job in self._pending if job.cancelled()]
+            for job in waiting:
+                self._pending.remove(job)
+        for job in waiting:
+            self.codec.finish(job, ("error", SynthesisCancelled(f"job {job.job_id} cancelled")))
         for slot, row in list(self._rows.items()):
             if row.job.failed:  # its error is already on the way
                 self._release(slot)

@@ -8,9 +8,9 @@ drawn from its own torch.Generator (seeded from the job's seed).
 
 Shapes depend only on `slots` and on the attention span (the longest busy row, rounded up to SPAN_BUCKET):
 every step computes all `slots` rows (idle rows compute values nobody reads), so a row's arithmetic does not
-depend on its batch mates' values, and a compiled step sees few shapes. Prefill (a job's prompt) runs per row with batch size 1 into that
-row's slice of the caches. Only the weights and the layers' norms / feed-forwards / projections are
-upstream's; attention, caches, positions and sampling are written here.
+depend on its batch mates' values, and a compiled step sees few shapes. Prefill (a job's prompt) runs per
+row with batch size 1 into that row's slice of the caches. Only the weights and the layers' norms /
+feed-forwards / projections are upstream's; attention, caches, positions and sampling are written here.
 """
 
 from __future__ import annotations

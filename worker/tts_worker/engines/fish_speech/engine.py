@@ -230,9 +230,10 @@ class FishSpeechEngine:
         scheduler = self._scheduler
         if scheduler is not None:
             stats.update(self._batch_info)
+            steps = scheduler.steps
             stats.update({"jobs": self._jobs + scheduler.jobs_done, "batch_rows": scheduler.active_rows(),
-                          "batch_steps": scheduler.steps, "batch_peak_rows": scheduler.peak_rows,
-                          "batch_mean_rows": round(scheduler.row_steps / scheduler.steps, 2) if scheduler.steps else 0.0})
+                          "batch_steps": steps, "batch_peak_rows": scheduler.peak_rows,
+                          "batch_mean_rows": round(scheduler.row_steps / steps, 2) if steps else 0.0})
         return stats
 
     # ---- on the inference thread -----------------------------------------------------------------
