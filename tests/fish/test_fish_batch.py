@@ -193,5 +193,14 @@ def test_a_batched_worker_advertises_its_batch_and_serves_jobs_side_by_side(
     together = concurrently([partial(lambda t, v: client.synthesize(t, voice=v).pcm, texts[i], voice(i))
                              for i in range(4)])
     assert together == alone
+    # Streaming: one PARTIAL per segment while other jobs share the batch.
+    with client.stream(LONG_TEXT, voice={"seed": 1, "chunk_length": 60, "max_new_tokens": 6}) as stream:
+        mates = concurrently([partial(lambda t, v: client.synthesize(t, voice=v).pcm, texts[i], voice(i))
+                              for i in range(2)])
+        chunks = list(stream)
+        result = stream.result
+    assert len(chunks) >= 2 and [c.seq for c in chunks] == list(range(len(chunks)))
+    assert b"".join(c.pcm for c in chunks) == result.pcm
+    assert mates == alone[:2]
     assert "batched decoding: 4 row(s)" in proc.log()
     assert proc.alive()
