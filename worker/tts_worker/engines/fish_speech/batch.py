@@ -416,10 +416,12 @@ class BatchScheduler:
 
 
 def _job_error(exc: BaseException) -> BaseException:
+    """What the job's consumer raises: engine errors as the engine's own path maps them; anything else as
+    it is (the worker's synthesis thread reports an unexpected exception as a retryable `internal` failure)."""
     if isinstance(exc, (EngineError, SynthesisCancelled)):
         return exc
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return EngineError(f"GPU out of memory: {exc}", retryable=True)
     if isinstance(exc, (AssertionError, ValueError)):
         return EngineError(f"fish-speech rejected the job: {exc}")
-    return EngineError(f"{type(exc).__name__}: {exc}", code="internal", retryable=True)
+    return exc
