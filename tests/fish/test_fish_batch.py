@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
+
 from conftest import BrokerProc, Proc, wait_for
 from conftest_client import make_client
 from fishkit import (
@@ -56,7 +57,7 @@ def outcome(engine: Any, text: str, voice: dict[str, Any], speaker: Optional[str
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, tuple) or isinstance(b, tuple):
         return a == b
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def concurrently(jobs: list[Callable[[], Any]]) -> list[Any]:

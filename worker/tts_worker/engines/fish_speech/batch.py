@@ -100,8 +100,9 @@ class PromptBuilder:
             instruction = TextPart(text="Speak out the provided text.")
             system = Conversation(messages=[Message(role="system", parts=[instruction], cal_loss=False)])
             base.append(system.encode_for_inference(tokenizer=self.tokenizer, num_codebooks=self.num_codebooks))
-            base.extend(encode_tokens(self.tokenizer, string=t, device=cpu, prompt_tokens=c,
-                                      num_codebooks=self.num_codebooks) for t, c in zip(ref_texts, ref_codes))
+            for t, c in zip(ref_texts, ref_codes, strict=True):
+                base.append(encode_tokens(self.tokenizer, string=t, device=cpu, prompt_tokens=c,
+                                          num_codebooks=self.num_codebooks))
         segments = [encode_tokens(self.tokenizer, string=s, device=cpu, num_codebooks=self.num_codebooks)
                     for s in v15_split(text, chunk_length)]
         return segments, base
@@ -113,7 +114,7 @@ class PromptBuilder:
         prompts = []
         for chunk in split_text(text, chunk_length):
             sequence = ContentSequence(modality="interleave")
-            for t, c in zip(ref_texts, ref_codes):
+            for t, c in zip(ref_texts, ref_codes, strict=True):
                 sequence.append([TextPart(text=t), VQPart(codes=c)], add_end=True, speaker=0)
             sequence.append([TextPart(text=chunk)], add_end=False, speaker=0)
             encoded, _, _ = sequence.encode_for_inference(self.tokenizer, num_codebooks=self.num_codebooks)
