@@ -17,6 +17,8 @@ Options (`--engine-opt key=value`, or a RELOAD's options):
 | max_reference_s | 30 | longest reference clip accepted |
 | preload_voices | (none) | comma-separated speakers, or `*`, to encode at load (they start warm) |
 | torch_threads | 0 (torch's default) | CPU threads for torch |
+| max_batch | 1 | jobs decoded together in one batched loop (batch.py); capacity = what fits in memory |
+| batch_memory_mb | 0 (auto) | memory budget for the batch's KV caches; 0 = a share of free GPU memory / RAM |
 
 Nothing is ever downloaded: the hub libraries are switched offline before anything is imported.
 """
@@ -56,6 +58,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
                "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
 WARMUP_TEXT = "Warm-up."
 CLOSE_TIMEOUT_S = 60.0
+MAX_BATCH = 64
+# Share of the free memory (after the models are loaded) the batch's KV caches may take.
+BATCH_MEMORY_SHARE = {"cuda": 0.7, "cpu": 0.5}
 _instances = itertools.count(1)
 
 
@@ -71,7 +76,7 @@ class FishSpeechEngine:
     licence = LICENCE
     OPTIONS = {"checkpoint", "model_version", "device", "precision", "compile", "warmup", "voices_dir",
                "token_cache", "token_cache_dir", "token_cache_entries", "max_reference_s", "preload_voices",
-               "torch_threads"}
+               "torch_threads", "max_batch", "batch_memory_mb"}
 
     def __init__(self, *, options: Mapping[str, Any], settings: Any = None) -> None:
         options = dict(options)
@@ -97,6 +102,8 @@ class FishSpeechEngine:
         self.max_reference_s = reader.float("max_reference_s", 30.0, min=1.0, max=600.0)
         self.preload_voices = [s.strip() for s in (reader.str("preload_voices") or "").split(",") if s.strip()]
         self.torch_threads = reader.int("torch_threads", 0, min=0, max=1024)
+        self.max_batch = reader.int("max_batch", 1, min=1, max=MAX_BATCH)
+        self.batch_memory_mb = reader.int("batch_memory_mb", 0, min=0, max=10_000_000)
         self._tag = f"fish-{next(_instances)}"
         self._thread: Optional[InferenceThread] = None
         self._closed = False
@@ -109,6 +116,9 @@ class FishSpeechEngine:
         self._cache: Any = None
         self._sample_rate = 44100
         self._jobs = 0
+        self._scheduler: Any = None
+        self._codec_lock = threading.Lock()  # batched mode uses the codec from two threads
+        self._batch_info: dict[str, Any] = {}
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -140,6 +150,8 @@ class FishSpeechEngine:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        if self._scheduler is not None:
+            self._scheduler.close()
         try:
             thread.call(self._unload_on_thread, timeout_s=CLOSE_TIMEOUT_S)
         except Exception as exc:  # a hung job: leave the thread, the worker will recycle the process
@@ -157,6 +169,9 @@ class FishSpeechEngine:
         text = request.text.strip()
         if not text:
             raise EngineError("text is empty")
+        if self._scheduler is not None:
+            yield from self._synthesize_batched(request, text, params, cancel)
+            return
         stop = threading.Event()
 
         def check() -> None:
@@ -172,6 +187,23 @@ class FishSpeechEngine:
         finally:
             stop.set()  # a consumer that stops early also stops the generation
         log.info("[%s] job %s: %d segment(s) in %.2f s", self._tag, request.job_id, chunks,
+                 time.monotonic() - started)
+
+    def _synthesize_batched(self, request: SynthesisRequest, text: str, params: GenerationParams,
+                            cancel: threading.Event) -> Iterator[AudioChunk]:
+        from tts_worker.engines.fish_speech.batch import BatchJob
+
+        job = BatchJob(job_id=request.job_id, text=text, speaker=request.speaker, params=params,
+                       seed=params.job_seed(), cancel=cancel)
+        started = time.monotonic()
+        chunks = 0
+        try:
+            for audio in self._scheduler.run(job):
+                chunks += 1
+                yield AudioChunk(float_to_int16(audio), self._sample_rate)
+        finally:
+            job.stop.set()  # a consumer that stops early leaves the batch at the next step
+        log.info("[%s] job %s: %d segment(s) in %.2f s (batched)", self._tag, request.job_id, chunks,
                  time.monotonic() - started)
 
     def deterministic(self, request: SynthesisRequest) -> bool:
@@ -195,6 +227,13 @@ class FishSpeechEngine:
         }
         if self._cache is not None:
             stats.update(self._cache.stats())
+        scheduler = self._scheduler
+        if scheduler is not None:
+            stats.update(self._batch_info)
+            steps = scheduler.steps
+            stats.update({"jobs": self._jobs + scheduler.jobs_done, "batch_rows": scheduler.active_rows(),
+                          "batch_steps": steps, "batch_peak_rows": scheduler.peak_rows,
+                          "batch_mean_rows": round(scheduler.row_steps / steps, 2) if steps else 0.0})
         return stats
 
     # ---- on the inference thread -----------------------------------------------------------------
@@ -233,13 +272,20 @@ class FishSpeechEngine:
             codec_sha256=codec_sha, sample_rate=self._sample_rate, max_reference_s=self.max_reference_s,
         )
         self._layout = layout
+        if self.max_batch > 1:
+            self._setup_batching(layout)
         self._preload()
         if self.warmup:
             warm_started = time.monotonic()
             params = GenerationParams(seed=0, temperature=0.7, top_p=0.7, repetition_penalty=1.2,
                                       max_new_tokens=32, chunk_length=200)
-            for _ in self._run_job("warm-up", WARMUP_TEXT, None, params, lambda: None):
-                pass
+            if self._scheduler is not None:
+                from tts_worker.engines.fish_speech.batch import BatchJob
+
+                self._scheduler.run_here(BatchJob("warm-up", WARMUP_TEXT, None, params, 0, threading.Event()))
+            else:
+                for _ in self._run_job("warm-up", WARMUP_TEXT, None, params, lambda: None):
+                    pass
             log.info("[%s] warm-up took %.2f s", self._tag, time.monotonic() - warm_started)
         from tts_worker.engines.fish_speech.device import PRECISION_NAMES
 
@@ -251,10 +297,49 @@ class FishSpeechEngine:
             sample_rate=self._sample_rate,
             device=str(self._device),
             licence=LICENCE,
-            capacity=1,
+            capacity=self._batch_info.get("max_batch_effective", 1),
             extra={"checkpoint": str(layout.folder), "precision": PRECISION_NAMES[self._precision],
-                   "compile": self.compile, "voices_dir": str(self.voices_dir)},
+                   "compile": self.compile, "voices_dir": str(self.voices_dir), **self._batch_info},
         )
+
+    def _setup_batching(self, layout: CheckpointLayout) -> None:
+        """Size the batch to the memory there is, allocate its KV caches, start the scheduler."""
+        import torch
+
+        from tts_worker.engines.fish_speech.batch import BatchScheduler, PromptBuilder
+        from tts_worker.engines.fish_speech.batch_model import BatchModel, CacheShape
+
+        model = self._llm.model
+        for layer in (*model.layers, *model.fast_layers):
+            layer.attention.kv_cache = None  # upstream's batch-1 caches: the batched loop has its own
+        gc.collect()
+        per_row = CacheShape.of(model).bytes_per_row
+        if self.batch_memory_mb:
+            budget, source = self.batch_memory_mb * 2**20, "batch_memory_mb"
+        elif self._device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self._device)
+            budget, source = int(free * BATCH_MEMORY_SHARE["cuda"]), "free GPU memory"
+        else:
+            import psutil
+
+            budget, source = int(psutil.virtual_memory().available * BATCH_MEMORY_SHARE["cpu"]), "available RAM"
+        effective = max(1, min(self.max_batch, budget // per_row))
+        if effective < self.max_batch:
+            log.warning("[%s] max_batch=%d capped to %d: %d KV-cache bytes per row, budget %d bytes (%s)",
+                        self._tag, self.max_batch, effective, per_row, budget, source)
+        batch_model = BatchModel(model, layout.family, effective, self._device)
+        if self.compile:  # one shape: every step attends over the whole cache
+            batch_model.fixed_span = True
+            batch_model.step_fn = torch.compile(batch_model.step_fn, dynamic=False)
+        assert self._thread is not None
+        self._scheduler = BatchScheduler(
+            model=batch_model, builder=PromptBuilder(layout.family, model), post=self._thread.post,
+            prompt_for=self._prompts.prompt, decode=self._decode, device=self._device, tag=self._tag)
+        self._batch_info = {"max_batch": self.max_batch, "max_batch_effective": effective,
+                            "kv_bytes_per_row": per_row, "kv_bytes": batch_model.kv_bytes,
+                            "kv_budget_bytes": budget}
+        log.info("[%s] batched decoding: %d row(s), %.1f MiB of KV cache per row", self._tag, effective,
+                 per_row / 2**20)
 
     def _preload(self) -> None:
         if not self.preload_voices:
@@ -274,7 +359,8 @@ class FishSpeechEngine:
             audios = torch.from_numpy(audio).to(self._device)[None, None, :]
             lengths = torch.tensor([audios.shape[2]], device=self._device, dtype=torch.long)
             try:
-                indices = self._codec.encode(audios, lengths)[0][0]
+                with self._codec_lock:  # the batch's codec thread may be decoding
+                    indices = self._codec.encode(audios, lengths)[0][0]
             except RuntimeError as exc:
                 raise EngineError(f"reference audio could not be encoded: {exc}") from exc
         return indices.to("cpu").numpy()
@@ -286,7 +372,7 @@ class FishSpeechEngine:
         lengths = torch.tensor([indices.shape[1]], device=self._device)
         half = self._device.type == "cuda" and self._precision != torch.float32
         context = torch.autocast(device_type="cuda", dtype=self._precision) if half else nullcontext()
-        with context:
+        with context, self._codec_lock:
             audio, _ = self._codec.decode(indices=indices[None], feature_lengths=lengths)
         return audio[0].squeeze().float().cpu().numpy()
 
@@ -324,6 +410,9 @@ class FishSpeechEngine:
             raise EngineError("the model generated no audio for this text")
 
     def _unload_on_thread(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.codec.stop()
+            self._scheduler.model.close()
         if self._llm is not None:
             self._llm.close()
         if self._cache is not None:

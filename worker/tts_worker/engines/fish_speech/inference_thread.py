@@ -55,6 +55,12 @@ class InferenceThread:
             raise box["error"]
         return box["value"]
 
+    def post(self, fn: Callable[[], None]) -> None:
+        """Queue fn() on the thread without waiting; fn must handle its own errors."""
+        if not self.alive():
+            raise EngineError("the engine's inference thread is not running", retryable=True)
+        self._tasks.put(fn)
+
     def iterate(self, make: Callable[[], Iterator[T]]) -> Iterator[T]:
         """Run the iterator make() on the thread, yielding its items here as they come."""
         if not self.alive():
