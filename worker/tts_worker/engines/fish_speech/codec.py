@@ -131,7 +131,8 @@ def load_codec(layout: CheckpointLayout, device: torch.device,
     try:
         codec = build_codec(config)
     except Exception as exc:  # hydra wraps constructor errors in its own types
-        raise EngineLoadError(f"cannot build the {layout.family.display_name} codec: {type(exc).__name__}: {exc}") from exc
+        name = layout.family.display_name
+        raise EngineLoadError(f"cannot build the {name} codec: {type(exc).__name__}: {exc}") from exc
     weights = read_state_dict(layout.codec_weights)
     if any(k.startswith("generator.") for k in weights):
         # Training checkpoints hold generator + discriminator; inference needs the generator only.

@@ -46,7 +46,8 @@ def _tokenizer(family: Family, layout: CheckpointLayout) -> Any:
             return tokenizer.FishTokenizer(str(layout.tokenizer))
         return tokenizer.FishTokenizer.from_pretrained(str(layout.folder))
     except Exception as exc:  # a corrupt tokenizer file raises ValueError, binascii.Error, KeyError...
-        raise EngineLoadError(f"{layout.tokenizer} is not a usable Fish tokenizer: {type(exc).__name__}: {exc}") from exc
+        raise EngineLoadError(
+            f"{layout.tokenizer} is not a usable Fish tokenizer: {type(exc).__name__}: {exc}") from exc
 
 
 def check_llm(layout: CheckpointLayout, codec_codebooks: int) -> None:

@@ -68,7 +68,7 @@ class VoicePrompts:
         refs = self.library.references(speaker)
         entries = self._entries(speaker, refs)
         texts, codes = [], []
-        for entry, ref in zip(entries, refs):
+        for entry, ref in zip(entries, refs, strict=True):
             texts.append(entry.transcript)
             codes.append(self._codes(speaker, entry, ref))
         return Prompt(tuple(texts), tuple(codes))
