@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from tts_protocol import Command, ErrorCode, ProtocolError, Side, encode
+from tts_protocol import Command, ProtocolError, Side, encode
 from tts_protocol.codec import RouterPort, routing_id
 from tts_protocol.messages import Disconnect, Empty
 
@@ -158,7 +158,7 @@ class Broker:
         except ProtocolError as exc:
             identity = routing_id(frames)
             log.warning("client %r: malformed message: %s", identity, exc)
-            self.life.outbox.error(identity, ErrorCode.PROTOCOL, str(exc), job_id=exc.job_id, req_id=exc.req_id)
+            self.life.outbox.error(identity, exc.code, str(exc), job_id=exc.job_id, req_id=exc.req_id)
             return
         self.client_commands.table[message.command](identity, message.body, time.monotonic())
 
