@@ -299,3 +299,14 @@ def test_a_result_over_max_result_bytes_fails_with_too_large(broker_factory, ctx
     client.submit("small", "hello")
     worker.result(worker.next_job())
     assert client.recv_until(Command.RESULT).body.job_id == "small"
+
+
+def test_a_worker_refuses_to_send_a_result_over_its_own_max_result_bytes(broker, start_worker,
+                                                                          ctx: zmq.Context) -> None:
+    client = RawClient(ctx, broker.frontend)
+    start_worker(broker, "tone", env={"TTS_WORKER_MAX_RESULT_BYTES": "2048"})
+    wait_for(lambda: client.status().workers, 30, what="tone worker READY")
+    client.submit("long", "A sentence long enough to make more than two kilobytes of tone.", model="tone")
+    error = client.recv_until(Command.ERROR, timeout_s=60)
+    assert (error.body.job_id, error.body.code, error.body.retryable) == ("long", "too_large", False)
+    assert "max_result_bytes" in error.body.message
