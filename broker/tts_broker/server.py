@@ -130,15 +130,23 @@ class Broker:
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK_S
-                    self._tick(now)
+                    self._guarded(self._tick, now)
                     if life.draining and life.drain_finished(now):
                         self._commit()
                         break
                 if life.dirty:
-                    life.dispatch(now)
+                    self._guarded(life.dispatch, now)
                 self._commit()
         finally:
             self._shutdown()
+
+    @staticmethod
+    def _guarded(step: Callable[[float], None], now: float) -> None:
+        """Run a timer or dispatch step; a bug in it is logged, never the end of the broker (issue 9)."""
+        try:
+            step(now)
+        except Exception:
+            log.exception("internal error in %s; broker keeps running", getattr(step, "__name__", "a step"))
 
     def _drain(self, port: RouterPort, handler: Callable[[list[Any]], None]) -> None:
         """Handle up to _BATCH waiting messages from one socket."""
