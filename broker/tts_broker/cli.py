@@ -27,6 +27,12 @@ from tts_broker.settings import BrokerSettings
 @click.option("--default-model", help="Routing key for jobs that name no model (ENGINE or ENGINE:MODEL).")
 @click.option("--unroutable-timeout-s", type=float, help="Fail jobs no worker serves after this long (0 = wait).")
 @click.option("--result-ttl-s", type=float, help="How long finished jobs and their audio are kept.")
+@click.option("--max-worker-capacity", type=int, help="READY capacity above this is clamped to it.")
+@click.option("--max-result-bytes", type=int, help="Largest audio of one job; bigger fails with too_large.")
+@click.option("--max-client-queued", type=int, help="Queued jobs per client before too_many_jobs (0 = no cap).")
+@click.option("--max-client-running", type=int, help="Running jobs per client at once (0 = no cap).")
+@click.option("--allow-high-priority", type=click.Choice(["all", "none", "admin"]),
+              help="Who may submit priority high (none: downgraded to normal).")
 @click.option("--state-dir", help="Folder for the journal and the result cache [TTS_STATE_DIR; .tts-broker].")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="Journal file (SQLite).")
 @click.option("--no-journal", "journal_enabled", flag_value=False, default=None, help="Keep jobs in memory only.")

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import heapq
 import itertools
 from typing import Any, Iterable, Iterator, Optional
 
+import msgpack
+
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, JobView, Submit
+
+
+def request_digest(req: Submit) -> bytes:
+    """What a job says, as a digest: text, speaker, model and voice settings (PROTOCOL.md section 3).
+
+    A resubmission of a known job id must carry the same content, or it is refused with `conflict`;
+    delivery options (priority, deadline, timeout, stream, cache) may differ.
+    """
+    content = [req.text, req.speaker, req.model, sorted(req.voice.items())]
+    return hashlib.blake2b(msgpack.packb(content, use_bin_type=True), digest_size=16).digest()
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -23,7 +36,9 @@ class Job:
     accepted_wall: float = 0.0  # time.time(), for the journal and views
     deadline: Optional[float] = None  # monotonic, whole job
     state: JobState = JobState.QUEUED
-    attempt: int = 0  # number of the current (or last) lease
+    attempt: int = 0  # number of the current (or last) lease; never goes back, so a lease is unique for ever
+    tries: int = 0  # attempts since the job was accepted or last reopened (what max_attempts counts)
+    client: bytes = b""  # routing id of the submitter: the fairness key (restored jobs share b"")
     worker_id: Optional[str] = None
     worker_identity: Optional[bytes] = None
     lease_deadline: Optional[float] = None
@@ -36,6 +51,12 @@ class Job:
     error: Optional[ErrorInfo] = None
     workers_tried: list[str] = dataclasses.field(default_factory=list)
     cached: bool = False  # answered from the result cache
+    digest: bytes = b""  # request_digest(request), for idempotency bound to content
+    streamed_bytes: int = 0  # PARTIAL audio forwarded for the current attempt
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = request_digest(self.request)
 
     @property
     def job_id(self) -> str:
@@ -54,8 +75,12 @@ class Job:
         return self.audio if isinstance(self.audio, bytes) else bytes(self.audio.buffer)
 
     def reset(self, now: float, wall: float) -> None:
-        """Make a finished job a fresh queued one with the same id (RETRY, or resubmission after a retryable error)."""
-        self.state, self.attempt, self.error = JobState.QUEUED, 0, None
+        """Make a finished job a fresh queued one with the same id (RETRY, or resubmission after a retryable error).
+
+        The attempt number keeps counting (a late answer to an old lease can never match a new one); the
+        tries counted against max_attempts start again.
+        """
+        self.state, self.tries, self.error, self.streamed_bytes = JobState.QUEUED, 0, None, 0
         self.worker_id, self.worker_identity, self.lease_deadline = None, None, None
         self.workers_tried, self.started_at, self.finished_at = [], None, None
         self.accepted_at, self.accepted_wall = now, wall

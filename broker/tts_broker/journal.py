@@ -115,14 +115,17 @@ class Journal:
         now_wall, now = time.time(), time.monotonic()
         unfinished: list[Job] = []
         finished: list[Job] = []
+        skipped: list[str] = []
         for row in self._db.execute(
             "SELECT job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers,"
             " error, result, audio, cached FROM jobs ORDER BY accepted_wall"
         ):
             try:
                 job = _job(row, now_wall, now)
-            except Exception as exc:  # a row written by another version: skip it, loudly
-                log.warning("journal row for job %s unreadable, skipped: %s", row[0], exc)
+            except Exception as exc:  # another version's row, or a request past today's limits: skip it
+                if not skipped:
+                    first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                skipped.append(str(row[0])[:128])
                 continue
             if job.state.finished:
                 if job.finished_at is not None and now - job.finished_at <= retain_s:
@@ -130,6 +133,10 @@ class Journal:
             else:
                 job.state = JobState.QUEUED
                 unfinished.append(job)
+        if skipped:
+            log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),
+                        ", ".join(repr(job_id) for job_id in skipped[:5]), ", ..." if len(skipped) > 5 else "",
+                        first_error)
         return Restored(unfinished, finished)
 
     def close(self) -> None:

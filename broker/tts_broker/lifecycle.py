@@ -13,10 +13,11 @@ directly with a fake clock.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tts_protocol import ErrorCode, fastpack
 from tts_protocol.constants import Command, JobState, Priority
@@ -34,7 +35,7 @@ from tts_protocol.messages import (
 
 from tts_broker import expiry
 from tts_broker.hooks import Hook, overrides
-from tts_broker.jobs import Job, JobTable
+from tts_broker.jobs import Job, JobTable, request_digest
 from tts_broker.outbox import Outbox
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
@@ -62,6 +63,11 @@ class Lifecycle:
         self.deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
         self.lease_deadlines: list[tuple[float, str, int]] = []
         self.unroutable_since: dict[Optional[str], float] = {}
+        self.in_flight: collections.Counter[bytes] = collections.Counter()  # running jobs per client
+        self.at_running_cap: set[bytes] = set()  # clients at max_client_running: passed over by dispatch
+        #: Whether the client with this routing id holds an admin key (allow_high_priority = "admin").
+        #: The security branch (issue 10) sets it; until then nobody is an admin.
+        self.is_admin: Callable[[bytes], bool] = lambda _identity: False
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -74,6 +80,7 @@ class Lifecycle:
             for job in restored.finished:
                 self.jobs.retain(job)
             for job in restored.unfinished:
+                job.tries = len(job.workers_tried)  # attempts since the last reopen (reset empties the list)
                 self.jobs.add(job)
                 self.queue.push(job)
                 self._watch_deadline(job)
@@ -87,6 +94,11 @@ class Lifecycle:
         """SUBMIT: accept a new job, or attach the sender to the job that already has this id."""
         job = self.jobs.get(req.job_id)
         if job is not None:
+            if job.digest != request_digest(req):
+                self.outbox.error(identity, ErrorCode.CONFLICT,
+                                  f"job id {req.job_id} is taken by a job with a different request (text, speaker,"
+                                  " model or voice); use a new id", job_id=req.job_id)
+                return
             self.attach(identity, job, now)
             return
         settings = self.settings
@@ -102,8 +114,13 @@ class Lifecycle:
             self.outbox.error(identity, ErrorCode.QUEUE_FULL, f"queue is full ({settings.max_queue} jobs)",
                               job_id=req.job_id)
             return
-        job = Job(request=req, priority=Priority(req.priority), model=req.model or settings.default_model,
-                  accepted_at=now, accepted_wall=time.time(),
+        if settings.max_client_queued and self.queue.queued_by(identity) >= settings.max_client_queued:
+            self.outbox.error(identity, ErrorCode.TOO_MANY_JOBS,
+                              f"this client has {settings.max_client_queued} jobs queued (max_client_queued);"
+                              " submit more as they finish", job_id=req.job_id)
+            return
+        job = Job(request=req, priority=self._priority_for(identity, req), model=req.model or settings.default_model,
+                  accepted_at=now, accepted_wall=time.time(), client=identity,
                   deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
         if self._answer_from_cache(identity, job, now):
             return
@@ -118,6 +135,16 @@ class Lifecycle:
         self.outbox.client(identity, Command.ACCEPTED, fastpack.accepted(job.job_id, job.state, len(self.queue),
                                                                          False), durable=True)
 
+    def _priority_for(self, identity: bytes, req: Submit) -> Priority:
+        """The level a job is queued at: `high` only where allow_high_priority permits, else `normal`."""
+        priority = Priority(req.priority)
+        allowed = self.settings.allow_high_priority
+        if priority is Priority.HIGH and (allowed == "none" or (allowed == "admin" and not self.is_admin(identity))):
+            log.info("job %s: priority high is not allowed for this client (allow_high_priority=%s); queued as"
+                     " normal", req.job_id, allowed)
+            return Priority.NORMAL
+        return priority
+
     def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
         for lookup in self._lookups:
             hit = lookup(job)
@@ -126,7 +153,8 @@ class Lifecycle:
             job.result = fastpack.result(job.job_id, 1, "cache", hit.engine, hit.model, hit.sample_rate,
                                          hit.channels, hit.sample_format, len(hit.pcm) // (2 * hit.channels),
                                          0, 0, int((time.monotonic() - now) * 1000), True)
-            job.state, job.audio, job.cached, job.attempt, job.started_at = JobState.DONE, hit.pcm, True, 1, now
+            job.state, job.audio, job.cached, job.started_at = JobState.DONE, hit.pcm, True, now
+            job.attempt = job.tries = 1
             self.jobs.add(job)
             self._finish(job, now, new=True)  # a cache hit was never journaled
             log.debug("job %s answered from the result cache", job.job_id)
@@ -174,7 +202,7 @@ class Lifecycle:
         return None
 
     def reopen(self, job: Job, now: float) -> None:
-        """Queue a finished job again as a fresh job with the same id (attempts start again)."""
+        """Queue a finished job again as a fresh job with the same id (tries start again, attempt numbers go on)."""
         job.reset(now, time.time())
         self.jobs.reopen(job)
         self.queue.push(job)
@@ -192,6 +220,10 @@ class Lifecycle:
         if self.draining:
             self.outbox.worker(identity, Command.B_DISCONNECT, Disconnect(reason="broker is draining"))
             return
+        if ready.capacity > self.settings.max_worker_capacity:
+            log.warning("worker %s claims capacity %d; clamped to max_worker_capacity %d", ready.worker_id,
+                        ready.capacity, self.settings.max_worker_capacity)
+            ready = ready.model_copy(update={"capacity": self.settings.max_worker_capacity})
         self.workers.add(WorkerRecord(identity=identity, ready=ready, registered_at=now, last_seen=now))
         self.dirty = True
         log.info("worker %s ready: %s/%s on %s (%s pid %d), capacity %d", ready.worker_id, ready.engine,
@@ -209,7 +241,15 @@ class Lifecycle:
         job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
+        size = _size(payload)
+        if size > self.settings.max_result_bytes:
+            worker.jobs_failed += 1
+            self._left_running(job)
+            self.fail(job, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} sent {size} bytes of audio; the limit is"
+                      f" max_result_bytes = {self.settings.max_result_bytes}", retryable=False)
+            return
         worker.jobs_done += 1
+        self._left_running(job)
         job.state = JobState.DONE
         job.audio = payload
         num_samples = job.audio_bytes // (2 * body.channels)
@@ -231,6 +271,12 @@ class Lifecycle:
         job = self._held(worker, body.job_id, body.attempt)
         if job is None or not job.request.stream:
             return
+        job.streamed_bytes += _size(payload)
+        if job.streamed_bytes > self.settings.max_result_bytes:
+            self.fail(job, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} streamed more than max_result_bytes ="
+                      f" {self.settings.max_result_bytes} bytes of audio", cancel_reason="too_large",
+                      retryable=False)
+            return
         for identity in job.subscribers:
             self.outbox.client(identity, Command.PARTIAL, body, payload)
 
@@ -240,12 +286,16 @@ class Lifecycle:
         if job is None:
             return
         worker.jobs_failed += 1
-        log.info("job %s failed on worker %s (attempt %d): %s: %s", job.job_id, worker.worker_id, body.attempt,
-                 body.code, body.message)
+        log.info("job %s failed on worker %s (attempt %d): %s: %r", job.job_id, worker.worker_id, body.attempt,
+                 body.code, body.message[:500])
         if body.retryable:
             self.requeue(job, f"worker {worker.worker_id} failed: {body.code}: {body.message}")
         else:
-            self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code)
+            # retryable=false is final whatever the code: a worker sending `internal` or `shutting_down`
+            # with retryable=false must not make clients resubmit the job for ever.
+            self._left_running(job)
+            self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code,
+                      retryable=False)
 
     def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
         """The job whose live lease a final answer (RESULT, FAIL) ends, with the worker's slot freed."""
@@ -274,12 +324,14 @@ class Lifecycle:
 
     def requeue(self, job: Job, why: str) -> None:
         """Put a job whose attempt ended without an answer back at the front, or end it as a poison job."""
+        self._left_running(job)
         job.worker_id = None
         job.worker_identity = None
         job.lease_deadline = None
-        if job.attempt >= self.settings.max_attempts:
+        if job.tries >= self.settings.max_attempts:
+            tried = ", ".join(job.workers_tried[-8:])
             self.fail(job, ErrorCode.MAX_ATTEMPTS,
-                      f"gave up after {job.attempt} attempts (workers: {', '.join(job.workers_tried)}); last: {why}")
+                      f"gave up after {job.tries} attempts (workers: {tried}); last: {why}")
             return
         log.info("job %s requeued after attempt %d: %s", job.job_id, job.attempt, why)
         job.state = JobState.QUEUED
@@ -287,14 +339,19 @@ class Lifecycle:
         self.dirty = True
 
     def fail(self, job: Job, code: ErrorCode, message: str, *, cancel_reason: str = "",
-             worker_code: str = "") -> None:
-        """End a job with an error: drop it from the queue or revoke its lease, tell its subscribers."""
+             worker_code: str = "", retryable: Optional[bool] = None) -> None:
+        """End a job with an error: drop it from the queue or revoke its lease, tell its subscribers.
+
+        `retryable` overrides the code's own flag (a worker's retryable=false is final whatever its code).
+        """
         if job.state is JobState.QUEUED:
             self.queue.remove(job)
         elif job.state is JobState.RUNNING and job.worker_identity is not None:
             self.revoke(job, cancel_reason or code.value)
+        self._left_running(job)
         job.state = JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED
-        job.error = ErrorInfo(code=worker_code or code.value, message=message[:4096], retryable=code.retryable)
+        job.error = ErrorInfo(code=worker_code or code.value, message=message[:4096],
+                              retryable=code.retryable if retryable is None else retryable)
         error = _error_body(job)
         for identity in job.subscribers:
             self.outbox.client(identity, Command.ERROR, error)
@@ -309,6 +366,21 @@ class Lifecycle:
             self.workers.revoke(worker, lease)
             self.outbox.worker(worker.identity, Command.B_CANCEL,
                                CancelLease(job_id=job.job_id, attempt=job.attempt, reason=reason))
+
+    def _left_running(self, job: Job) -> None:
+        """The job's attempt is over (done, failed, requeued): its client has one job fewer in flight."""
+        if job.state is not JobState.RUNNING:
+            return
+        job.state = JobState.QUEUED  # the caller sets the real next state; this only marks the attempt over
+        client = job.client
+        left = self.in_flight[client] - 1
+        if left > 0:
+            self.in_flight[client] = left
+        else:
+            del self.in_flight[client]
+        if client in self.at_running_cap:
+            self.at_running_cap.discard(client)
+            self.dirty = True
 
     def _finish(self, job: Job, now: float, *, new: bool = False) -> None:
         self.jobs.finish(job, now)
@@ -337,7 +409,8 @@ class Lifecycle:
         for worker in self.workers.free_workers():
             while worker.free_slots > 0:
                 job = self.queue.take_for(worker.served_keys, warm=worker.warm, now=now,
-                                          sticky_max_wait_s=settings.sticky_max_wait_s)
+                                          sticky_max_wait_s=settings.sticky_max_wait_s,
+                                          blocked=self.at_running_cap)
                 if job is None:
                     break
                 self.outbox.worker(worker.identity, Command.B_JOB, self.lease(worker, job, now), durable=True)
@@ -347,7 +420,13 @@ class Lifecycle:
     def lease(self, worker: WorkerRecord, job: Job, now: float) -> bytes:
         """Start the next attempt of `job` on `worker`; returns the packed JOB body."""
         job.attempt += 1
+        job.tries += 1
+        job.streamed_bytes = 0
         job.state = JobState.RUNNING
+        self.in_flight[job.client] += 1
+        cap = self.settings.max_client_running
+        if cap and self.in_flight[job.client] >= cap:
+            self.at_running_cap.add(job.client)
         job.worker_id = worker.worker_id
         job.worker_identity = worker.identity
         job.started_at = job.started_at or now
@@ -394,6 +473,15 @@ class Lifecycle:
 def _error_body(job: Job) -> Error:
     assert job.error is not None
     return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
+
+
+def _size(payload: Any) -> int:
+    """Bytes in a payload frame (zmq.Frame or bytes)."""
+    if payload is None:
+        return 0
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return len(payload)
+    return len(payload.buffer)
 
 
 def _known_code(code: str) -> ErrorCode:

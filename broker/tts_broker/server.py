@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from tts_protocol import Command, ErrorCode, ProtocolError, Side, encode
+from tts_protocol import Command, ProtocolError, Side, encode
 from tts_protocol.codec import RouterPort, routing_id
 from tts_protocol.messages import Disconnect, Empty
 
@@ -130,15 +130,23 @@ class Broker:
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + _TICK_S
-                    self._tick(now)
+                    self._guarded(self._tick, now)
                     if life.draining and life.drain_finished(now):
                         self._commit()
                         break
                 if life.dirty:
-                    life.dispatch(now)
+                    self._guarded(life.dispatch, now)
                 self._commit()
         finally:
             self._shutdown()
+
+    @staticmethod
+    def _guarded(step: Callable[[float], None], now: float) -> None:
+        """Run a timer or dispatch step; a bug in it is logged, never the end of the broker (issue 9)."""
+        try:
+            step(now)
+        except Exception:
+            log.exception("internal error in %s; broker keeps running", getattr(step, "__name__", "a step"))
 
     def _drain(self, port: RouterPort, handler: Callable[[list[Any]], None]) -> None:
         """Handle up to _BATCH waiting messages from one socket."""
@@ -158,7 +166,7 @@ class Broker:
         except ProtocolError as exc:
             identity = routing_id(frames)
             log.warning("client %r: malformed message: %s", identity, exc)
-            self.life.outbox.error(identity, ErrorCode.PROTOCOL, str(exc), job_id=exc.job_id, req_id=exc.req_id)
+            self.life.outbox.error(identity, exc.code, str(exc), job_id=exc.job_id, req_id=exc.req_id)
             return
         self.client_commands.table[message.command](identity, message.body, time.monotonic())
 

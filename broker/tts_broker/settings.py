@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from tts_protocol.messages import MAX_CAPACITY, MAX_DURATION_MS
 
 
 class BrokerSettings(BaseSettings):
@@ -23,11 +24,27 @@ class BrokerSettings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="attempts before a job fails as a poison job")
     max_queue: int = Field(10_000, ge=1, description="queued jobs before SUBMIT answers queue_full")
     max_text_chars: int = Field(20_000, ge=1, description="longest text a job may carry")
-    job_timeout_s: float = Field(300.0, gt=0, description="default per-attempt run time limit")
+    job_timeout_s: float = Field(300.0, gt=0, le=MAX_DURATION_MS / 1000,
+                                 description="default per-attempt run time limit (at most 7 days)")
     drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
     default_model: Optional[str] = Field(None, description="routing key for jobs that name no model")
     unroutable_timeout_s: float = Field(
         0.0, ge=0, description="fail a job no connected worker can serve after this long (0 = wait)"
+    )
+    max_worker_capacity: int = Field(
+        64, ge=1, le=MAX_CAPACITY, description="a READY claiming more slots is clamped to this (logged)"
+    )
+    max_result_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="audio of one job; a bigger W_RESULT fails the job with too_large"
+    )
+    max_client_queued: int = Field(
+        5_000, ge=0, description="queued jobs per client before SUBMIT answers too_many_jobs (0 = no cap)"
+    )
+    max_client_running: int = Field(
+        0, ge=0, description="jobs of one client running at once; the rest wait their turn (0 = no cap)"
+    )
+    allow_high_priority: Literal["all", "none", "admin"] = Field(
+        "all", description="who may submit priority high: all, none (downgraded to normal), admin (admin keys)"
     )
     result_ttl_s: float = Field(300.0, ge=0, description="how long finished jobs and results are kept")
     max_retained_bytes: int = Field(256 * 1024 * 1024, ge=0, description="audio kept for finished jobs")

@@ -60,7 +60,7 @@ class JobCancelled(JobFailed):
 
 
 class QueueFull(JobFailed):
-    """The broker's queue stayed full until the call's timeout."""
+    """The broker's queue (or this client's share of it: too_many_jobs) stayed full until the call's timeout."""
 
 
 def job_error(code: str, message: str = "", *, retryable: bool = False,
@@ -69,6 +69,7 @@ def job_error(code: str, message: str = "", *, retryable: bool = False,
     cls: type[JobFailed] = {
         ErrorCode.CANCELLED.value: JobCancelled,
         ErrorCode.QUEUE_FULL.value: QueueFull,
+        ErrorCode.TOO_MANY_JOBS.value: QueueFull,  # this client's share of the queue is full
     }.get(code, JobFailed)
     return cls(code, message, retryable=retryable, job_id=job_id)
 

@@ -16,7 +16,7 @@ import zmq
 from pydantic import ValidationError
 
 from tts_protocol.constants import CLIENT_HEADER, PAYLOAD_COMMANDS, Command, Side
-from tts_protocol.errors import ProtocolError
+from tts_protocol.errors import ErrorCode, ProtocolError
 from tts_protocol.messages import BODY_TYPES, Body
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def decode(frames: Sequence[Frame], *, side: Side, to_broker: bool) -> Message:
         body = BODY_TYPES[command].model_validate(raw)
     except ValidationError as exc:
         raise ProtocolError(f"invalid {command.name} body: {_summarise(exc)}", command=command,
-                            **_ids(raw)) from exc
+                            code=_code_for(exc), **_ids(raw)) from exc
     return Message(command, body, payload)
 
 
@@ -178,13 +178,31 @@ def routing_id(frames: Sequence[Frame]) -> bytes:
     return _to_bytes(frames[0])
 
 
-def _ids(raw: dict[str, Any]) -> dict[str, Optional[str]]:
-    return {k: v if isinstance(v := raw.get(k), str) else None for k in ("job_id", "req_id")}
+_MAX_ECHOED_ID = 256  # an ERROR body echoes job_id / req_id only up to this length (ShortStr)
+_RANGE_ERRORS = frozenset({"less_than", "less_than_equal", "greater_than", "greater_than_equal"})
+_SIZE_ERRORS = frozenset({"string_too_long", "too_long", "bytes_too_long"})
+
+
+def _ids(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ids to echo in an ERROR: only str ids short enough to fit an ERROR body (longer ones: none)."""
+    return {k: v if isinstance(v := raw.get(k), str) and len(v) <= _MAX_ECHOED_ID else None
+            for k in ("job_id", "req_id")}
+
+
+def _code_for(exc: ValidationError) -> ErrorCode:
+    """out_of_range / too_large when every problem is a number or size past its limit, else protocol."""
+    kinds = {err["type"] for err in exc.errors()}
+    if kinds <= _RANGE_ERRORS:
+        return ErrorCode.OUT_OF_RANGE
+    if kinds <= _SIZE_ERRORS:
+        return ErrorCode.TOO_LARGE
+    return ErrorCode.PROTOCOL
 
 
 def _unpack_map(data: bytes, command: Command) -> dict[str, Any]:
     if len(data) > _MAX_BODY_BYTES:
-        raise ProtocolError(f"{command.name} body too large ({len(data)} bytes)", command=command)
+        raise ProtocolError(f"{command.name} body too large ({len(data)} bytes; limit {_MAX_BODY_BYTES})",
+                            command=command, code=ErrorCode.TOO_LARGE)
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -198,7 +216,12 @@ def _unpack_map(data: bytes, command: Command) -> dict[str, Any]:
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        loc = ".".join(_printable(str(p)[:64]) for p in err["loc"]) or "body"
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: peer-chosen keys end up in log lines and must not forge them."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -19,6 +19,10 @@ class ErrorCode(str, enum.Enum):
     ENGINE_ERROR = "engine_error"
     NOT_FOUND = "not_found"
     INTERNAL = "internal"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_LARGE = "too_large"
+    CONFLICT = "conflict"
+    TOO_MANY_JOBS = "too_many_jobs"
 
     @property
     def retryable(self) -> bool:
@@ -26,7 +30,8 @@ class ErrorCode(str, enum.Enum):
 
 
 _RETRYABLE = frozenset(
-    {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL}
+    {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL,
+     ErrorCode.TOO_MANY_JOBS}
 )
 
 
@@ -38,7 +43,9 @@ class ProtocolError(TtsError):
     """A message that does not follow TTSP/2.
 
     Carries what could still be read of the message (its command and job/request id) so the receiver can
-    answer the sender with a useful ERROR instead of dropping it silently.
+    answer the sender with a useful ERROR instead of dropping it silently, and the code to answer with:
+    `out_of_range` for a number past its limit, `too_large` for a string, list or body past its size,
+    `protocol` for anything else.
     """
 
     def __init__(
@@ -48,8 +55,10 @@ class ProtocolError(TtsError):
         command: int | None = None,
         job_id: str | None = None,
         req_id: str | None = None,
+        code: ErrorCode = ErrorCode.PROTOCOL,
     ) -> None:
         super().__init__(message)
         self.command = command
         self.job_id = job_id
         self.req_id = req_id
+        self.code = code

@@ -8,19 +8,69 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from tts_protocol.constants import SAMPLE_FORMAT, Command, JobState, Priority
 
+# ---- limits (PROTOCOL.md section 3, "Limits"): every number and size a peer sends has a ceiling ----------
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_TEXT_CHARS = 1_000_000  # hard protocol ceiling; the broker's max_text_chars is usually far lower
+MAX_DURATION_MS = 7 * 24 * 3600 * 1000  # deadline_ms / timeout_ms: 7 days
+MAX_COUNT = 2**53 - 1  # counters, sizes and times in ms: exact in a JavaScript number
+MAX_ATTEMPT = 2**31 - 1  # attempt numbers and PARTIAL seq
+MAX_SAMPLE_RATE = 384_000
+MAX_CAPACITY = 1024  # READY capacity ceiling; the broker's max_worker_capacity is usually far lower
+MAX_STATS_DEPTH = 5  # HEARTBEAT stats: nested maps/lists below `stats`
+MAX_STATS_ITEMS = 256  # entries of one map or list in the stats
+MAX_STATS_NODES = 10_000  # values in the whole stats tree
+MAX_STATS_STR = 1024
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # names end up in log lines: no line breaks, escapes or NULs
 
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 ShortStr = Annotated[str, StringConstraints(max_length=256)]
+Name = Annotated[str, StringConstraints(max_length=256, pattern=_NO_CONTROL)]  # printable: logged as is
 ReqId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 VoiceValue = Union[None, bool, int, float, Annotated[str, StringConstraints(max_length=4096)]]
 VoiceSettings = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], VoiceValue], Field(max_length=64)]
-NonNegInt = Annotated[int, Field(ge=0)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+DurationMs = Annotated[int, Field(ge=0, le=MAX_DURATION_MS)]
+Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
+SampleRate = Annotated[int, Field(gt=0, le=MAX_SAMPLE_RATE)]
+
+
+def _check_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """HEARTBEAT stats stay small plain data: str keys, scalars, bounded lists and maps, no bytes."""
+    nodes = 0
+    stack: list[tuple[Any, int]] = [(stats, 0)]
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_STATS_NODES:
+            raise ValueError(f"more than {MAX_STATS_NODES} values")
+        if value is None or isinstance(value, (bool, float)):
+            continue
+        if isinstance(value, int):
+            if not -(2**63) <= value < 2**64:
+                raise ValueError("integer out of range")
+            continue
+        if isinstance(value, str):
+            if len(value) > MAX_STATS_STR:
+                raise ValueError(f"string longer than {MAX_STATS_STR} characters")
+            continue
+        if not isinstance(value, (dict, list)):
+            raise ValueError(f"{type(value).__name__} values are not allowed (str, numbers, lists, maps)")
+        if depth >= MAX_STATS_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_STATS_DEPTH}")
+        if len(value) > MAX_STATS_ITEMS:
+            raise ValueError(f"a map or list with more than {MAX_STATS_ITEMS} entries")
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or len(key) > 256:
+                    raise ValueError("keys must be str of at most 256 characters")
+            stack.extend((v, depth + 1) for v in value.values())
+        else:
+            stack.extend((v, depth + 1) for v in value)
+    return stats
 
 
 class Body(BaseModel):
@@ -42,11 +92,11 @@ class Empty(Body):
 class Submit(Body):
     job_id: JobId
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
-    speaker: Optional[ShortStr] = None
-    model: Optional[ShortStr] = None
+    speaker: Optional[Name] = None
+    model: Optional[Name] = None
     priority: Priority = Field(default=Priority.NORMAL, strict=False)
-    deadline_ms: NonNegInt = 0
-    timeout_ms: NonNegInt = 0
+    deadline_ms: DurationMs = 0
+    timeout_ms: DurationMs = 0
     stream: bool = False
     voice: VoiceSettings = Field(default_factory=dict)
     cache: Optional[bool] = None
@@ -80,7 +130,7 @@ class Request(Body):
 
 class Reload(Body):
     req_id: ReqId
-    model: Optional[ShortStr] = None
+    model: Optional[Name] = None
     options: VoiceSettings = Field(default_factory=dict)
 
 
@@ -96,20 +146,20 @@ class Accepted(Body):
 
 class Partial(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
-    seq: NonNegInt
-    sample_rate: Annotated[int, Field(gt=0, le=384_000)]
+    attempt: Attempt
+    seq: Annotated[int, Field(ge=0, le=MAX_ATTEMPT)]
+    sample_rate: SampleRate
     channels: Annotated[int, Field(ge=1, le=8)] = 1
     sample_format: Annotated[str, StringConstraints(pattern=f"^{SAMPLE_FORMAT}$")] = SAMPLE_FORMAT
 
 
 class Result(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     worker_id: ShortStr
     engine: ShortStr
     model: ShortStr
-    sample_rate: Annotated[int, Field(gt=0, le=384_000)]
+    sample_rate: SampleRate
     channels: Annotated[int, Field(ge=1, le=8)] = 1
     sample_format: Annotated[str, StringConstraints(pattern=f"^{SAMPLE_FORMAT}$")] = SAMPLE_FORMAT
     num_samples: NonNegInt = 0
@@ -214,27 +264,28 @@ class ReloadReply(Body):
 
 
 class Ready(Body):
-    worker_id: ShortStr
-    name: ShortStr = ""
-    host: ShortStr = ""
-    pid: NonNegInt = 0
-    engine: ShortStr
-    model: ShortStr = ""
-    capacity: Annotated[int, Field(ge=1, le=1024)] = 1
-    device: ShortStr = "cpu"
-    sample_rate: NonNegInt = 0
+    worker_id: Name
+    name: Name = ""
+    host: Name = ""
+    pid: Annotated[int, Field(ge=0, le=2**32)] = 0
+    engine: Name
+    model: Name = ""
+    capacity: Annotated[int, Field(ge=1, le=MAX_CAPACITY)] = 1
+    device: Name = "cpu"
+    sample_rate: Annotated[int, Field(ge=0, le=MAX_SAMPLE_RATE)] = 0
     licence: ShortStr = ""
     load_time_ms: NonNegInt = 0
 
 
 class Heartbeat(Body):
-    stats: dict[ShortStr, Any] = Field(default_factory=dict, max_length=64)
+    stats: Annotated[dict[ShortStr, Any], Field(max_length=64), AfterValidator(_check_stats)] = Field(
+        default_factory=dict)
 
 
 class WorkerResult(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
-    sample_rate: Annotated[int, Field(gt=0, le=384_000)]
+    attempt: Attempt
+    sample_rate: SampleRate
     channels: Annotated[int, Field(ge=1, le=8)] = 1
     sample_format: Annotated[str, StringConstraints(pattern=f"^{SAMPLE_FORMAT}$")] = SAMPLE_FORMAT
     gen_time_ms: NonNegInt = 0
@@ -243,8 +294,8 @@ class WorkerResult(Body):
 
 class Fail(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
-    code: ShortStr
+    attempt: Attempt
+    code: Name
     message: Annotated[str, StringConstraints(max_length=4096)] = ""
     retryable: bool = False
 
@@ -258,18 +309,18 @@ class Disconnect(Body):
 
 class Job(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
     speaker: Optional[ShortStr] = None
     model: Optional[ShortStr] = None
     voice: VoiceSettings = Field(default_factory=dict)
     stream: bool = False
-    timeout_ms: NonNegInt = 0
+    timeout_ms: DurationMs = 0
 
 
 class CancelLease(Body):
     job_id: JobId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     reason: Annotated[str, StringConstraints(max_length=1024)] = ""
 
 

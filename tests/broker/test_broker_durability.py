@@ -125,9 +125,9 @@ def test_dead_letter_list_and_retry(broker_factory, ctx: zmq.Context) -> None:
     assert [j.job_id for j in dead] == ["poison"]
     assert dead[0].error.code == "max_attempts" and dead[0].workers == [worker.worker_id] * 2
     view = client.request(Command.RETRY, Command.JOB_STATUS_REPLY, job_id="poison").body.job
-    assert view.state is JobState.QUEUED and view.attempt == 0
+    assert view.state is JobState.QUEUED and view.attempt == 2  # attempt numbers go on: leases stay unique
     job = worker.next_job()
-    assert (job.job_id, job.attempt) == ("poison", 1)
+    assert (job.job_id, job.attempt) == ("poison", 3)
     worker.result(job)
     assert jobs(client, "failed") == []
     assert client.request(Command.RETRY, Command.ERROR, job_id="poison").body.code == "bad_request"

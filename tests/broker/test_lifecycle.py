@@ -217,7 +217,7 @@ def test_attempt_time_limit_cancels_and_requeues_deadline_fails() -> None:
     assert [unpack(b)["code"] for _, _, c, b in sent(life) if c is Command.ERROR] == ["deadline_exceeded"]
 
 
-def test_retry_reopens_a_failed_job_with_fresh_attempts_and_ignores_its_old_deadline() -> None:
+def test_retry_reopens_a_failed_job_with_fresh_tries_and_ignores_its_old_deadline() -> None:
     hook = Recorder()
     life = make(hook, max_attempts=1)
     worker = join(life)
@@ -227,8 +227,9 @@ def test_retry_reopens_a_failed_job_with_fresh_attempts_and_ignores_its_old_dead
     job = life.jobs.get("j1")
     assert job is not None and job.state is JobState.FAILED
     assert life.retry(job, now=0.9) is None
-    assert (job.state, job.attempt, job.error, job.workers_tried) == (JobState.QUEUED, 0, None, [])
-    assert hook.records[-1] == ("j1", JobState.QUEUED, 0, True)
+    # The attempt number goes on (leases stay unique, issue 9); the tries max_attempts counts start again.
+    assert (job.state, job.attempt, job.tries, job.error, job.workers_tried) == (JobState.QUEUED, 1, 0, None, [])
+    assert hook.records[-1] == ("j1", JobState.QUEUED, 1, True)
     life.tick(1.2)  # the first deadline (1.0) passed, the new one (1.9) has not
     assert job.state is JobState.QUEUED
     assert life.retry(job, now=1.2) == "job j1 is queued; only failed or cancelled jobs can be retried"

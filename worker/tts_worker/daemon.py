@@ -58,7 +58,13 @@ HUNG_LINGER_MS = 500
 MAX_STR = 256  # ShortStr on the wire
 MAX_MESSAGE = 4096
 MAX_CAPACITY = 1024
+MAX_SAMPLE_RATE = 384_000
 MAX_RELOAD_ERROR = 1000
+
+
+def _name(text: str) -> str:
+    """`text` as a READY name: at most 256 characters, control characters replaced (the broker logs them)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:MAX_STR])
 
 
 class WorkerDaemon:
@@ -307,6 +313,9 @@ class WorkerDaemon:
                      self._tag(), lease.job_id, lease.attempt)
         elif lease.cancelled_by_broker:
             self._fail(lease, ErrorCode.CANCELLED, "cancelled by the broker", False)
+        elif isinstance(event, Done) and len(event.pcm) > self.settings.max_result_bytes:
+            self._fail(lease, ErrorCode.TOO_LARGE, f"{len(event.pcm)} bytes of audio; this worker sends at most"
+                       f" max_result_bytes = {self.settings.max_result_bytes}", False)
         elif isinstance(event, Done):
             self.conn.send(Command.W_RESULT, WorkerResult(
                 job_id=lease.job_id, attempt=lease.attempt, sample_rate=event.sample_rate, channels=event.channels,
@@ -358,10 +367,10 @@ class WorkerDaemon:
         assert self.conn is not None
         info = self.engine_host.info
         self.conn.send(Command.W_READY, Ready(
-            worker_id=self.conn.routing_id, name=self.settings.name[:MAX_STR], host=self._host[:MAX_STR],
-            pid=os.getpid(), engine=info.engine[:MAX_STR], model=info.model[:MAX_STR],
-            capacity=min(max(1, info.capacity), MAX_CAPACITY), device=info.device[:MAX_STR],
-            sample_rate=max(0, info.sample_rate), licence=info.licence[:MAX_STR],
+            worker_id=_name(self.conn.routing_id), name=_name(self.settings.name), host=_name(self._host),
+            pid=os.getpid(), engine=_name(info.engine), model=_name(info.model),
+            capacity=min(max(1, info.capacity), MAX_CAPACITY), device=_name(info.device),
+            sample_rate=min(max(0, info.sample_rate), MAX_SAMPLE_RATE), licence=info.licence[:MAX_STR],
             load_time_ms=max(0, self.stats.load_time_ms),
         ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,

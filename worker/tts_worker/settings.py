@@ -19,6 +19,7 @@ import time.
 | cancel_grace_s | TTS_WORKER_CANCEL_GRACE_S | 10 |
 | max_jobs | TTS_WORKER_MAX_JOBS | 0 (unlimited) |
 | max_rss_mb | TTS_WORKER_MAX_RSS_MB | 0 (off) |
+| max_result_bytes | TTS_WORKER_MAX_RESULT_BYTES | 67108864 (a bigger result is sent as FAIL too_large) |
 | log_level | TTS_LOG_LEVEL | INFO |
 """
 
@@ -73,6 +74,9 @@ class WorkerSettings(BaseSettings):
     )
     max_jobs: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_JOBS", "max_jobs"))
     max_rss_mb: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_RSS_MB", "max_rss_mb"))
+    max_result_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, validation_alias=_env("TTS_WORKER_MAX_RESULT_BYTES", "max_result_bytes")
+    )
     log_level: str = Field("INFO", validation_alias=_env("TTS_LOG_LEVEL", "log_level"))
 
     @field_validator("device")

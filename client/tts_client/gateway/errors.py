@@ -34,6 +34,10 @@ _REMOTE: dict[str, tuple[int, str]] = {
     ErrorCode.MAX_ATTEMPTS.value: (502, SERVER),  # it killed every worker it touched
     ErrorCode.NOT_FOUND.value: (502, SERVER),
     ErrorCode.INTERNAL.value: (502, SERVER),
+    ErrorCode.OUT_OF_RANGE.value: (400, INVALID_REQUEST),
+    ErrorCode.TOO_LARGE.value: (413, INVALID_REQUEST),
+    ErrorCode.CONFLICT.value: (409, INVALID_REQUEST),  # the job id is taken by a job with another request
+    ErrorCode.TOO_MANY_JOBS.value: (429, RATE_LIMIT),
 }
 
 

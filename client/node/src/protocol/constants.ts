@@ -94,6 +94,10 @@ export const ErrorCode = {
   ENGINE_ERROR: "engine_error",
   NOT_FOUND: "not_found",
   INTERNAL: "internal",
+  OUT_OF_RANGE: "out_of_range",
+  TOO_LARGE: "too_large",
+  CONFLICT: "conflict",
+  TOO_MANY_JOBS: "too_many_jobs",
 } as const;
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
