@@ -72,7 +72,17 @@ class ClientCommands:
         }
 
     def submit(self, identity: bytes, req: Submit, now: float) -> None:
-        self.life.submit(identity, req, now)
+        life = self.life
+        if not req.text.strip():
+            life.outbox.error(identity, ErrorCode.BAD_REQUEST, "text is empty or only whitespace",
+                              job_id=req.job_id)
+            return
+        if life.journal_fault is not None and life.jobs.get(req.job_id) is None:
+            life.outbox.error(identity, ErrorCode.JOURNAL_UNAVAILABLE,
+                              f"the broker cannot write its journal ({life.journal_fault}); try again later",
+                              job_id=req.job_id)
+            return
+        life.submit(identity, req, now)
 
     def cancel(self, identity: bytes, req: CancelJob, now: float) -> None:
         self.life.cancel(identity, req.job_id)
@@ -174,7 +184,9 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
     job_fields: dict[str, Any] = {
         "running": running, "live": jobs.live_count, "done": jobs.done_total, "failed": jobs.failed_total,
         "retained": jobs.retained_count, "retained_bytes": jobs.retained_bytes,
-        "journal": None, "journal_commits": 0, "cache": None,
+        "retained_max_bytes": life.settings.max_retained_bytes, "retained_dropped": jobs.evicted,
+        "retained_dropped_bytes": jobs.evicted_bytes,
+        "journal": None, "journal_commits": 0, "journal_fault": None, "cache": None,
     }
     for hook in life.hooks:
         job_fields.update(hook.status())

@@ -62,6 +62,7 @@ class Lifecycle:
         self.deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
         self.lease_deadlines: list[tuple[float, str, int]] = []
         self.unroutable_since: dict[Optional[str], float] = {}
+        self.journal_fault: Optional[str] = None  # why journal commits fail; new jobs are refused meanwhile
 
     # ---- start-up ----------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ class ErrorCode(str, enum.Enum):
     ENGINE_ERROR = "engine_error"
     NOT_FOUND = "not_found"
     INTERNAL = "internal"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
 
     @property
     def retryable(self) -> bool:
@@ -26,7 +27,8 @@ class ErrorCode(str, enum.Enum):
 
 
 _RETRYABLE = frozenset(
-    {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL}
+    {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL,
+     ErrorCode.JOURNAL_UNAVAILABLE}
 )
 
 
