@@ -37,6 +37,8 @@ from tts_broker.statedir import EXIT_BIND, BrokerStartError
               help="Start even if the journal lost data (truncated, WAL lost or garbled); its jobs are gone.")
 @click.option("--journal-retry-s", type=float, help="While journal commits fail, retry this often.")
 @click.option("--client-backlog-max-bytes", type=int, help="Replies held for one client that does not read.")
+@click.option("--client-sndhwm", type=int, help="Messages ZeroMQ queues towards one client before the backlog.")
+@click.option("--max-retained-bytes", type=int, help="Audio kept in memory for finished jobs (oldest dropped).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Result cache folder.")
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
