@@ -35,8 +35,8 @@ def test_a_client_that_never_reads_keeps_the_broker_within_its_byte_budgets(
         broker_factory: Callable[..., BrokerProc], ctx: zmq.Context) -> None:
     b = broker_factory("--no-cache", "--journal-max-audio-mb", str(JOURNAL_AUDIO_MB),
                        "--client-backlog-max-bytes", str(BACKLOG),
-                       "--client-sndhwm", str(SNDHWM), "--max-retained-bytes", str(RETAINED), "--heartbeat-interval-s", "30",
-                       "--log-level", "INFO")
+                       "--client-sndhwm", str(SNDHWM), "--max-retained-bytes", str(RETAINED),
+                       "--heartbeat-interval-s", "30", "--log-level", "INFO")
     assert b.proc is not None
     proc = psutil.Process(b.proc.pid)
     worker = RawWorker(ctx, b.backend, engine="tone", model="tone-v1")
