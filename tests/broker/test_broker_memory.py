@@ -17,8 +17,8 @@ import zmq
 
 from tts_protocol import Command, as_body, encode
 
-from tests.conftest import BrokerProc, wait_for
-from tests.peers import RawClient, RawWorker
+from conftest import BrokerProc, wait_for
+from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(300)
 

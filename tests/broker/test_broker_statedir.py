@@ -14,8 +14,8 @@ import zmq
 
 from tts_protocol import Command
 
-from tests.conftest import BrokerProc, Proc, wait_for
-from tests.peers import RawClient, RawWorker
+from conftest import BrokerProc, Proc, wait_for
+from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(90)
 
