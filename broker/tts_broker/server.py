@@ -30,6 +30,7 @@ from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
 from tts_broker.journal import JournalUnavailable
 from tts_broker.lifecycle import Lifecycle
 from tts_broker.outbox import Outgoing
+from tts_broker.reloads import ReloadTracker
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import StateLock
 
@@ -80,8 +81,10 @@ class Broker:
         self._journal_retry_at = 0.0
         self.frontend_endpoint = self.clients.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.client_commands = ClientCommands(self.life, self.info)
-        self.worker_commands = WorkerCommands(self.life)
+        reloads = ReloadTracker(self.life.outbox)
+        self.life.hooks.append(reloads)  # for its tick: RELOAD wait_ms expiry
+        self.client_commands = ClientCommands(self.life, self.info, reloads=reloads)
+        self.worker_commands = WorkerCommands(self.life, reloads=reloads)
         self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
         self._next_heartbeat = 0.0

@@ -485,12 +485,36 @@ def ping(ctx: click.Context) -> None:
 @click.option("--model", help="Only workers serving this routing key (default: all).")
 @click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE",
               help="Option merged over the workers' engine options (repeatable).")
+@click.option("--wait-s", type=click.FloatRange(0, 3600), default=120.0,
+              help="Wait this long for each worker to come back and report; 0 = only tell them.")
 @click.pass_context
 @handle_errors
-def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...]) -> None:
-    """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects."""
-    told = _client(ctx).reload(model=model, options=parse_options(engine_opts))
-    click.echo(f"told {told} worker(s) to reload")
+def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...], wait_s: float) -> None:
+    """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects.
+
+    Prints each told worker's outcome; exits 1 when no worker serves MODEL or none of them reloaded.
+    """
+    client = _client(ctx)
+    options = parse_options(engine_opts)
+    if wait_s == 0:
+        told = client.reload(model=model, options=options)
+        click.echo(f"told {told} worker(s) to reload")
+        if told == 0:
+            sys.exit(EXIT_JOB_FAILED)
+        return
+    reply = client.reload_wait(model=model, options=options, wait_s=wait_s)
+    if reply.workers == 0:
+        _fail(f"no connected worker serves {model!r}" if model else "no worker is connected", EXIT_JOB_FAILED)
+    colours = {"reloaded": "green", "failed": "red", "missing": "yellow"}
+    for o in reply.outcomes:
+        who = f"{o.worker_id} ({o.name})" if o.name else o.worker_id
+        detail = {"reloaded": f"back as {o.new_worker_id}", "failed": f"kept its old engine: {o.error}",
+                  "missing": f"not back within {wait_s:g}s"}[o.outcome]
+        click.echo(f"{who}: " + click.style(o.outcome, fg=colours[o.outcome]) + f", {detail}")
+    done = sum(o.outcome == "reloaded" for o in reply.outcomes)
+    click.echo(f"{done} of {reply.workers} worker(s) reloaded")
+    if done == 0:
+        sys.exit(EXIT_JOB_FAILED)
 
 
 @main.command()

@@ -95,3 +95,18 @@ def test_process_message_chunks_refuses_colliding_file_names_before_synthesis(tm
         assert not (tmp_path / "out").exists()  # nothing written, nothing synthesised
     finally:
         seed_api.shutdown_worker_manager()
+
+
+def test_reload_reports_each_worker_and_fails_when_none_reloaded(broker: BrokerProc, tone_workers) -> None:
+    tone_workers(broker, n=2)
+    ok = tts("reload", "--model", "tone", "--engine-opt", "capacity=2", "--wait-s", "60", url=broker.frontend,
+             timeout_s=90)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(": reloaded, back as w-") == 2 and "2 of 2 worker(s) reloaded" in ok.stdout
+    bad = tts("reload", "--model", "tone", "--engine-opt", "capacity=lots", "--wait-s", "60", url=broker.frontend,
+              timeout_s=90)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.stdout.count(": failed, kept its old engine: ") == 2 and "capacity=" in bad.stdout
+    assert "0 of 2 worker(s) reloaded" in bad.stdout
+    nobody = tts("reload", "--model", "piper", url=broker.frontend)
+    assert nobody.returncode == 1 and "no connected worker serves 'piper'" in one_line(nobody)

@@ -362,7 +362,7 @@ class WorkerDaemon:
             pid=os.getpid(), engine=info.engine[:MAX_STR], model=info.model[:MAX_STR],
             capacity=min(max(1, info.capacity), MAX_CAPACITY), device=info.device[:MAX_STR],
             sample_rate=max(0, info.sample_rate), licence=info.licence[:MAX_STR],
-            load_time_ms=max(0, self.stats.load_time_ms),
+            load_time_ms=max(0, self.stats.load_time_ms), reload_error=(self.stats.reload_error or "")[:1000],
         ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
                  info.capacity)

@@ -94,6 +94,7 @@ export const ErrorCode = {
   ENGINE_ERROR: "engine_error",
   NOT_FOUND: "not_found",
   INTERNAL: "internal",
+  JOURNAL_UNAVAILABLE: "journal_unavailable",
 } as const;
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
