@@ -54,6 +54,9 @@ class ClientBacklog(Hook):
     def __contains__(self, identity: bytes) -> bool:
         return identity in self._held
 
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
     def hold(self, identity: bytes, command: Command, body: Any, payload: Any) -> None:
         """Keep a reply for later; drop this client's oldest ones beyond the budget."""
         size = reply_bytes(body, payload)

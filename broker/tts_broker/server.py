@@ -230,6 +230,8 @@ class Broker:
             life.journal_fault = None
             life.dirty = True
         self._send(outbox.later)
+        if self.backlog:  # a client that was slow may read again: do not wait for the next tick
+            self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
     def _tick(self, now: float) -> None:
         if now >= self._next_heartbeat:
