@@ -12,6 +12,7 @@ import zmq
 from tts_broker import __version__
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
+from tts_broker.statedir import EXIT_BIND, BrokerStartError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -37,6 +38,13 @@ from tts_broker.settings import BrokerSettings
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="Journal file (SQLite).")
 @click.option("--no-journal", "journal_enabled", flag_value=False, default=None, help="Keep jobs in memory only.")
 @click.option("--journal-sync", type=click.Choice(["normal", "full"]), help="full: fsync every commit group.")
+@click.option("--journal-max-audio-mb", type=int, help="Audio of finished jobs kept in the journal (0 = no cap).")
+@click.option("--accept-journal-loss", is_flag=True, default=None,
+              help="Start even if the journal lost data (truncated, WAL lost or garbled); its jobs are gone.")
+@click.option("--journal-retry-s", type=float, help="While journal commits fail, retry this often.")
+@click.option("--client-backlog-max-bytes", type=int, help="Replies held for one client that does not read.")
+@click.option("--client-sndhwm", type=int, help="Messages ZeroMQ queues towards one client before the backlog.")
+@click.option("--max-retained-bytes", type=int, help="Audio kept in memory for finished jobs (oldest dropped).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Result cache folder.")
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
@@ -44,7 +52,11 @@ from tts_broker.settings import BrokerSettings
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
-    """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2)."""
+    """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2).
+
+    Exit codes: 0 stopped cleanly, 2 usage error, 3 cannot bind, 4 the state dir is in use by another broker,
+    5 the state dir or journal is unusable (read-only, lost data, failed integrity check, foreign schema).
+    """
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:
         settings = BrokerSettings(**overrides)
@@ -54,9 +66,12 @@ def main(**flags: Optional[Any]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         broker = Broker(settings)
+    except BrokerStartError as exc:
+        click.echo(f"tts-broker: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except zmq.ZMQError as exc:
         click.echo(f"tts-broker: cannot bind {settings.frontend} / {settings.backend}: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(EXIT_BIND)
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)

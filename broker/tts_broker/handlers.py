@@ -37,6 +37,7 @@ from tts_protocol.messages import (
 )
 
 from tts_broker.lifecycle import Lifecycle
+from tts_broker.reloads import ReloadTracker
 from tts_broker.workers import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,10 @@ class BrokerInfo:
 class ClientCommands:
     """Handlers for the client port, by command."""
 
-    def __init__(self, life: Lifecycle, info: BrokerInfo) -> None:
+    def __init__(self, life: Lifecycle, info: BrokerInfo, *, reloads: Optional[ReloadTracker] = None) -> None:
         self.life = life
         self.info = info
+        self.reloads = reloads or ReloadTracker(life.outbox)
         self.table: dict[Command, ClientHandler] = {
             Command.SUBMIT: self.submit,
             Command.CANCEL: self.cancel,
@@ -72,7 +74,17 @@ class ClientCommands:
         }
 
     def submit(self, identity: bytes, req: Submit, now: float) -> None:
-        self.life.submit(identity, req, now)
+        life = self.life
+        if not req.text.strip():
+            life.outbox.error(identity, ErrorCode.BAD_REQUEST, "text is empty or only whitespace",
+                              job_id=req.job_id)
+            return
+        if life.journal_fault is not None and life.jobs.get(req.job_id) is None:
+            life.outbox.error(identity, ErrorCode.JOURNAL_UNAVAILABLE,
+                              f"the broker cannot write its journal ({life.journal_fault}); try again later",
+                              job_id=req.job_id)
+            return
+        life.submit(identity, req, now)
 
     def cancel(self, identity: bytes, req: CancelJob, now: float) -> None:
         self.life.cancel(identity, req.job_id)
@@ -95,15 +107,18 @@ class ClientCommands:
 
     def reload(self, identity: bytes, req: Reload, now: float) -> None:
         life = self.life
-        told = 0
+        told: list[WorkerRecord] = []
         for worker in life.workers:
             if worker.serves(req.model):
                 life.outbox.worker(worker.identity, Command.B_RELOAD, WorkerReload(options=req.options))
-                told += 1
+                told.append(worker)
         for hook in life.hooks:
             hook.reloaded(req.model)
-        log.info("reload (model %s) sent to %d workers", req.model, told)
-        life.outbox.client(identity, Command.RELOAD_REPLY, ReloadReply(req_id=req.req_id, workers=told))
+        log.info("reload (model %r) sent to %d workers", req.model, len(told))
+        if req.wait_ms > 0:
+            self.reloads.wait(identity, req.req_id, told, now, req.wait_ms / 1000)
+            return
+        life.outbox.client(identity, Command.RELOAD_REPLY, ReloadReply(req_id=req.req_id, workers=len(told)))
 
     def jobs(self, identity: bytes, req: JobsRequest, now: float) -> None:
         views = [job.view(now) for job in self.life.jobs.recent(req.state, req.limit)]
@@ -125,8 +140,9 @@ class ClientCommands:
 class WorkerCommands:
     """Handlers for the worker port, by command; READY is handled before the sender is known."""
 
-    def __init__(self, life: Lifecycle) -> None:
+    def __init__(self, life: Lifecycle, *, reloads: Optional[ReloadTracker] = None) -> None:
         self.life = life
+        self.reloads = reloads
         self.table: dict[Command, WorkerHandler] = {
             Command.W_HEARTBEAT: self.heartbeat,
             Command.W_RESULT: self.result,
@@ -139,6 +155,8 @@ class WorkerCommands:
         if message.command is Command.W_READY:
             body: Ready = message.body  # type: ignore[assignment]
             self.life.worker_ready(identity, body, now)
+            if self.reloads is not None:
+                self.reloads.worker_ready(body)
         elif worker is not None:
             self.table[message.command](worker, message, now)
         elif message.command is not Command.W_DISCONNECT:
@@ -174,7 +192,9 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
     job_fields: dict[str, Any] = {
         "running": running, "live": jobs.live_count, "done": jobs.done_total, "failed": jobs.failed_total,
         "retained": jobs.retained_count, "retained_bytes": jobs.retained_bytes,
-        "journal": None, "journal_commits": 0, "cache": None,
+        "retained_max_bytes": life.settings.max_retained_bytes, "retained_dropped": jobs.evicted,
+        "retained_dropped_bytes": jobs.evicted_bytes,
+        "journal": None, "journal_commits": 0, "journal_fault": None, "cache": None,
     }
     for hook in life.hooks:
         job_fields.update(hook.status())

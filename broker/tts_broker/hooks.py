@@ -17,7 +17,7 @@ from typing import Any, Optional
 from tts_protocol.messages import WorkerResult
 
 from tts_broker.jobs import Job
-from tts_broker.journal import Journal, Restored
+from tts_broker.journal import Journal, JournalUnavailable, Restored
 from tts_broker.result_cache import ResultCache, cache_key
 from tts_broker.workers import WorkerRecord
 
@@ -63,7 +63,7 @@ class Hook:
         """Called from the broker's timer, about every 50 ms."""
 
     def commit(self) -> None:
-        """Make everything recorded since the last commit durable."""
+        """Make everything recorded since the last commit durable; raise JournalUnavailable if that failed."""
 
     def status(self) -> dict[str, Any]:
         """Fields for the `jobs` section of the status view."""
@@ -78,14 +78,22 @@ def overrides(hook: Hook, name: str) -> bool:
 
 
 class JournalHook(Hook):
-    """Every accepted job and its outcome in the SQLite journal, group-committed once per loop turn."""
+    """Every accepted job and its outcome in the SQLite journal, group-committed once per loop turn.
+
+    A failed commit (disk full, a locked database) is not fatal: `commit` raises JournalUnavailable, the
+    rows stay pending, `fault` says why until a later commit succeeds, and status shows it.
+    """
 
     durable = True
 
-    def __init__(self, path: Path, *, synchronous: str, result_ttl_s: float) -> None:
-        self.journal = Journal(path, synchronous=synchronous)
+    def __init__(self, path: Path, *, synchronous: str, result_ttl_s: float, max_audio_bytes: int = 0,
+                 accept_loss: bool = False) -> None:
+        self.journal = Journal(path, synchronous=synchronous, accept_loss=accept_loss)
         self._result_ttl_s = result_ttl_s
+        self._max_audio_bytes = max_audio_bytes
         self._next_purge = 0.0
+        self.fault: Optional[str] = None
+        self.faults = 0
 
     def restore(self) -> Restored:
         return self.journal.restore(retain_s=self._result_ttl_s)
@@ -94,18 +102,44 @@ class JournalHook(Hook):
         self.journal.record(job, new=new)
 
     def tick(self, now: float) -> None:
+        if self.fault is not None:
+            return  # the server retries the commit; pruning waits until the journal writes again
+        self.journal.tick()
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_EVERY_S
-            self.journal.forget_finished_before(time.time() - self._result_ttl_s)
+            try:
+                self.journal.forget_finished_before(time.time() - self._result_ttl_s)
+                if self._max_audio_bytes:
+                    self.journal.prune_audio(self._max_audio_bytes)
+            except JournalUnavailable as exc:
+                log.warning("journal: pruning finished jobs failed, retried later: %s", exc)
 
     def commit(self) -> None:
-        self.journal.flush()
+        try:
+            self.journal.flush()
+        except JournalUnavailable as exc:
+            if self.fault is None:
+                self.faults += 1
+                log.error("journal commit failed, %d changes kept pending; new jobs are refused until it "
+                          "writes again: %s", self.journal.pending, exc)
+            self.fault = str(exc)
+            raise
+        if self.fault is not None:
+            log.warning("journal writes again (after: %s)", self.fault)
+            self.fault = None
 
     def status(self) -> dict[str, Any]:
-        return {"journal": str(self.journal.path), "journal_commits": self.journal.commits}
+        journal = self.journal
+        return {"journal": str(journal.path), "journal_commits": journal.commits, "journal_fault": self.fault,
+                "journal_faults": self.faults, "journal_pending": journal.pending,
+                "journal_audio_bytes": journal.audio_bytes, "journal_max_audio_bytes": self._max_audio_bytes,
+                "journal_pruned_jobs": journal.pruned_jobs, "journal_pruned_bytes": journal.pruned_bytes}
 
     def close(self) -> None:
-        self.journal.close()
+        try:
+            self.journal.close()
+        except JournalUnavailable as exc:
+            log.error("journal: %d changes could not be written at shutdown: %s", self.journal.pending, exc)
 
 
 class CacheHook(Hook):

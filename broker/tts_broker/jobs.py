@@ -122,6 +122,8 @@ class JobTable:
         self._max_bytes = max_bytes
         self.done_total = 0
         self.failed_total = 0
+        self.evicted = 0  # finished jobs dropped before their ttl to stay within max_jobs / max_bytes
+        self.evicted_bytes = 0
 
     def get(self, job_id: str) -> Optional[Job]:
         return self._live.get(job_id) or self._finished.get(job_id)
@@ -174,6 +176,9 @@ class JobTable:
                 break
             finished.popitem(last=False)
             self._finished_bytes -= oldest.audio_bytes
+            if not too_old:
+                self.evicted += 1
+                self.evicted_bytes += oldest.audio_bytes
 
     def live(self) -> Iterator[Job]:
         return iter(list(self._live.values()))

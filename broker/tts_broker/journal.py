@@ -4,6 +4,18 @@ Writes are buffered and committed in groups: the broker records the jobs of one 
 once, and only then sends their ACCEPTED replies. A job the broker has acknowledged is therefore on disk.
 With `synchronous=NORMAL` (the default) a commit survives the broker process dying (kill -9); `full` also
 survives power loss at the cost of an fsync per group.
+
+Faults: a commit that fails (disk full, a database another program holds locked, an I/O error) raises
+JournalUnavailable and keeps its rows pending, so the next flush() writes them; the server keeps the messages
+that wait for the commit and refuses new jobs until a flush succeeds again.
+
+Loss detection: the table `journal_meta` holds a random `generation` and `seq`, the number of the last
+commit, written in the same transaction as the rows. Both are also copied to a side file `<journal>.seq`
+after commits. At start the journal must have at least the side file's seq of the same generation: a file
+truncated to 0 bytes, recreated, or whose WAL was deleted or garbled (SQLite then ignores the bad frames)
+has less, and opening it raises JournalLost unless the loss is accepted. The side file is written after the
+commit and without fsync, so it may lag the journal (never lead it, short of power loss with
+journal_sync=normal, which can lose the last commits and is then reported as a loss too).
 """
 
 from __future__ import annotations
@@ -11,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -22,6 +36,7 @@ from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, Submit
 
 from tts_broker.jobs import Job
+from tts_broker.statedir import JournalCorrupt, JournalLost, StateDirUnusable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +57,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     cached INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_wall);
+CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value NOT NULL);
 """
+_COLUMNS = ("job_id", "request", "model", "state", "attempt", "accepted_wall", "deadline_wall", "finished_wall",
+            "workers", "error", "result", "audio", "cached")
+_BUSY_TIMEOUT_S = 0.05  # a held lock fails the commit quickly (it is retried) instead of stalling the loop
+_SIDE_EVERY_S = 0.2
+
+
+class JournalUnavailable(Exception):
+    """A commit failed (disk full, database locked, I/O error); its rows stay pending for the next flush."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,17 +80,70 @@ class Restored:
 class Journal:
     """Group-committed record of jobs (see module docstring)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, synchronous: str = "normal", accept_loss: bool = False) -> None:
         self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: steadier latency
-        self._db.executescript(_SCHEMA)
+        self.side_path = path.with_name(path.name + ".seq")
         self._new: dict[str, Job] = {}  # whole row to write
         self._changed: dict[str, Job] = {}  # state/attempt/outcome columns to update
         self.commits = 0
+        self.audio_bytes = 0  # audio BLOBs of finished jobs in the file
+        self.pruned_jobs = 0
+        self.pruned_bytes = 0
+        self._side_written = 0.0
+        self._side_stale = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                       timeout=_BUSY_TIMEOUT_S)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateDirUnusable(f"cannot open the journal {path}: {exc}") from exc
+        try:
+            self._open(synchronous, accept_loss)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, synchronous: str, accept_loss: bool) -> None:
+        db, path = self._db, self.path
+        side = _read_side(self.side_path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: steadier latency
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise JournalCorrupt(f"journal {path} failed its integrity check: {check}")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "jobs" in tables:
+                columns = tuple(row[1] for row in db.execute("PRAGMA table_info(jobs)"))
+                if columns != _COLUMNS:
+                    raise JournalCorrupt(f"journal {path} has a table `jobs` of another schema "
+                                         f"({', '.join(columns)}); not a tts-broker journal of this version")
+            elif tables - {"journal_meta"}:
+                raise JournalCorrupt(f"{path} is an SQLite file of something else (tables {', '.join(sorted(tables))})")
+            db.executescript(_SCHEMA)
+            meta = dict(db.execute("SELECT key, value FROM journal_meta").fetchall())
+            if "generation" not in meta and "jobs" in tables and side is None:
+                log.info("journal %s predates loss detection; adopting it", path)
+            lost = _loss(meta, side)
+            if lost:
+                if not accept_loss:
+                    raise JournalLost(f"journal {path} lost data: {lost}; start with --accept-journal-loss to "
+                                      "run on what is left (its jobs are gone)")
+                log.warning("journal %s lost data (%s); accepted: starting on what is left", path, lost)
+            if lost or "generation" not in meta:
+                meta = {"generation": secrets.token_hex(8), "seq": int(meta.get("seq", 0))}
+                db.executemany("INSERT OR REPLACE INTO journal_meta (key, value) VALUES (?, ?)", meta.items())
+            self.generation = str(meta["generation"])
+            self.seq = int(meta["seq"])
+            self.audio_bytes = int(db.execute("SELECT COALESCE(SUM(LENGTH(audio)), 0) FROM jobs").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise JournalCorrupt(f"journal {path} cannot be used: {exc}") from exc
+        self._write_side(force=True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._new) + len(self._changed)
 
     def record(self, job: Job, *, new: bool = False) -> None:
         """Note a new (or re-opened) job, or a change to a known one; written at the next flush()."""
@@ -77,16 +154,14 @@ class Journal:
             self._changed[job.job_id] = job
 
     def flush(self) -> None:
-        """Write every noted job in one transaction."""
+        """Write every noted job in one transaction; raises JournalUnavailable (rows kept) if that fails."""
         if not self._new and not self._changed:
             return
         new_rows = [_row(job) for job in self._new.values()]
         updates = [_update(job) for job in self._changed.values()]
-        self._new.clear()
-        self._changed.clear()
         db = self._db
-        db.execute("BEGIN")
         try:
+            db.execute("BEGIN IMMEDIATE")
             if new_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO jobs (job_id, request, model, state, attempt, accepted_wall,"
@@ -100,15 +175,85 @@ class Journal:
                     " cached=? WHERE job_id=?",
                     updates,
                 )
+            db.execute("UPDATE journal_meta SET value=? WHERE key='seq'", (self.seq + 1,))
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        except sqlite3.Error as exc:
+            self._rollback(exc)
+            raise JournalUnavailable(_describe(exc)) from exc
+        self._new.clear()
+        self._changed.clear()
+        self.seq += 1
         self.commits += 1
+        self.audio_bytes += sum(len(row[11]) for row in new_rows if row[11]) + \
+            sum(len(row[6]) for row in updates if row[6])
+        self._side_stale = True
+        self._write_side()
+
+    def _rollback(self, cause: sqlite3.Error) -> None:
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # say so, but the commit's failure is what the caller must hear about
+            log.warning("journal: ROLLBACK failed too (%s) after: %s", exc, _describe(cause))
+
+    def tick(self) -> None:
+        """Bring the side file up to date if the last commits skipped it."""
+        if self._side_stale:
+            self._write_side()
+
+    def _write_side(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._side_written < _SIDE_EVERY_S:
+            return
+        tmp = self.side_path.with_name(self.side_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"generation": self.generation, "seq": self.seq}))
+            os.replace(tmp, self.side_path)
+        except OSError as exc:  # lags behind; the journal itself is fine
+            log.debug("journal side file %s not written: %s", self.side_path, exc)
+            return
+        self._side_written = now
+        self._side_stale = False
 
     def forget_finished_before(self, wall: float) -> int:
-        cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND finished_wall < ?", (wall,))
+        try:
+            cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND finished_wall < ?",
+                                   (wall,))
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(_describe(exc)) from exc
+        if cur.rowcount:
+            self.audio_bytes = self._audio_total()
         return cur.rowcount
+
+    def prune_audio(self, max_bytes: int) -> int:
+        """Delete the oldest finished jobs with audio until their audio fits `max_bytes`; returns jobs deleted."""
+        if self.audio_bytes <= max_bytes:
+            return 0
+        excess = self.audio_bytes - max_bytes
+        doomed: list[str] = []
+        freed = 0
+        try:
+            for job_id, size in self._db.execute(
+                "SELECT job_id, LENGTH(audio) FROM jobs WHERE audio IS NOT NULL AND finished_wall IS NOT NULL"
+                " ORDER BY finished_wall"
+            ):
+                doomed.append(job_id)
+                freed += size or 0
+                if freed >= excess:
+                    break
+            self._db.executemany("DELETE FROM jobs WHERE job_id=?", [(job_id,) for job_id in doomed])
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(_describe(exc)) from exc
+        self.pruned_jobs += len(doomed)
+        self.pruned_bytes += freed
+        self.audio_bytes = self._audio_total()
+        log.info("journal: %d oldest finished jobs (%d audio bytes) pruned to keep audio under %d bytes",
+                 len(doomed), freed, max_bytes)
+        return len(doomed)
+
+    def _audio_total(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(audio)), 0) FROM jobs").fetchone()[0])
 
     def restore(self, *, retain_s: float) -> Restored:
         """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept."""
@@ -143,7 +288,38 @@ class Journal:
         try:
             self.flush()
         finally:
+            self._write_side(force=True)
             self._db.close()
+
+
+def _read_side(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        return {"generation": str(data["generation"]), "seq": int(data["seq"])}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("journal side file %s unreadable (%s); loss detection skipped this start", path, exc)
+        return None
+
+
+def _loss(meta: dict[str, Any], side: Optional[dict[str, Any]]) -> str:
+    """Why the journal holds less than the side file says it had, or "" when it does not."""
+    if side is None:
+        return ""
+    if "generation" not in meta:
+        return f"it is empty or new, but it had {side['seq']} commits (truncated or deleted?)"
+    if str(meta["generation"]) != side["generation"]:
+        return "it is another journal than the one this state dir used (replaced?)"
+    if int(meta["seq"]) < side["seq"]:
+        return (f"it ends at commit {meta['seq']} but reached {side['seq']} (WAL file lost or garbled, "
+                "or power lost with journal_sync=normal)")
+    return ""
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "")
+    return f"{name}: {exc}" if name else str(exc)
 
 
 def _outcome(job: Job) -> tuple[Any, ...]:

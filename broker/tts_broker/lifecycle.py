@@ -68,6 +68,7 @@ class Lifecycle:
         #: Whether the client with this routing id holds an admin key (allow_high_priority = "admin").
         #: The security branch (issue 10) sets it; until then nobody is an admin.
         self.is_admin: Callable[[bytes], bool] = lambda _identity: False
+        self.journal_fault: Optional[str] = None  # why journal commits fail; new jobs are refused meanwhile
 
     # ---- start-up ----------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.stores = 0
+        self.evicted = 0
         folder.mkdir(parents=True, exist_ok=True)
         self._scan()
 
@@ -120,7 +121,8 @@ class ResultCache:
     def _evict(self) -> None:
         while self._bytes > self.max_bytes and self._sizes:
             self._drop(next(iter(self._sizes)))
+            self.evicted += 1
 
     def stats(self) -> dict[str, int]:
         return {"entries": len(self._sizes), "bytes": self._bytes, "max_bytes": self.max_bytes, "hits": self.hits,
-                "misses": self.misses, "stores": self.stores}
+                "misses": self.misses, "stores": self.stores, "evicted": self.evicted}

@@ -24,11 +24,15 @@ from tts_protocol.codec import RouterPort, routing_id
 from tts_protocol.messages import Disconnect, Empty
 
 from tts_broker import __version__
+from tts_broker.backlog import ClientBacklog
 from tts_broker.handlers import BrokerInfo, ClientCommands, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
+from tts_broker.journal import JournalUnavailable
 from tts_broker.lifecycle import Lifecycle
 from tts_broker.outbox import Outgoing
+from tts_broker.reloads import ReloadTracker
 from tts_broker.settings import BrokerSettings
+from tts_broker.statedir import StateLock
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,9 @@ def build_hooks(settings: BrokerSettings) -> list[Hook]:
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
-                                 result_ttl_s=settings.result_ttl_s))
+                                 result_ttl_s=settings.result_ttl_s,
+                                 max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024,
+                                 accept_loss=settings.accept_journal_loss))
     cache_folder = settings.cache_folder()
     if cache_folder is not None:
         hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024))
@@ -58,14 +64,27 @@ class Broker:
         self.info = BrokerInfo(broker_id="b-" + secrets.token_hex(6), version=__version__,
                                started_at=time.monotonic())
         self.ctx = context or zmq.Context.instance()
-        self.life = Lifecycle(settings, build_hooks(settings))
-        self.life.restore()
-        self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes), Side.CLIENT)
-        self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER)
+        # Claim the state dir before opening the journal: a second broker must not even read it.
+        self.state_lock = StateLock(settings.lock_folders())
+        self.state_lock.acquire()
+        try:
+            self.life = Lifecycle(settings, build_hooks(settings))
+            self.life.restore()
+            self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes,
+                                                   sndhwm=settings.client_sndhwm), Side.CLIENT)
+            self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER)
+        except BaseException:
+            self.state_lock.release()
+            raise
+        self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
+        self.life.hooks.append(self.backlog)  # for its status fields
+        self._journal_retry_at = 0.0
         self.frontend_endpoint = self.clients.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.client_commands = ClientCommands(self.life, self.info)
-        self.worker_commands = WorkerCommands(self.life)
+        reloads = ReloadTracker(self.life.outbox)
+        self.life.hooks.append(reloads)  # for its tick: RELOAD wait_ms expiry
+        self.client_commands = ClientCommands(self.life, self.info, reloads=reloads)
+        self.worker_commands = WorkerCommands(self.life, reloads=reloads)
         self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
         self._next_heartbeat = 0.0
@@ -74,13 +93,13 @@ class Broker:
     def broker_id(self) -> str:
         return self.info.broker_id
 
-    def _router(self, endpoint: str, max_msg_bytes: int) -> zmq.Socket:
+    def _router(self, endpoint: str, max_msg_bytes: int, *, sndhwm: int = 100_000) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.bind(endpoint)
         return sock
@@ -134,7 +153,7 @@ class Broker:
                     if life.draining and life.drain_finished(now):
                         self._commit()
                         break
-                if life.dirty:
+                if life.dirty and life.journal_fault is None:  # leases wait until they can be journaled
                     self._guarded(life.dispatch, now)
                 self._commit()
         finally:
@@ -187,21 +206,40 @@ class Broker:
     def _send(self, messages: list[Outgoing]) -> None:
         if not messages:
             return
-        clients, workers = self.clients.send, self.workers.send
+        clients, workers, backlog = self.clients.send, self.workers.send, self.backlog
         for to_worker, identity, command, body, payload in messages:
             if to_worker:
                 workers(identity, command, body)
-            else:
-                clients(identity, command, body, payload)
+            elif identity in backlog:  # behind replies the client has not taken yet
+                backlog.hold(identity, command, body, payload)
+            elif not clients(identity, command, body, payload) and self.clients.last_errno == zmq.EAGAIN:
+                backlog.hold(identity, command, body, payload)
         messages.clear()
 
     def _commit(self) -> None:
         """Group commit: write what changed, then send what waited for it."""
-        outbox = self.life.outbox
+        life = self.life
+        outbox = life.outbox
         self._send(outbox.now)
-        for commit in self._committers:
-            commit()
+        if not self._committers:
+            self._send(outbox.later)
+            return
+        if life.journal_fault is not None and time.monotonic() < self._journal_retry_at:
+            return
+        try:
+            for commit in self._committers:
+                commit()
+        except JournalUnavailable as exc:
+            # Keep running: the rows stay pending, durable messages keep waiting, new jobs are refused.
+            life.journal_fault = str(exc)
+            self._journal_retry_at = time.monotonic() + self.settings.journal_retry_s
+            return
+        if life.journal_fault is not None:
+            life.journal_fault = None
+            life.dirty = True
         self._send(outbox.later)
+        if self.backlog:  # a client that was slow may read again: do not wait for the next tick
+            self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
     def _tick(self, now: float) -> None:
         if now >= self._next_heartbeat:
@@ -212,6 +250,7 @@ class Broker:
         for hook in self.life.hooks:
             hook.tick(now)
         self._send(self.life.outbox.now)
+        self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
     def _shutdown(self) -> None:
         for worker in self.life.workers:
@@ -224,3 +263,4 @@ class Broker:
         self.workers.sock.close(linger=200)
         for hook in self.life.hooks:
             hook.close()
+        self.state_lock.release()

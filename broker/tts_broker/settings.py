@@ -58,6 +58,18 @@ class BrokerSettings(BaseSettings):
     journal_sync: Literal["normal", "full"] = Field(
         "normal", description="normal survives a broker crash; full also survives power loss (fsync per group)"
     )
+    journal_max_audio_mb: int = Field(
+        1024, ge=0, description="audio of finished jobs kept in the journal; oldest jobs pruned beyond (0 = no cap)"
+    )
+    accept_journal_loss: bool = Field(
+        False, description="start even if the journal lost data (truncated, WAL lost); its jobs are gone"
+    )
+    journal_retry_s: float = Field(0.5, gt=0, description="while journal commits fail, retry this often")
+    client_backlog_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0,
+        description="replies (RESULT/PARTIAL audio) held for one client that is not reading; oldest dropped beyond",
+    )
+    client_sndhwm: int = Field(32, ge=1, description="messages ZeroMQ queues towards one client before the backlog")
     cache_enabled: bool = Field(True, description="serve identical deterministic requests from a result cache")
     cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
@@ -68,6 +80,17 @@ class BrokerSettings(BaseSettings):
         if not self.journal_enabled:
             return None
         return Path(self.journal_path) if self.journal_path else Path(self.state_dir) / "journal.sqlite3"
+
+    def lock_folders(self) -> list[Path]:
+        """Folders this broker must own alone: the state dir and the journal's folder (if elsewhere)."""
+        folders = [Path(self.state_dir)] if self.journal_enabled or self.cache_enabled else []
+        journal = self.journal_file()
+        if journal is not None:
+            folders.append(journal.parent)
+        cache = self.cache_folder()
+        if cache is not None and self.cache_dir:
+            folders.append(cache)
+        return folders
 
     def cache_folder(self) -> Optional[Path]:
         if not self.cache_enabled:

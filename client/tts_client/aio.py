@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
-from tts_protocol.messages import JobView, StatusView
+from tts_protocol.messages import JobView, ReloadReply, StatusView
 
 from tts_client.api import ClientBase, PingReply
 from tts_client.core import ClientCore
@@ -110,6 +110,10 @@ class AsyncTtsClient(ClientBase):
     async def reload(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
                      timeout_s: Optional[float] = None) -> int:
         return await asyncio.wrap_future(self._api.reload(model, options, timeout_s))
+
+    async def reload_wait(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
+                          wait_s: float = 120.0, timeout_s: Optional[float] = None) -> ReloadReply:
+        return await asyncio.wrap_future(self._api.reload_wait(model, options, wait_s, timeout_s))
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)

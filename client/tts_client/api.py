@@ -14,7 +14,16 @@ from typing import Any, Callable, Optional, TypeVar
 from pydantic import ValidationError
 
 from tts_protocol import Command
-from tts_protocol.messages import JobsRequest, JobStatusRequest, JobView, Reload, Request, RetryJob, StatusView
+from tts_protocol.messages import (
+    JobsRequest,
+    JobStatusRequest,
+    JobView,
+    Reload,
+    ReloadReply,
+    Request,
+    RetryJob,
+    StatusView,
+)
 
 from tts_client.core import ClientCore, RequestBody, new_req_id
 from tts_client.errors import ClientTimeout, InvalidRequest
@@ -122,6 +131,14 @@ class ClientApi:
         reply = self._request(Command.RELOAD, lambda r: Reload(req_id=r, model=model, options=dict(options or {})),
                               timeout_s)
         return then(reply, lambda body: body.workers)
+
+    def reload_wait(self, model: Optional[str], options: Optional[VoiceSettings], wait_s: float,
+                    timeout_s: Optional[float]) -> "Future[ReloadReply]":
+        """RELOAD with wait_ms: the reply comes once every told worker is back (or wait_s passed)."""
+        wait_ms = max(1, int(wait_s * 1000))
+        timeout = (self.settings.request_timeout_s if timeout_s is None else timeout_s) + wait_s
+        return self._request(Command.RELOAD, lambda r: Reload(req_id=r, model=model, options=dict(options or {}),
+                                                              wait_ms=wait_ms), timeout)
 
     def _request(self, command: Command, build: Callable[[str], RequestBody],
                  timeout_s: Optional[float]) -> "Future[Any]":

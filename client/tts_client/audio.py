@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from tts_protocol import output_filename
 
-from tts_client.errors import InvalidRequest, UnsafePath
+from tts_client.errors import InvalidRequest, OutputNotWritable, UnsafePath
 from tts_client.results import SynthesisResult
 
 if TYPE_CHECKING:
@@ -50,6 +51,21 @@ def safe_output_path(output_dir: PathLike, filename: str) -> Path:
     if candidate.parent != root or candidate.name in ("", ".", ".."):
         raise UnsafePath(f"{filename!r} would be written outside {str(root)!r}")
     return candidate
+
+
+def check_writable_dir(folder: PathLike) -> Path:
+    """Create `folder` if needed and prove a file can be written in it; raises OutputNotWritable.
+
+    Called before a job is submitted, so a read-only or misspelt folder costs no synthesis.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".tts-write-check-"):
+            pass
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot write to the output folder {str(path)!r}: {exc.strerror or exc}") from exc
+    return path
 
 
 def line_output_path(output_dir: PathLike, stream_index: object, line_id: object, fmt: str) -> Path:

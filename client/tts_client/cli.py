@@ -1,6 +1,7 @@
 """`tts`: run a local stack, synthesise lines and batches, and look at the broker.
 
-Exit codes: 0 ok, 1 a job failed, 2 usage error, 3 broker unavailable.
+Exit codes: 0 ok, 1 a job failed (also: no worker serves the model, every told worker failed to reload),
+2 usage error (bad URL, options, empty text, unwritable output folder), 3 broker unavailable.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -15,12 +17,21 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from tts_protocol.constants import JobState
 from tts_protocol.messages import JobView, StatusView
 
-from tts_client.audio import FORMATS, check_format, format_for_path, line_output_path, save_line, save_result
+from tts_client.audio import (
+    FORMATS,
+    check_format,
+    check_writable_dir,
+    format_for_path,
+    line_output_path,
+    save_line,
+    save_result,
+)
 from tts_client.batchfile import BatchLine, read_batch
 from tts_client.client import JobHandle, TtsClient
 from tts_client.errors import (
@@ -28,6 +39,7 @@ from tts_client.errors import (
     ClientTimeout,
     InvalidRequest,
     JobFailed,
+    NoWorkers,
     RemoteError,
     TtsClientError,
     UnsafePath,
@@ -76,10 +88,12 @@ def handle_errors(func: F) -> F:
             _fail(str(exc), EXIT_UNAVAILABLE)
         except (InvalidRequest, UnsafePath) as exc:
             _fail(str(exc), EXIT_USAGE)
-        except (JobFailed, RemoteError, ClientTimeout) as exc:
+        except (JobFailed, RemoteError, ClientTimeout, NoWorkers) as exc:
             _fail(str(exc), EXIT_JOB_FAILED)
         except TtsClientError as exc:
             _fail(str(exc), EXIT_JOB_FAILED)
+        except OSError as exc:  # writing the audio file: one line, not a traceback
+            _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_JOB_FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -94,6 +108,31 @@ def _client(ctx: click.Context) -> TtsClient:
 def _require_broker(client: TtsClient) -> None:
     """Fail fast (exit 3) instead of waiting a whole job timeout for a broker that is not there."""
     client.ping()
+
+
+def _require_route(client: TtsClient, model: Optional[str]) -> None:
+    """Fail fast with no_workers when workers are connected but none serves `model` (ENGINE or ENGINE:MODEL).
+
+    Checked here rather than by a broker-side timeout, since a broker may rightly hold a job for a worker
+    that is still starting; with no worker connected at all the job waits (the broker's unroutable_timeout_s
+    applies) and we say so on stderr. A job that names no model goes to the broker's default and is not checked.
+    """
+    if not model:
+        return
+    workers = client.broker_status().workers
+    if not workers:
+        click.secho(f"tts: no worker is connected yet; the job waits for one serving {model}", fg="yellow",
+                    err=True)
+        return
+    served: set[str] = set()
+    for w in workers:
+        served.add(w.engine)
+        if w.model:
+            served.add(f"{w.engine}:{w.model}")
+    if model not in served:
+        connected = sorted({f"{w.engine}:{w.model}" if w.model else w.engine for w in workers})
+        raise NoWorkers(f"no_workers: no connected worker serves {model!r}; connected: {', '.join(connected)}",
+                        connected=connected)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -112,8 +151,8 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
         overrides["timeout_s"] = timeout_s
     try:
         ctx.obj = ClientSettings(**overrides)
-    except Exception as exc:  # pydantic ValidationError
-        raise click.UsageError(str(exc)) from exc
+    except ValidationError as exc:
+        _fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()), EXIT_USAGE)
 
 
 # ---- tts up ----------------------------------------------------------------------------------------
@@ -158,7 +197,7 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
                                    gateway=gateway_listen))
     stop = StopSignal()
     stop.install()
-    note = functools.partial(click.secho, fg="cyan", err=True)
+    note = functools.partial(_say, fg="cyan")
     code = EXIT_OK
     try:
         ready = stack.start_broker()
@@ -170,12 +209,30 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
             note(f"gateway listening on {served['url']} (POST /v1/audio/speech)")
         code = _watch(stack, stop, client_endpoint(frontend), workers)
     except RuntimeError as exc:
-        click.secho(f"tts up: {exc}", fg="red", err=True)
+        _say(f"tts up: {exc}", fg="red")
         code = EXIT_JOB_FAILED
     finally:
         stack.stop(on_step=note)
         note("stopped")
     sys.exit(code)
+
+
+def _say(message: str, **style: Any) -> None:
+    """A note on stderr that survives a closed pipe (`tts up 2>&1 | tee log` after Ctrl-C killed tee).
+
+    A failed write must not abort the orderly stop of the children, so on EPIPE stdout and stderr are pointed
+    at /dev/null (Python's flush at exit then succeeds too) and the notes stop.
+    """
+    try:
+        click.secho(message, err=True, **style)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass
+        os.close(devnull)
 
 
 def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
@@ -185,7 +242,7 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
         while not stop.event.wait(0.5):
             gone = stack.exited()
             if gone is not None:
-                click.secho(f"tts up: the {gone[0]} exited with code {gone[1]}; stopping", fg="red", err=True)
+                _say(f"tts up: the {gone[0]} exited with code {gone[1]}; stopping", fg="red")
                 return EXIT_JOB_FAILED
             if not announced:
                 try:
@@ -194,7 +251,7 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
                     continue
                 if registered >= expected:
                     announced = True
-                    click.secho(f"{registered} worker(s) ready; Ctrl-C to stop", fg="green", err=True)
+                    _say(f"{registered} worker(s) ready; Ctrl-C to stop", fg="green")
     return EXIT_OK
 
 
@@ -255,6 +312,8 @@ def say(ctx: click.Context, text: str, speaker: Optional[str], output_dir: Optio
         stream_index: str, voice_opts: tuple[str, ...], stream: bool) -> None:
     """Synthesise TEXT into one audio file; prints its path, then timings on stderr."""
     settings: ClientSettings = ctx.obj
+    if not text.strip():
+        raise InvalidRequest("bad_request: text is empty or only whitespace; nothing to synthesise")
     voice = parse_options(voice_opts)
     job_id = new_job_id("say")
     if output_file is not None:
@@ -263,8 +322,10 @@ def say(ctx: click.Context, text: str, speaker: Optional[str], output_dir: Optio
     else:
         fmt = check_format(fmt or settings.output_format)
         target = line_output_path(output_dir or settings.output_dir, stream_index, line_id or job_id, fmt)
+    check_writable_dir(target.parent)
     client = _client(ctx)
     _require_broker(client)
+    _require_route(client, model or settings.model)
     started = time.perf_counter()
     first_audio_ms: Optional[float] = None
     if stream:
@@ -311,10 +372,11 @@ def batch(ctx: click.Context, jsonl: Any, output_dir: Optional[str], fmt: Option
     lines, bad = read_batch(jsonl, fmt)
     for b in bad:
         click.secho(f"{jsonl.name}:{b.line_no}: skipped: {b.reason}", fg="yellow", err=True)
+    check_writable_dir(directory)
     client = _client(ctx)
     if lines:
         _require_broker(client)
-    directory.mkdir(parents=True, exist_ok=True)
+        _require_route(client, model or settings.model)
     started = time.perf_counter()
     failures = _run_batch(client, lines, directory, fmt, model, max_in_flight or settings.max_in_flight)
     elapsed = time.perf_counter() - started
@@ -423,12 +485,36 @@ def ping(ctx: click.Context) -> None:
 @click.option("--model", help="Only workers serving this routing key (default: all).")
 @click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE",
               help="Option merged over the workers' engine options (repeatable).")
+@click.option("--wait-s", type=click.FloatRange(0, 3600), default=120.0,
+              help="Wait this long for each worker to come back and report; 0 = only tell them.")
 @click.pass_context
 @handle_errors
-def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...]) -> None:
-    """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects."""
-    told = _client(ctx).reload(model=model, options=parse_options(engine_opts))
-    click.echo(f"told {told} worker(s) to reload")
+def reload(ctx: click.Context, model: Optional[str], engine_opts: tuple[str, ...], wait_s: float) -> None:
+    """Hot-reload workers: each finishes its jobs, reloads its engine with the options and reconnects.
+
+    Prints each told worker's outcome; exits 1 when no worker serves MODEL or none of them reloaded.
+    """
+    client = _client(ctx)
+    options = parse_options(engine_opts)
+    if wait_s == 0:
+        told = client.reload(model=model, options=options)
+        click.echo(f"told {told} worker(s) to reload")
+        if told == 0:
+            sys.exit(EXIT_JOB_FAILED)
+        return
+    reply = client.reload_wait(model=model, options=options, wait_s=wait_s)
+    if reply.workers == 0:
+        _fail(f"no connected worker serves {model!r}" if model else "no worker is connected", EXIT_JOB_FAILED)
+    colours = {"reloaded": "green", "failed": "red", "missing": "yellow"}
+    for o in reply.outcomes:
+        who = f"{o.worker_id} ({o.name})" if o.name else o.worker_id
+        detail = {"reloaded": f"back as {o.new_worker_id}", "failed": f"kept its old engine: {o.error}",
+                  "missing": f"not back within {wait_s:g}s"}[o.outcome]
+        click.echo(f"{who}: " + click.style(o.outcome, fg=colours[o.outcome]) + f", {detail}")
+    done = sum(o.outcome == "reloaded" for o in reply.outcomes)
+    click.echo(f"{done} of {reply.workers} worker(s) reloaded")
+    if done == 0:
+        sys.exit(EXIT_JOB_FAILED)
 
 
 @main.command()

@@ -6,7 +6,7 @@ import queue
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from tts_protocol.messages import JobView, StatusView
+from tts_protocol.messages import JobView, ReloadReply, StatusView
 
 from tts_client.api import ClientBase, PingReply, resolve_settings
 from tts_client.core import ClientCore
@@ -145,6 +145,12 @@ class TtsClient(ClientBase):
                timeout_s: Optional[float] = None) -> int:
         """Hot-reload the workers serving `model` (all if None) with `options`; returns how many were told."""
         return self._api.reload(model, options, timeout_s).result()
+
+    def reload_wait(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
+                    wait_s: float = 120.0, timeout_s: Optional[float] = None) -> ReloadReply:
+        """Hot-reload and wait until each told worker is back: the reply's `outcomes` say how each one did
+        (reloaded, failed with its error, or missing after wait_s)."""
+        return self._api.reload_wait(model, options, wait_s, timeout_s).result()
 
     def __enter__(self) -> "TtsClient":
         return self

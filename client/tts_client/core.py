@@ -82,7 +82,13 @@ class ClientCore:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
-        self._sock.connect(settings.broker_url)
+        try:
+            self._sock.connect(settings.broker_url)
+        except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
+            self._sock.close(0)
+            self._ctx.term()
+            raise InvalidRequest(f"broker URL {settings.broker_url!r} is not usable ({exc}); "
+                                 "expected tcp://HOST:PORT") from exc
         wake_addr = f"inproc://tts-client-wake-{secrets.token_hex(8)}"
         self._wake_rx = self._ctx.socket(zmq.PULL)
         self._wake_rx.bind(wake_addr)

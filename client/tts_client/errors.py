@@ -91,3 +91,17 @@ class BatchFailed(TtsClientError):
         super().__init__(message)
         self.paths = paths
         self.failures = failures
+
+
+class OutputNotWritable(InvalidRequest):
+    """The output folder cannot be created or written; found before any synthesis is spent on it."""
+
+
+class NoWorkers(TtsClientError):
+    """No connected worker serves the job's model (`no_workers`); `.connected` lists the models that are."""
+
+    code = "no_workers"
+
+    def __init__(self, message: str, *, connected: list[str]) -> None:
+        super().__init__(message)
+        self.connected = connected

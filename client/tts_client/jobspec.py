@@ -42,6 +42,8 @@ class JobOptions:
 
     def to_submit(self, settings: ClientSettings, text: str, *, stream: bool = False) -> Submit:
         """The SUBMIT body; a job id is made when none was given. Raises InvalidRequest."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequest("bad_request: text is empty or only whitespace; nothing to synthesise")
         try:
             return Submit(
                 job_id=self.job_id if self.job_id is not None else new_job_id(),

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from tts_protocol import safe_name_part
 
-from tts_client.audio import check_format, line_output_path, save_line
+from tts_client.audio import check_format, check_writable_dir, line_output_path, save_line
 from tts_client.client import JobHandle, TtsClient
 from tts_client.errors import BatchFailed, InvalidRequest
 from tts_client.jobspec import new_job_id
@@ -85,6 +85,7 @@ def generate_audio(text: str, speaker: Optional[str], id: object, stream_index: 
     client = default_client()
     fmt = check_format(fmt or client.settings.output_format)
     line_output_path(output_dir, stream_index, id, fmt)  # refuse a bad target before spending synthesis on it
+    check_writable_dir(output_dir)
     result = client.synthesize(text, speaker=speaker, model=model, voice=voice, timeout_s=timeout_s,
                                job_id=line_job_id(stream_index, id))
     return str(save_line(result, output_dir, stream_index, id, fmt))
@@ -122,6 +123,7 @@ def process_message_chunks(chunks: Sequence[Sequence[Message]], output_dir: str 
         raise InvalidRequest("on_error must be 'raise' or 'skip'")
     client = default_client()
     fmt = check_format(fmt or client.settings.output_format)
+    _check_targets(chunks, output_dir, fmt)
     paths: list[str] = []
     failures: list[tuple[object, BaseException]] = []
     for chunk in chunks:
@@ -129,7 +131,6 @@ def process_message_chunks(chunks: Sequence[Sequence[Message]], output_dir: str 
         pending: dict[Future, tuple[int, JobHandle, object, object]] = {}
         for index, message in enumerate(chunk):
             text, speaker, line_id, stream_index, voice = _message_fields(message)
-            line_output_path(output_dir, stream_index, line_id, fmt)
             handle = client.submit(text, speaker=speaker, model=model, voice=voice, timeout_s=timeout_s,
                                    job_id=line_job_id(stream_index, line_id))
             pending[handle.future] = (index, handle, stream_index, line_id)
@@ -147,6 +148,24 @@ def process_message_chunks(chunks: Sequence[Sequence[Message]], output_dir: str 
         raise BatchFailed(f"{len(failures)} of {len(paths) + len(failures)} lines failed", paths=paths,
                           failures=failures)
     return paths
+
+
+def _check_targets(chunks: Sequence[Sequence[Message]], output_dir: str, fmt: str) -> None:
+    """Refuse, before any synthesis, messages that lack fields or empty text, file names that collide
+    (`a/b` and `a_b` both become `0_a_b.wav`), and an output folder that cannot be written."""
+    owners: dict[str, object] = {}
+    for chunk in chunks:
+        for message in chunk:
+            text, _speaker, line_id, stream_index, _voice = _message_fields(message)
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidRequest(f"bad_request: message id {line_id!r} has empty or whitespace-only text")
+            name = line_output_path(output_dir, stream_index, line_id, fmt).name
+            if name in owners:
+                raise InvalidRequest(f"messages id {owners[name]!r} and id {line_id!r} (stream {stream_index!r}) "
+                                     f"would both be written to {name!r}; give them distinct ids")
+            owners[name] = line_id
+    if owners:
+        check_writable_dir(output_dir)
 
 
 def health_check(timeout_s: float = 2.0) -> bool:

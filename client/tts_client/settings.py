@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_FRONTEND
@@ -44,3 +44,13 @@ class ClientSettings(BaseSettings):
         default="wav", description="Audio file format: wav, flac, ogg (vorbis) or mp3.")
     output_dir: str = Field(default="output", description="Default output folder of the seed API and the CLI.")
     max_in_flight: int = Field(default=256, ge=1, description="Most jobs a batch keeps submitted at once.")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.startswith(_SCHEMES) or value.split("://", 1)[1] == "":
+            raise ValueError(f"broker URL {value!r} is not a ZeroMQ endpoint; expected tcp://HOST:PORT")
+        return value
+
+
+_SCHEMES = ("tcp://", "ipc://", "inproc://")

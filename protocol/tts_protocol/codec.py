@@ -119,6 +119,7 @@ class RouterPort:
     def __init__(self, sock: zmq.Socket, side: Side) -> None:
         self.sock = sock
         self.side = side
+        self.last_errno = 0  # why the last send() returned False: zmq.EAGAIN (peer's queue full) or EHOSTUNREACH
 
     def send(self, identity: bytes, command: Command, body: Union[Body, bytes], payload: Any = None) -> bool:
         """Send `body` (a model, or bytes from tts_protocol.fastpack) to `identity`; False if undeliverable."""
@@ -128,6 +129,7 @@ class RouterPort:
         except zmq.ZMQError as exc:
             if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 log.debug("peer %r unreachable (%s); %s dropped", identity, exc.strerror, command.name)
+                self.last_errno = exc.errno
                 return False
             raise
         send(_HEAD_FRAMES[command], _MORE)

@@ -23,6 +23,7 @@ class ErrorCode(str, enum.Enum):
     TOO_LARGE = "too_large"
     CONFLICT = "conflict"
     TOO_MANY_JOBS = "too_many_jobs"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
 
     @property
     def retryable(self) -> bool:
@@ -31,7 +32,7 @@ class ErrorCode(str, enum.Enum):
 
 _RETRYABLE = frozenset(
     {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL,
-     ErrorCode.TOO_MANY_JOBS}
+     ErrorCode.TOO_MANY_JOBS, ErrorCode.JOURNAL_UNAVAILABLE}
 )
 
 

@@ -6,7 +6,7 @@ wrong types are rejected (strict mode), so a peer never gets "1" where it expect
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -71,6 +71,7 @@ def _check_stats(stats: dict[str, Any]) -> dict[str, Any]:
         else:
             stack.extend((v, depth + 1) for v in value)
     return stats
+MAX_RELOAD_WAIT_MS = 3_600_000
 
 
 class Body(BaseModel):
@@ -132,6 +133,8 @@ class Reload(Body):
     req_id: ReqId
     model: Optional[Name] = None
     options: VoiceSettings = Field(default_factory=dict)
+    #: > 0: reply once every told worker is back (READY) or after this many seconds, with each one's outcome
+    wait_ms: Annotated[int, Field(ge=0, le=MAX_RELOAD_WAIT_MS)] = 0
 
 
 # ---- broker -> client ------------------------------------------------------------------------------
@@ -255,9 +258,20 @@ class Pong(Body):
     time_ms: NonNegInt
 
 
+class ReloadOutcome(Body):
+    worker_id: ShortStr  # the id the worker had when it was told
+    name: ShortStr = ""
+    #: reloaded | failed (kept its old engine; `error` says why) | missing (not back within wait_ms)
+    outcome: Literal["reloaded", "failed", "missing"]
+    error: Annotated[str, StringConstraints(max_length=1024)] = ""
+    new_worker_id: ShortStr = ""  # the id it registered with again (empty if missing)
+
+
 class ReloadReply(Body):
     req_id: ReqId
-    workers: NonNegInt
+    workers: NonNegInt  # how many workers were told
+    waited: bool = False  # True when the reply waited for the workers (RELOAD wait_ms > 0)
+    outcomes: list[ReloadOutcome] = Field(default_factory=list, max_length=4096)
 
 
 # ---- worker -> broker ------------------------------------------------------------------------------
@@ -275,6 +289,7 @@ class Ready(Body):
     sample_rate: Annotated[int, Field(ge=0, le=MAX_SAMPLE_RATE)] = 0
     licence: ShortStr = ""
     load_time_ms: NonNegInt = 0
+    reload_error: Annotated[str, StringConstraints(max_length=1024)] = ""  # the last RELOAD failed: why
 
 
 class Heartbeat(Body):

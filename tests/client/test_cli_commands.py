@@ -117,5 +117,5 @@ def test_ping_and_reload(broker: BrokerProc, tone_workers) -> None:
     run = tts("ping", url=broker.frontend)
     assert run.returncode == 0 and run.stdout.startswith("broker b-")
     run = tts("reload", "--model", "tone", "--engine-opt", "latency_s=0", url=broker.frontend)
-    assert run.returncode == 0 and "told 2 worker(s)" in run.stdout
+    assert run.returncode == 0 and "2 of 2 worker(s) reloaded" in run.stdout, run.stdout + run.stderr
     assert tts("reload", "--engine-opt", "novalue", url=broker.frontend).returncode == 2

@@ -372,6 +372,7 @@ class WorkerDaemon:
             capacity=min(max(1, info.capacity), MAX_CAPACITY), device=_name(info.device),
             sample_rate=min(max(0, info.sample_rate), MAX_SAMPLE_RATE), licence=info.licence[:MAX_STR],
             load_time_ms=max(0, self.stats.load_time_ms),
+            reload_error=(self.stats.reload_error or "")[:1000],
         ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
                  info.capacity)

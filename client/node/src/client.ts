@@ -36,6 +36,7 @@ import type {
   JobView,
   Logger,
   PongInfo,
+  ReloadOutcome,
   RequestOptions,
   StatusView,
   SynthesisResult,
@@ -206,6 +207,22 @@ export class TtsClient {
   async reload(model: string | null, options: Record<string, VoiceValue> = {}, request: RequestOptions = {}): Promise<number> {
     const msg = await this.request(Command.RELOAD, { model, options }, Command.RELOAD_REPLY, request);
     return msg.body["workers"] as number;
+  }
+
+  /**
+   * Hot-reload and wait until each told worker is back (or `waitMs` passed); resolves with each one's outcome.
+   * The request's timeout is extended by `waitMs`.
+   */
+  async reloadWait(model: string | null, options: Record<string, VoiceValue> = {}, waitMs = 120_000, request: RequestOptions = {}): Promise<ReloadOutcome[]> {
+    const timeoutMs = (request.timeoutMs ?? this.opts.requestTimeoutMs) + waitMs;
+    const msg = await this.request(Command.RELOAD, { model, options, wait_ms: Math.max(1, Math.round(waitMs)) }, Command.RELOAD_REPLY, { ...request, timeoutMs });
+    return (msg.body["outcomes"] as Record<string, unknown>[]).map((o) => ({
+      workerId: o["worker_id"] as string,
+      name: o["name"] as string,
+      outcome: o["outcome"] as ReloadOutcome["outcome"],
+      error: o["error"] as string,
+      newWorkerId: o["new_worker_id"] as string,
+    }));
   }
 
   /** Close the socket and reject everything pending with ClosedError. Idempotent. */

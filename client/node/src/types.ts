@@ -175,3 +175,13 @@ export interface ClientStats {
   brokerRestarts: number;
   malformed: number;
 }
+
+/** How one told worker did after `reloadWait` (RELOAD_REPLY `outcomes`, PROTOCOL.md section 4). */
+export interface ReloadOutcome {
+  workerId: string;
+  name: string;
+  /** reloaded; failed (it kept its old engine, `error` says why); missing (not back within the wait) */
+  outcome: "reloaded" | "failed" | "missing";
+  error: string;
+  newWorkerId: string;
+}

@@ -98,6 +98,7 @@ export const ErrorCode = {
   TOO_LARGE: "too_large",
   CONFLICT: "conflict",
   TOO_MANY_JOBS: "too_many_jobs",
+  JOURNAL_UNAVAILABLE: "journal_unavailable",
 } as const;
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

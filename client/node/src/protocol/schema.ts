@@ -110,6 +110,14 @@ const WORKER_VIEW: Schema = [
   ["engine_stats", { kind: "map", default: () => ({}) }],
 ];
 
+const RELOAD_OUTCOME: Schema = [
+  ["worker_id", short],
+  ["name", { ...short, default: "" }],
+  ["outcome", { kind: "enum", values: ["reloaded", "failed", "missing"] }],
+  ["error", { kind: "str", maxLen: 1024, default: "" }],
+  ["new_worker_id", { ...short, default: "" }],
+];
+
 const STATUS_VIEW: Schema = [
   ["broker_id", laxStr()],
   ["version", laxStr()],
@@ -129,7 +137,15 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
   [Command.BROKER_STATUS, [["req_id", reqId]]],
   [Command.PING, [["req_id", reqId]]],
-  [Command.RELOAD, [["req_id", reqId], ["model", optShort], ["options", settings]]],
+  [
+    Command.RELOAD,
+    [
+      ["req_id", reqId],
+      ["model", optShort],
+      ["options", settings],
+      ["wait_ms", { kind: "int", min: 0, max: 3_600_000, default: 0 }],
+    ],
+  ],
   [
     Command.JOBS,
     [
@@ -180,7 +196,15 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.JOB_STATUS_REPLY, [["req_id", reqId], ["job", { kind: "object", schema: JOB_VIEW }]]],
   [Command.BROKER_STATUS_REPLY, [["req_id", reqId], ["status", { kind: "object", schema: STATUS_VIEW }]]],
   [Command.PONG, [["req_id", reqId], ["broker_id", short], ["time_ms", nonNeg()]]],
-  [Command.RELOAD_REPLY, [["req_id", reqId], ["workers", nonNeg()]]],
+  [
+    Command.RELOAD_REPLY,
+    [
+      ["req_id", reqId],
+      ["workers", nonNeg()],
+      ["waited", { kind: "bool", default: false }],
+      ["outcomes", { kind: "list", item: RELOAD_OUTCOME, maxEntries: 4096, default: () => [] }],
+    ],
+  ],
   [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
   [
     Command.W_READY,
@@ -196,6 +220,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
       ["sample_rate", nonNeg(0)],
       ["licence", { ...short, default: "" }],
       ["load_time_ms", nonNeg(0)],
+      ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
     ],
   ],
   [Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
