@@ -36,6 +36,7 @@ class Job:
     error: Optional[ErrorInfo] = None
     workers_tried: list[str] = dataclasses.field(default_factory=list)
     cached: bool = False  # answered from the result cache
+    owner: Optional[str] = None  # CURVE key name of the submitter (None without CURVE); see auth.py
 
     @property
     def job_id(self) -> str:
@@ -130,11 +131,13 @@ class JobTable:
             self._finished_bytes -= job.audio_bytes
         self._live[job.job_id] = job
 
-    def recent(self, state: Optional[JobState], limit: int) -> list[Job]:
-        """Newest jobs first, live and retained, optionally of one state."""
+    def recent(self, state: Optional[JobState], limit: int, *, owner: Optional[str] = None) -> list[Job]:
+        """Newest jobs first, live and retained, optionally of one state and of one owner."""
         pool: Iterable[Job] = itertools.chain(self._live.values(), self._finished.values())
         if state is not None:
             pool = (job for job in pool if job.state is state)
+        if owner is not None:
+            pool = (job for job in pool if job.owner == owner)
         return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)
 
     def expire(self, now: float) -> None:

@@ -83,8 +83,11 @@ class Lifecycle:
 
     # ---- client transitions ------------------------------------------------------------------------
 
-    def submit(self, identity: bytes, req: Submit, now: float) -> None:
-        """SUBMIT: accept a new job, or attach the sender to the job that already has this id."""
+    def submit(self, identity: bytes, req: Submit, now: float, *, owner: Optional[str] = None) -> None:
+        """SUBMIT: accept a new job, or attach the sender to the job that already has this id.
+
+        `owner`: the submitter's CURVE key name (handlers.py checks it before a resubmission attaches).
+        """
         job = self.jobs.get(req.job_id)
         if job is not None:
             self.attach(identity, job, now)
@@ -104,7 +107,7 @@ class Lifecycle:
             return
         job = Job(request=req, priority=Priority(req.priority), model=req.model or settings.default_model,
                   accepted_at=now, accepted_wall=time.time(),
-                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
+                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None, owner=owner)
         if self._answer_from_cache(identity, job, now):
             return
         job.subscribers.add(identity)
@@ -216,7 +219,7 @@ class Lifecycle:
         job.audio = payload
         num_samples = job.audio_bytes // (2 * body.channels)
         job.result = fastpack.result(
-            job.job_id, body.attempt, worker.worker_id, worker.ready.engine, worker.ready.model, body.sample_rate,
+            job.job_id, body.attempt, worker.public_id, worker.ready.engine, worker.ready.model, body.sample_rate,
             body.channels, body.sample_format, num_samples, body.gen_time_ms,
             int(((job.started_at or now) - job.accepted_at) * 1000), int((now - job.accepted_at) * 1000),
         )
