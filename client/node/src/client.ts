@@ -14,6 +14,7 @@
 
 import { Dealer } from "zeromq";
 
+import { CURVE_REFUSED, resolveCurve, type CurveKeys, type CurveOptions } from "./curve.js";
 import {
   AbortError,
   BrokerUnavailableError,
@@ -67,7 +68,10 @@ export class TtsClient {
     malformed: 0,
   };
 
-  private readonly opts: Required<Omit<TtsClientOptions, "brokerUrl" | "routingId" | "logger">>;
+  private readonly opts: Required<Omit<TtsClientOptions, "brokerUrl" | "routingId" | "logger" | keyof CurveOptions>>;
+  private readonly curve: CurveKeys | undefined;
+  /** Set once the broker refused our CURVE key; every pending and later call fails with it. */
+  private refused: BrokerUnavailableError | undefined;
   private readonly routingId: string | undefined;
   readonly log: Logger;
   private socket: Dealer | undefined;
@@ -88,6 +92,7 @@ export class TtsClient {
       );
     }
     this.routingId = options.routingId;
+    this.curve = resolveCurve(options);
     this.log = options.logger ?? { warn: (m) => console.warn(`tts-client: ${m}`), debug: () => undefined };
     this.opts = {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
@@ -271,7 +276,14 @@ export class TtsClient {
       receiveHighWaterMark: 0,
       receiveTimeout: RECEIVE_POLL_MS,
       ...(this.routingId === undefined ? {} : { routingId: this.routingId }),
+      ...(this.curve ?? {}),
     });
+    if (this.curve !== undefined) {
+      socket.events.on("handshake:error:auth", () => this.onRefused());
+      socket.events.on("handshake", () => {
+        this.refused = undefined;
+      });
+    }
     try {
       socket.connect(this.brokerUrl);
     } catch (err) {
@@ -353,6 +365,15 @@ export class TtsClient {
       default:
         this.requests.answer(body["req_id"] as string, msg);
     }
+  }
+
+  /** The broker's ZAP handler refused our key: say so now instead of timing out. */
+  private onRefused(): void {
+    if (this.isClosed) return;
+    if (this.refused === undefined) this.log.warn(`${CURVE_REFUSED} (broker ${this.brokerUrl})`);
+    this.refused = new BrokerUnavailableError(`${CURVE_REFUSED} (broker ${this.brokerUrl})`);
+    this.jobTable.failAll(this.refused);
+    this.requests.failAll(this.refused);
   }
 
   private onMalformed(err: MalformedMessageError): void {
