@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result BLOB,
     audio BLOB,
-    cached INTEGER NOT NULL DEFAULT 0
+    cached INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_wall);
 """
@@ -64,6 +65,9 @@ class Journal:
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self._db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: steadier latency
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:  # a journal written before job owners (CURVE) existed
+            self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         self._new: dict[str, Job] = {}  # whole row to write
         self._changed: dict[str, Job] = {}  # state/attempt/outcome columns to update
         self.commits = 0
@@ -90,8 +94,8 @@ class Journal:
             if new_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO jobs (job_id, request, model, state, attempt, accepted_wall,"
-                    " deadline_wall, finished_wall, workers, error, result, audio, cached)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " deadline_wall, finished_wall, workers, error, result, audio, cached, owner)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     new_rows,
                 )
             if updates:
@@ -117,7 +121,7 @@ class Journal:
         finished: list[Job] = []
         for row in self._db.execute(
             "SELECT job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers,"
-            " error, result, audio, cached FROM jobs ORDER BY accepted_wall"
+            " error, result, audio, cached, owner FROM jobs ORDER BY accepted_wall"
         ):
             try:
                 job = _job(row, now_wall, now)
@@ -157,12 +161,12 @@ def _row(job: Job) -> tuple[Any, ...]:
     state, attempt, finished, workers, error, result, audio, cached = _outcome(job)
     deadline = job.accepted_wall + job.request.deadline_ms / 1000 if job.request.deadline_ms else None
     return (job.job_id, msgpack.packb(job.request.to_wire(), use_bin_type=True), job.model, state, attempt,
-            job.accepted_wall, deadline, finished, workers, error, result, audio, cached)
+            job.accepted_wall, deadline, finished, workers, error, result, audio, cached, job.owner)
 
 
 def _job(row: tuple[Any, ...], now_wall: float, now: float) -> Job:
     (job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers, error, result,
-     audio, cached) = row
+     audio, cached, owner) = row
     req = Submit.model_validate(msgpack.unpackb(request, raw=False))
 
     def mono(wall: Optional[float]) -> Optional[float]:
@@ -175,6 +179,7 @@ def _job(row: tuple[Any, ...], now_wall: float, now: float) -> Job:
     job.result = result or b""
     job.audio = audio
     job.cached = bool(cached)
+    job.owner = owner
     if error:
         job.error = ErrorInfo(**json.loads(error))
     return job
