@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tts_protocol.curve import CurveKeyError, generate, load_public
+
 from tts_broker.auth import KeyFolder, Principal, can_see, is_loopback
 from tts_broker.handlers import KeyBinding
-from tts_protocol.curve import CurveKeyError, generate, load_public
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -66,10 +67,11 @@ def test_a_routing_id_stays_bound_to_its_first_key() -> None:
 def test_the_journal_keeps_job_owners(tmp_path: Path) -> None:
     import time
 
-    from tts_broker.jobs import Job
-    from tts_broker.journal import Journal
     from tts_protocol.constants import Priority
     from tts_protocol.messages import Submit
+
+    from tts_broker.jobs import Job
+    from tts_broker.journal import Journal
 
     journal = Journal(tmp_path / "journal.sqlite3")
     req = Submit(job_id="owned-1", text="hello")

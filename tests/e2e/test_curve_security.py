@@ -15,12 +15,12 @@ from typing import Callable
 import pytest
 import zmq
 
-from tts_client import BrokerUnavailable, TtsClient
 from tts_protocol import Command
 from tts_protocol.curve import REFUSED, CurveKeys, generate
 
 from tests.conftest import BrokerProc, Proc, wait_for
 from tests.peers import RawClient, RawWorker
+from tts_client import BrokerUnavailable, TtsClient
 
 pytestmark = pytest.mark.timeout(120)
 
