@@ -7,8 +7,11 @@ handshake, or a sentinel answered in order shows the broker handled what it sent
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +23,7 @@ from tts_protocol.curve import REFUSED, CurveKeys, generate
 
 from tests.conftest import BrokerProc, Proc, wait_for
 from tests.peers import RawClient, RawWorker
-from tts_client import BrokerUnavailable, TtsClient
+from tts_client import AsyncTtsClient, BrokerUnavailable, TtsClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -126,6 +129,13 @@ def test_key_folders_are_read_again_without_a_restart(curve_broker: BrokerProc, 
     (keys.folder("clients") / "late.key").write_bytes((keys.folder("unlisted") / "late.key").read_bytes())
     with client(curve_broker, keys, late) as c:
         assert c.ping().broker_id
+
+    async def ping_async() -> str:  # AsyncTtsClient takes the same settings
+        async with AsyncTtsClient(curve_broker.frontend, curve_secret=str(late),
+                                  broker_key=str(keys.root / "broker/broker.key")) as ac:
+            return (await ac.ping()).broker_id
+
+    assert asyncio.run(ping_async())
     assert curve_broker.proc is not None and curve_broker.starts == 1
 
 
@@ -218,3 +228,21 @@ def test_no_curve_on_a_public_address_warns_loudly(broker_factory: Callable[...,
     assert "SECURITY: tcp://0.0.0.0:" in exposed.log() and "CURVE is off" in exposed.log()
     with TtsClient(exposed.frontend.replace("0.0.0.0", "127.0.0.1")) as c:
         assert c.ping().broker_id  # without CURVE everything works as before
+
+
+def test_the_tts_cli_makes_keys_and_takes_them_as_global_options(curve_broker: BrokerProc, keys: Keys,
+                                                                  tmp_path: Path) -> None:
+    def tts(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tts_client", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    made = tts("keys", "generate", "cli-user", "--dir", str(tmp_path / "mine"))
+    assert made.returncode == 0, made.stderr
+    assert tts("keys", "generate", "cli-user", "--dir", str(tmp_path / "mine")).returncode == 2  # never overwrites
+    common = ["--broker", curve_broker.frontend, "--curve-secret", str(tmp_path / "mine/cli-user.key_secret"),
+              "--broker-key", str(keys.root / "broker/broker.key")]
+    refused = tts(*common, "status")
+    assert refused.returncode == 3 and REFUSED in refused.stderr, refused.stderr
+    (keys.folder("clients") / "cli-user.key").write_bytes((tmp_path / "mine/cli-user.key").read_bytes())
+    allowed = tts(*common, "status")
+    assert allowed.returncode == 0, allowed.stderr
