@@ -102,13 +102,17 @@ class ClientCommands:
         return self.principal.name if self.principal is not None else None
 
     def _visible(self, identity: bytes, job: Optional[Job], job_id: str, req_id: Optional[str] = None) -> bool:
-        """True if the sender may see `job`; otherwise answers (not_found or forbidden) and returns False."""
+        """True if the sender may see `job`; otherwise answers (not_found or forbidden) and returns False.
+
+        The ERROR names the request (req_id) when there is one, else the job: a client routes it by that.
+        """
+        about = {"req_id": req_id} if req_id is not None else {"job_id": job_id}
         if job is None:
-            self.life.outbox.error(identity, ErrorCode.NOT_FOUND, f"no job {job_id}", job_id=job_id, req_id=req_id)
+            self.life.outbox.error(identity, ErrorCode.NOT_FOUND, f"no job {job_id}", **about)
             return False
         if not can_see(self.principal, job.owner):
             self.life.outbox.error(identity, ErrorCode.FORBIDDEN, f"job {job_id} belongs to another client key",
-                                   job_id=job_id, req_id=req_id)
+                                   **about)
             return False
         return True
 
