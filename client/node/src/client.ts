@@ -12,7 +12,7 @@
  * pending (it polls with a 1 s receive timeout), and its timer is unref'd. close() it to free the socket.
  */
 
-import { Dealer } from "zeromq";
+import { Dealer, Observer } from "zeromq";
 
 import { CURVE_REFUSED, resolveCurve, type CurveKeys, type CurveOptions } from "./curve.js";
 import {
@@ -72,6 +72,9 @@ export class TtsClient {
   private readonly curve: CurveKeys | undefined;
   /** Set once the broker refused our CURVE key; every pending and later call fails with it. */
   private refused: BrokerUnavailableError | undefined;
+  /** Socket monitor for CURVE handshake events, open until the first handshake succeeds (it keeps Node
+   * alive, and a second monitor on the same socket blocks it). */
+  private observer: Observer | undefined;
   private readonly routingId: string | undefined;
   readonly log: Logger;
   private socket: Dealer | undefined;
@@ -278,12 +281,7 @@ export class TtsClient {
       ...(this.routingId === undefined ? {} : { routingId: this.routingId }),
       ...(this.curve ?? {}),
     });
-    if (this.curve !== undefined) {
-      socket.events.on("handshake:error:auth", () => this.onRefused());
-      socket.events.on("handshake", () => {
-        this.refused = undefined;
-      });
-    }
+    if (this.curve !== undefined) this.watchHandshakes(socket);
     try {
       socket.connect(this.brokerUrl);
     } catch (err) {
@@ -306,6 +304,36 @@ export class TtsClient {
       this.receiving = undefined;
       if (this.hasWork()) this.ensureReceiving(); // work registered while the loop was stopping
     });
+  }
+
+  /**
+   * Report a refused CURVE key (handshake:error:auth) at once. Watches only until a handshake succeeds: a
+   * key revoked later refuses the next reconnection, and calls then end as BrokerUnavailable by timeout.
+   */
+  private watchHandshakes(socket: Dealer): void {
+    const observer = new Observer(socket);
+    this.observer = observer;
+    void (async () => {
+      while (!observer.closed) {
+        let event;
+        try {
+          event = await observer.receive();
+        } catch {
+          return; // closed
+        }
+        if (event.type === "handshake:error:auth") {
+          this.onRefused();
+        } else if (event.type === "handshake") {
+          this.refused = undefined;
+          this.stopWatching();
+        }
+      }
+    })();
+  }
+
+  private stopWatching(): void {
+    this.observer?.close();
+    this.observer = undefined;
   }
 
   private async receiveLoop(socket: Dealer): Promise<void> {
@@ -402,6 +430,7 @@ export class TtsClient {
     this.jobTable.failAll(err);
     this.requests.failAll(err);
     this.sendQueue?.fail(err);
+    this.stopWatching();
     this.socket?.close();
     await this.receiving?.catch(() => undefined);
   }

@@ -24,6 +24,9 @@ export declare class TtsClient {
     private readonly curve;
     /** Set once the broker refused our CURVE key; every pending and later call fails with it. */
     private refused;
+    /** Socket monitor for CURVE handshake events, open until the first handshake succeeds (it keeps Node
+     * alive, and a second monitor on the same socket blocks it). */
+    private observer;
     private readonly routingId;
     readonly log: Logger;
     private socket;
@@ -84,6 +87,12 @@ export declare class TtsClient {
     private ensureSocket;
     private hasWork;
     private ensureReceiving;
+    /**
+     * Report a refused CURVE key (handshake:error:auth) at once. Watches only until a handshake succeeds: a
+     * key revoked later refuses the next reconnection, and calls then end as BrokerUnavailable by timeout.
+     */
+    private watchHandshakes;
+    private stopWatching;
     private receiveLoop;
     private dispatch;
     /** The broker's ZAP handler refused our key: say so now instead of timing out. */

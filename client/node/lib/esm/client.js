@@ -11,7 +11,7 @@
  * An idle client does not keep the Node process alive: the receive loop runs only while jobs or requests are
  * pending (it polls with a 1 s receive timeout), and its timer is unref'd. close() it to free the socket.
  */
-import { Dealer } from "zeromq";
+import { Dealer, Observer } from "zeromq";
 import { CURVE_REFUSED, resolveCurve } from "./curve.js";
 import { AbortError, BrokerUnavailableError, ClosedError, InvalidArgumentError, ProtocolError, TimeoutError, } from "./errors.js";
 import { JobTable } from "./jobs.js";
@@ -47,6 +47,9 @@ export class TtsClient {
     curve;
     /** Set once the broker refused our CURVE key; every pending and later call fails with it. */
     refused;
+    /** Socket monitor for CURVE handshake events, open until the first handshake succeeds (it keeps Node
+     * alive, and a second monitor on the same socket blocks it). */
+    observer;
     routingId;
     log;
     socket;
@@ -235,12 +238,8 @@ export class TtsClient {
             ...(this.routingId === undefined ? {} : { routingId: this.routingId }),
             ...(this.curve ?? {}),
         });
-        if (this.curve !== undefined) {
-            socket.events.on("handshake:error:auth", () => this.onRefused());
-            socket.events.on("handshake", () => {
-                this.refused = undefined;
-            });
-        }
+        if (this.curve !== undefined)
+            this.watchHandshakes(socket);
         try {
             socket.connect(this.brokerUrl);
         }
@@ -264,6 +263,36 @@ export class TtsClient {
             if (this.hasWork())
                 this.ensureReceiving(); // work registered while the loop was stopping
         });
+    }
+    /**
+     * Report a refused CURVE key (handshake:error:auth) at once. Watches only until a handshake succeeds: a
+     * key revoked later refuses the next reconnection, and calls then end as BrokerUnavailable by timeout.
+     */
+    watchHandshakes(socket) {
+        const observer = new Observer(socket);
+        this.observer = observer;
+        void (async () => {
+            while (!observer.closed) {
+                let event;
+                try {
+                    event = await observer.receive();
+                }
+                catch {
+                    return; // closed
+                }
+                if (event.type === "handshake:error:auth") {
+                    this.onRefused();
+                }
+                else if (event.type === "handshake") {
+                    this.refused = undefined;
+                    this.stopWatching();
+                }
+            }
+        })();
+    }
+    stopWatching() {
+        this.observer?.close();
+        this.observer = undefined;
     }
     async receiveLoop(socket) {
         while (!this.isClosed) {
@@ -370,6 +399,7 @@ export class TtsClient {
         this.jobTable.failAll(err);
         this.requests.failAll(err);
         this.sendQueue?.fail(err);
+        this.stopWatching();
         this.socket?.close();
         await this.receiving?.catch(() => undefined);
     }

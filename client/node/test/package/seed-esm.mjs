@@ -30,3 +30,9 @@ await assert.rejects(stranger.ping(), (err) => {
 assert.ok(Date.now() - started < 15_000, "refusal reported before the request timeout");
 await stranger.close();
 console.log(`esm ok: ${file}; unlisted key refused: ${CURVE_REFUSED}`);
+
+// An idle CURVE client left open must not keep Node alive (the script ends by itself; the runner's timeout
+// fails it otherwise).
+const idle = new TtsClient({ brokerUrl, curveSecretFile, curveServerKeyFile });
+await idle.ping();
+console.log("esm: an idle CURVE client does not hold the process");
