@@ -7,7 +7,7 @@ ratio is the price of leases, heartbeats, validation, priorities and status. A t
 in flight. The CURVE pair runs the TTSP echo case again with CURVE on both ports (docs/security.md): every
 peer keyed, the broker's ZAP handler checking key folders, User-Id read per message.
 
-    python benchmarks/bench_broker.py [--jobs 5000] [--inflight 100] [--latency-jobs 1000] [--curve-only]
+    python benchmarks/bench_broker.py [--jobs 5000] [--inflight 100] [--latency-jobs 1000]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import psutil
 import zmq
 
 from tts_protocol import Command, Side, decode, encode
@@ -196,18 +197,28 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def run_case(name: str, start: Callable[[], tuple[list, str, str]], call, done, args, curve: bool = False) -> dict:
+    """Run one case; the start function returns the broker first in its process list."""
     procs, front, back = start()
     try:
+        before = cpu_s(procs[0].pid)
         rate, _ = drive(front, call, done, args.jobs, args.inflight, curve)
+        broker_us = (cpu_s(procs[0].pid) - before) / args.jobs * 1e6  # includes the warm-up job: negligible
         lat = latencies(front, call, done, args.latency_jobs, curve)
     finally:
         for p in procs:
             p.terminate() if hasattr(p, "terminate") else None
         for p in procs:
             p.join(5) if hasattr(p, "join") else p.wait(5)
-    row = {"case": name, "jobs_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99)}
-    print(f"{name:<34} {rate:>9.0f} jobs/s   p50 {row['p50_ms']:.3f} ms   p99 {row['p99_ms']:.3f} ms", flush=True)
+    row = {"case": name, "jobs_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99),
+           "broker_us": broker_us}
+    print(f"{name:<40} {rate:>7.0f} jobs/s   p50 {row['p50_ms']:.3f} ms   p99 {row['p99_ms']:.3f} ms   "
+          f"broker CPU {broker_us:.0f} us/job", flush=True)
     return row
 
 
@@ -261,7 +272,7 @@ def start_tone_workers(journal: bool = False) -> tuple[list, str, str]:
     worker = subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone",
                                "--concurrency", "4", "--log-level", "WARNING"], stdout=log.open("ab"),
                               stderr=subprocess.STDOUT)
-    return [worker, broker], front, back
+    return [broker, worker], front, back
 
 
 def main() -> None:
@@ -280,6 +291,8 @@ def main() -> None:
     base = run_case("minimal ROUTER broker + echo", start_minimal, minimal_client_call, minimal_client_done, args)
     ours = run_case("tts-broker + TTSP echo workers", start_ttsp_echo, ttsp_call, ttsp_done, args)
     print(f"throughput ratio tts-broker / minimal: {ours['jobs_per_s'] / base['jobs_per_s']:.2f} (target >= 0.60)")
+    print(f"broker CPU per job, minimal / tts-broker: {base['broker_us'] / ours['broker_us']:.2f} (2 shared cores: "
+          "the peers' CPU limits the throughput ratio too)")
     print(f"added p50 latency, one job in flight: {ours['p50_ms'] - base['p50_ms']:+.3f} ms (target < 0.5 ms)")
     journaled = run_case("tts-broker (journal on) + TTSP echo", start_ttsp_echo_journal, ttsp_call, ttsp_done, args)
     print(f"journal on / off: {journaled['jobs_per_s'] / ours['jobs_per_s']:.2f} (target >= 0.70)")
@@ -298,7 +311,7 @@ def curve_pair(args: argparse.Namespace, off: dict | None = None) -> None:
     on = run_case("tts-broker + TTSP echo (CURVE on)", lambda: start_ttsp_echo(curve=True), ttsp_call, ttsp_done,
                   args, curve=True)
     print(f"CURVE on / off: {on['jobs_per_s'] / off['jobs_per_s']:.2f} x jobs/s, "
-          f"p50 {on['p50_ms'] - off['p50_ms']:+.3f} ms")
+          f"p50 {on['p50_ms'] - off['p50_ms']:+.3f} ms, broker CPU {on['broker_us'] / off['broker_us']:.2f} x per job")
 
 
 if __name__ == "__main__":
