@@ -81,3 +81,33 @@ def test_the_journal_keeps_job_owners(tmp_path: Path) -> None:
     journal.close()
     restored = Journal(tmp_path / "journal.sqlite3").restore(retain_s=60)
     assert [(job.job_id, job.owner) for job in restored.unfinished] == [("owned-1", "alice")]
+
+
+def test_the_result_cache_takes_results_only_from_trusted_workers(tmp_path: Path) -> None:
+    import time
+
+    from tts_protocol.constants import Priority
+    from tts_protocol.messages import Ready, Submit, WorkerResult
+
+    from tts_broker.hooks import CacheHook
+    from tts_broker.jobs import Job
+    from tts_broker.workers import WorkerRecord
+
+    hook = CacheHook(tmp_path / "cache", max_bytes=1 << 20)
+    worker = WorkerRecord(identity=b"w-1", ready=Ready(worker_id="w-1", engine="tone", model="tone-v1"),
+                          registered_at=0.0, last_seen=0.0, key="worker:revoked")
+    body = WorkerResult(job_id="j", attempt=1, sample_rate=16000, deterministic=True)
+
+    def finished(job_id: str) -> Job:
+        req = Submit(job_id=job_id, text="same text", model="tone")
+        job = Job(request=req, priority=Priority(req.priority), model="tone", accepted_at=time.monotonic())
+        job.audio = b"\x00\x01" * 8
+        return job
+
+    hook.trusts = lambda w: w.key != "worker:revoked"
+    hook.completed(finished("j1"), worker, body)
+    assert hook.lookup(finished("j2")) is None, "a result of an untrusted worker was cached"
+    worker.key = "worker:gpu"
+    hook.completed(finished("j3"), worker, body)
+    hit = hook.lookup(finished("j4"))
+    assert hit is not None and hit.pcm == b"\x00\x01" * 8
