@@ -4,7 +4,8 @@ Both brokers get 4 echo workers (separate processes) that answer every job at on
 one client that keeps N jobs in flight. What differs is only the broker (and the protocol it needs), so the
 ratio is the price of leases, heartbeats, validation, priorities and status. A third row runs tts-broker with
 4 real `tts-worker --engine tone` processes (latency 0) for the end-to-end figure. Latency rows use one job
-in flight.
+in flight. The CURVE pair runs the TTSP echo case again with CURVE on both ports (docs/security.md): every
+peer keyed, the broker's ZAP handler checking key folders, User-Id read per message.
 
     python benchmarks/bench_broker.py [--jobs 5000] [--inflight 100] [--latency-jobs 1000]
 """
@@ -28,9 +29,20 @@ import psutil
 import zmq
 
 from tts_protocol import Command, Side, decode, encode
+from tts_protocol.curve import CurveKeys, generate
 from tts_protocol.messages import Heartbeat, Ready, Submit, WorkerResult
 
 REPLY = b"\x00" * 1024
+KEYS = Path(tempfile.mkdtemp(prefix="bench-keys-"))
+
+
+def make_keys() -> None:
+    for name, folder in (("broker", "broker"), ("bench-client", "clients"), ("bench-worker", "workers")):
+        generate(name, KEYS / folder)
+
+
+def keys_for(folder: str, name: str) -> CurveKeys:
+    return CurveKeys.from_files(KEYS / folder / f"{name}.key_secret", KEYS / "broker" / "broker.key")
 
 
 # ---- the baseline: the smallest useful LRU broker --------------------------------------------------
@@ -96,10 +108,12 @@ def minimal_client_done(sock: zmq.Socket) -> bool:
 # ---- tts-broker with protocol-speaking echo workers -------------------------------------------------
 
 
-def ttsp_echo_worker(back: str) -> None:
+def ttsp_echo_worker(back: str, curve: bool = False) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, b"w-" + secrets.token_hex(8).encode())
+    if curve:
+        keys_for("workers", "bench-worker").apply(sock)
     sock.connect(back)
     sock.send_multipart(encode(Command.W_READY, Ready(worker_id=f"echo-{os.getpid()}", engine="echo")))
     heartbeat = encode(Command.W_HEARTBEAT, Heartbeat())
@@ -128,13 +142,19 @@ def ttsp_done(sock: zmq.Socket) -> bool:
 # ---- driver -----------------------------------------------------------------------------------------
 
 
-def drive(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[zmq.Socket], bool],
-          jobs: int, inflight: int) -> tuple[float, list[float]]:
-    """Keep `inflight` jobs going until `jobs` finished; returns (jobs/s, per-job latencies of a 1-deep run)."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+def client_socket(front: str, curve: bool) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve:
+        keys_for("clients", "bench-client").apply(sock)
     sock.connect(front)
+    return sock
+
+
+def drive(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[zmq.Socket], bool],
+          jobs: int, inflight: int, curve: bool = False) -> tuple[float, list[float]]:
+    """Keep `inflight` jobs going until `jobs` finished; returns (jobs/s, per-job latencies of a 1-deep run)."""
+    sock = client_socket(front, curve)
     # warm-up: wait until the path works end to end
     deadline = time.monotonic() + 30
     while True:
@@ -158,11 +178,8 @@ def drive(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[z
 
 
 def latencies(front: str, call: Callable[[zmq.Socket, int], None], done: Callable[[zmq.Socket], bool],
-              n: int) -> list[float]:
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(front)
+              n: int, curve: bool = False) -> list[float]:
+    sock = client_socket(front, curve)
     out = []
     for i in range(n + 20):
         t0 = time.perf_counter()
@@ -185,14 +202,14 @@ def cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def run_case(name: str, start: Callable[[], tuple[list, str, str]], call, done, args) -> dict:
+def run_case(name: str, start: Callable[[], tuple[list, str, str]], call, done, args, curve: bool = False) -> dict:
     """Run one case; the start function returns the broker first in its process list."""
     procs, front, back = start()
     try:
         before = cpu_s(procs[0].pid)
-        rate, _ = drive(front, call, done, args.jobs, args.inflight)
+        rate, _ = drive(front, call, done, args.jobs, args.inflight, curve)
         broker_us = (cpu_s(procs[0].pid) - before) / args.jobs * 1e6  # includes the warm-up job: negligible
-        lat = latencies(front, call, done, args.latency_jobs)
+        lat = latencies(front, call, done, args.latency_jobs, curve)
     finally:
         for p in procs:
             p.terminate() if hasattr(p, "terminate") else None
@@ -216,11 +233,14 @@ def start_minimal() -> tuple[list, str, str]:
     return [broker, *workers], front, back
 
 
-def _tts_broker(log: Path, *, journal: bool = False) -> tuple[subprocess.Popen, str, str]:
+def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False) -> tuple[subprocess.Popen, str, str]:
     """Start tts-broker on free ports; returns it with the endpoints its ready file names."""
     state = tempfile.mkdtemp(prefix="bench-broker-")
     ready = Path(state) / "ready.json"
     flags = ["--state-dir", state, "--no-cache", "--ready-file", str(ready)] + ([] if journal else ["--no-journal"])
+    if curve:
+        flags += ["--curve-secret", str(KEYS / "broker" / "broker.key_secret"), "--client-keys",
+                  str(KEYS / "clients"), "--worker-keys", str(KEYS / "workers")]
     broker = subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
                                "tcp://127.0.0.1:*", "--log-level", "WARNING", *flags], stdout=log.open("ab"),
                               stderr=subprocess.STDOUT)
@@ -233,10 +253,10 @@ def _tts_broker(log: Path, *, journal: bool = False) -> tuple[subprocess.Popen, 
     return broker, info["frontend"], info["backend"]
 
 
-def start_ttsp_echo(journal: bool = False) -> tuple[list, str, str]:
+def start_ttsp_echo(journal: bool = False, curve: bool = False) -> tuple[list, str, str]:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker, front, back = _tts_broker(log, journal=journal)
-    workers = [mp.Process(target=ttsp_echo_worker, args=(back,), daemon=True) for _ in range(4)]
+    broker, front, back = _tts_broker(log, journal=journal, curve=curve)
+    workers = [mp.Process(target=ttsp_echo_worker, args=(back, curve), daemon=True) for _ in range(4)]
     for p in workers:
         p.start()
     return [broker, *workers], front, back
@@ -261,8 +281,13 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--latency-jobs", type=int, default=1000)
     parser.add_argument("--no-tone", action="store_true", help="skip the real tone-worker row")
+    parser.add_argument("--curve-only", action="store_true", help="run only the CURVE off/on pair")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; {args.jobs} jobs, {args.inflight} in flight; 1 KB replies; 4 workers")
+    make_keys()
+    if args.curve_only:
+        curve_pair(args)
+        return
     base = run_case("minimal ROUTER broker + echo", start_minimal, minimal_client_call, minimal_client_done, args)
     ours = run_case("tts-broker + TTSP echo workers", start_ttsp_echo, ttsp_call, ttsp_done, args)
     print(f"throughput ratio tts-broker / minimal: {ours['jobs_per_s'] / base['jobs_per_s']:.2f} (target >= 0.60)")
@@ -271,11 +296,22 @@ def main() -> None:
     print(f"added p50 latency, one job in flight: {ours['p50_ms'] - base['p50_ms']:+.3f} ms (target < 0.5 ms)")
     journaled = run_case("tts-broker (journal on) + TTSP echo", start_ttsp_echo_journal, ttsp_call, ttsp_done, args)
     print(f"journal on / off: {journaled['jobs_per_s'] / ours['jobs_per_s']:.2f} (target >= 0.70)")
+    curve_pair(args, off=ours)
     if not args.no_tone:
         off = run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)
         on = run_case("tts-broker (journal on) + 4 tone workers",
                       lambda: start_tone_workers(journal=True), ttsp_call, ttsp_done, args)
         print(f"journal on / off with tone workers: {on['jobs_per_s'] / off['jobs_per_s']:.2f} (target >= 0.70)")
+
+
+def curve_pair(args: argparse.Namespace, off: dict | None = None) -> None:
+    """tts-broker with TTSP echo workers, CURVE off then on, same run."""
+    if off is None:
+        off = run_case("tts-broker + TTSP echo (CURVE off)", start_ttsp_echo, ttsp_call, ttsp_done, args)
+    on = run_case("tts-broker + TTSP echo (CURVE on)", lambda: start_ttsp_echo(curve=True), ttsp_call, ttsp_done,
+                  args, curve=True)
+    print(f"CURVE on / off: {on['jobs_per_s'] / off['jobs_per_s']:.2f} x jobs/s, "
+          f"p50 {on['p50_ms'] - off['p50_ms']:+.3f} ms, broker CPU {on['broker_us'] / off['broker_us']:.2f} x per job")
 
 
 if __name__ == "__main__":

@@ -21,15 +21,21 @@ from typing import Any, Callable, Optional
 import zmq
 
 from tts_protocol import Command, Message, Side, as_body, decode, encode
+from tts_protocol.curve import CurveKeys, HandshakeWatch
 from tts_protocol.messages import Ready
 
 
 class Peer:
-    def __init__(self, ctx: zmq.Context, endpoint: str, side: Side, identity: Optional[bytes] = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, side: Side, identity: Optional[bytes] = None,
+                 curve: Optional[CurveKeys] = None) -> None:
         self.side = side
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, identity or (b"p-" + secrets.token_hex(8).encode()))
+        self.watch: Optional[HandshakeWatch] = None
+        if curve is not None:
+            curve.apply(self.sock)
+            self.watch = HandshakeWatch(self.sock)
         self.sock.connect(endpoint)
 
     def send(self, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
@@ -62,12 +68,14 @@ class Peer:
                 raise AssertionError(f"expected nothing before {command.name}, got {msg.command.name} {msg.body}")
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         self.sock.close(0)
 
 
 class RawClient(Peer):
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
-        super().__init__(ctx, endpoint, Side.CLIENT)
+    def __init__(self, ctx: zmq.Context, endpoint: str, curve: Optional[CurveKeys] = None) -> None:
+        super().__init__(ctx, endpoint, Side.CLIENT, curve=curve)
         self._req = 0
 
     def submit(self, job_id: str, text: str = "hello", **fields: Any) -> None:
@@ -101,8 +109,10 @@ class RawClient(Peer):
 
 class RawWorker(Peer):
     def __init__(self, ctx: zmq.Context, endpoint: str, *, engine: str = "tone", model: str = "tone-v1",
-                 capacity: int = 1, name: str = "raw") -> None:
-        super().__init__(ctx, endpoint, Side.WORKER, identity=b"w-" + secrets.token_hex(8).encode())
+                 capacity: int = 1, name: str = "raw", curve: Optional[CurveKeys] = None,
+                 identity: Optional[bytes] = None) -> None:
+        super().__init__(ctx, endpoint, Side.WORKER, identity=identity or b"w-" + secrets.token_hex(8).encode(),
+                         curve=curve)
         self.worker_id = self.sock.getsockopt(zmq.ROUTING_ID).decode()
         self.ready = Ready(worker_id=self.worker_id, name=name, host="test", pid=0, engine=engine, model=model,
                            capacity=capacity, sample_rate=16000)

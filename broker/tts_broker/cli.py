@@ -9,10 +9,12 @@ from typing import Any, Optional
 import click
 import zmq
 
+from tts_protocol import TtsError
+
 from tts_broker import __version__
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
-from tts_broker.statedir import EXIT_BIND, BrokerStartError
+from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -49,6 +51,14 @@ from tts_broker.statedir import EXIT_BIND, BrokerStartError
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write bound endpoints as JSON here once ready.")
+@click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
+              help="The broker's CURVE key pair (NAME.key_secret): CURVE on both ports [TTS_CURVE_SECRET].")
+@click.option("--client-keys", type=click.Path(file_okay=False, exists=True),
+              help="Folder of allowed client public keys, re-read on change [TTS_CLIENT_KEYS].")
+@click.option("--worker-keys", type=click.Path(file_okay=False, exists=True),
+              help="Folder of allowed worker public keys, re-read on change [TTS_WORKER_KEYS].")
+@click.option("--admin-keys", type=click.Path(file_okay=False, exists=True),
+              help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
@@ -72,6 +82,9 @@ def main(**flags: Optional[Any]) -> None:
     except zmq.ZMQError as exc:
         click.echo(f"tts-broker: cannot bind {settings.frontend} / {settings.backend}: {exc}", err=True)
         sys.exit(EXIT_BIND)
+    except (TtsError, ValueError) as exc:  # a bad key file or key folder
+        click.echo(f"tts-broker: CURVE: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)

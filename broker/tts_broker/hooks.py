@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tts_protocol.messages import WorkerResult
 
@@ -147,6 +147,8 @@ class CacheHook(Hook):
 
     def __init__(self, folder: Path, *, max_bytes: int) -> None:
         self.cache = ResultCache(folder, max_bytes=max_bytes)
+        #: Whether results of this worker may be stored; under CURVE, only from keys still allowed (server.py).
+        self.trusts: Callable[[WorkerRecord], bool] = lambda worker: True
 
     def lookup(self, job: Job) -> Optional[CachedAudio]:
         if job.request.cache is False:
@@ -166,6 +168,10 @@ class CacheHook(Hook):
     def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
         wanted = job.request.cache
         if not (wanted or (wanted is None and body.deterministic)):
+            return
+        if not self.trusts(worker):
+            log.warning("job %s: result of worker %s not cached: its key is no longer allowed", job.job_id,
+                        worker.worker_id)
             return
         key = _key(job)
         if key:

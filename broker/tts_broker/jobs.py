@@ -57,6 +57,7 @@ class Job:
     def __post_init__(self) -> None:
         if not self.digest:
             self.digest = request_digest(self.request)
+    owner: Optional[str] = None  # CURVE key name of the submitter (None without CURVE); see auth.py
 
     @property
     def job_id(self) -> str:
@@ -157,11 +158,13 @@ class JobTable:
             self._finished_bytes -= job.audio_bytes
         self._live[job.job_id] = job
 
-    def recent(self, state: Optional[JobState], limit: int) -> list[Job]:
-        """Newest jobs first, live and retained, optionally of one state."""
+    def recent(self, state: Optional[JobState], limit: int, *, owner: Optional[str] = None) -> list[Job]:
+        """Newest jobs first, live and retained, optionally of one state and of one owner."""
         pool: Iterable[Job] = itertools.chain(self._live.values(), self._finished.values())
         if state is not None:
             pool = (job for job in pool if job.state is state)
+        if owner is not None:
+            pool = (job for job in pool if job.owner == owner)
         return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)
 
     def expire(self, now: float) -> None:

@@ -54,13 +54,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result BLOB,
     audio BLOB,
-    cached INTEGER NOT NULL DEFAULT 0
+    cached INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_wall);
 CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value NOT NULL);
 """
 _COLUMNS = ("job_id", "request", "model", "state", "attempt", "accepted_wall", "deadline_wall", "finished_wall",
-            "workers", "error", "result", "audio", "cached")
+            "workers", "error", "result", "audio", "cached", "owner")
 _BUSY_TIMEOUT_S = 0.05  # a held lock fails the commit quickly (it is retried) instead of stalling the loop
 _SIDE_EVERY_S = 0.2
 
@@ -116,6 +117,9 @@ class Journal:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "jobs" in tables:
                 columns = tuple(row[1] for row in db.execute("PRAGMA table_info(jobs)"))
+                if columns + ("owner",) == _COLUMNS:  # written before job owners (CURVE) existed
+                    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+                    columns = _COLUMNS
                 if columns != _COLUMNS:
                     raise JournalCorrupt(f"journal {path} has a table `jobs` of another schema "
                                          f"({', '.join(columns)}); not a tts-broker journal of this version")
@@ -165,8 +169,8 @@ class Journal:
             if new_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO jobs (job_id, request, model, state, attempt, accepted_wall,"
-                    " deadline_wall, finished_wall, workers, error, result, audio, cached)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " deadline_wall, finished_wall, workers, error, result, audio, cached, owner)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     new_rows,
                 )
             if updates:
@@ -263,7 +267,7 @@ class Journal:
         skipped: list[str] = []
         for row in self._db.execute(
             "SELECT job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers,"
-            " error, result, audio, cached FROM jobs ORDER BY accepted_wall"
+            " error, result, audio, cached, owner FROM jobs ORDER BY accepted_wall"
         ):
             try:
                 job = _job(row, now_wall, now)
@@ -340,12 +344,12 @@ def _row(job: Job) -> tuple[Any, ...]:
     state, attempt, finished, workers, error, result, audio, cached = _outcome(job)
     deadline = job.accepted_wall + job.request.deadline_ms / 1000 if job.request.deadline_ms else None
     return (job.job_id, msgpack.packb(job.request.to_wire(), use_bin_type=True), job.model, state, attempt,
-            job.accepted_wall, deadline, finished, workers, error, result, audio, cached)
+            job.accepted_wall, deadline, finished, workers, error, result, audio, cached, job.owner)
 
 
 def _job(row: tuple[Any, ...], now_wall: float, now: float) -> Job:
     (job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers, error, result,
-     audio, cached) = row
+     audio, cached, owner) = row
     req = Submit.model_validate(msgpack.unpackb(request, raw=False))
 
     def mono(wall: Optional[float]) -> Optional[float]:
@@ -358,6 +362,7 @@ def _job(row: tuple[Any, ...], now_wall: float, now: float) -> Job:
     job.result = result or b""
     job.audio = audio
     job.cached = bool(cached)
+    job.owner = owner
     if error:
         job.error = ErrorInfo(**json.loads(error))
     return job

@@ -65,8 +65,8 @@ class Lifecycle:
         self.unroutable_since: dict[Optional[str], float] = {}
         self.in_flight: collections.Counter[bytes] = collections.Counter()  # running jobs per client
         self.at_running_cap: set[bytes] = set()  # clients at max_client_running: passed over by dispatch
-        #: Whether the client with this routing id holds an admin key (allow_high_priority = "admin").
-        #: The security branch (issue 10) sets it; until then nobody is an admin.
+        #: Whether the client with this routing id holds an admin key (allow_high_priority = "admin");
+        #: handlers.ClientCommands sets it from the CURVE principal (without CURVE every client is).
         self.is_admin: Callable[[bytes], bool] = lambda _identity: False
         self.journal_fault: Optional[str] = None  # why journal commits fail; new jobs are refused meanwhile
 
@@ -91,8 +91,11 @@ class Lifecycle:
 
     # ---- client transitions ------------------------------------------------------------------------
 
-    def submit(self, identity: bytes, req: Submit, now: float) -> None:
-        """SUBMIT: accept a new job, or attach the sender to the job that already has this id."""
+    def submit(self, identity: bytes, req: Submit, now: float, *, owner: Optional[str] = None) -> None:
+        """SUBMIT: accept a new job, or attach the sender to the job that already has this id.
+
+        `owner`: the submitter's CURVE key name (handlers.py checks it before a resubmission attaches).
+        """
         job = self.jobs.get(req.job_id)
         if job is not None:
             if job.digest != request_digest(req):
@@ -122,7 +125,7 @@ class Lifecycle:
             return
         job = Job(request=req, priority=self._priority_for(identity, req), model=req.model or settings.default_model,
                   accepted_at=now, accepted_wall=time.time(), client=identity,
-                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None)
+                  deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None, owner=owner)
         if self._answer_from_cache(identity, job, now):
             return
         job.subscribers.add(identity)
@@ -255,7 +258,7 @@ class Lifecycle:
         job.audio = payload
         num_samples = job.audio_bytes // (2 * body.channels)
         job.result = fastpack.result(
-            job.job_id, body.attempt, worker.worker_id, worker.ready.engine, worker.ready.model, body.sample_rate,
+            job.job_id, body.attempt, worker.public_id, worker.ready.engine, worker.ready.model, body.sample_rate,
             body.channels, body.sample_format, num_samples, body.gen_time_ms,
             int(((job.started_at or now) - job.accepted_at) * 1000), int((now - job.accepted_at) * 1000),
         )

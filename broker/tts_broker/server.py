@@ -20,12 +20,13 @@ from typing import Any, Callable, Optional
 import zmq
 
 from tts_protocol import Command, ProtocolError, Side, encode
-from tts_protocol.codec import RouterPort, routing_id
+from tts_protocol.codec import RouterPort, routing_id, user_id
 from tts_protocol.messages import Disconnect, Empty
 
 from tts_broker import __version__
+from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
-from tts_broker.handlers import BrokerInfo, ClientCommands, WorkerCommands
+from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
 from tts_broker.journal import JournalUnavailable
 from tts_broker.lifecycle import Lifecycle
@@ -63,17 +64,34 @@ class Broker:
         self.settings = settings
         self.info = BrokerInfo(broker_id="b-" + secrets.token_hex(6), version=__version__,
                                started_at=time.monotonic())
-        self.ctx = context or zmq.Context.instance()
+        # CURVE gets a context of its own: one ZAP handler per context, and brokers in one process (tests)
+        # must not share it.
+        self._own_ctx = context is None and settings.curve
+        self.ctx = context or (zmq.Context() if settings.curve else zmq.Context.instance())
         # Claim the state dir before opening the journal: a second broker must not even read it.
         self.state_lock = StateLock(settings.lock_folders())
         self.state_lock.acquire()
+        self.curve: Optional[CurveServer] = None
         try:
+            if settings.curve:
+                assert settings.curve_secret and settings.client_keys and settings.worker_keys
+                self.curve = CurveServer.start(self.ctx, secret_file=settings.curve_secret,
+                                               client_keys=settings.client_keys, worker_keys=settings.worker_keys,
+                                               admin_keys=settings.admin_keys)
             self.life = Lifecycle(settings, build_hooks(settings))
             self.life.restore()
-            self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes,
+            if self.curve is not None:
+                curve = self.curve
+                for hook in self.life.hooks:
+                    if isinstance(hook, CacheHook):
+                        hook.trusts = lambda worker: curve.worker_allowed(worker.key)
+            self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes, CLIENT_DOMAIN,
                                                    sndhwm=settings.client_sndhwm), Side.CLIENT)
-            self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER)
+            self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes, WORKER_DOMAIN),
+                                      Side.WORKER)
         except BaseException:
+            if self.curve is not None:
+                self.curve.stop()
             self.state_lock.release()
             raise
         self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
@@ -81,10 +99,14 @@ class Broker:
         self._journal_retry_at = 0.0
         self.frontend_endpoint = self.clients.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.curve is None:
+            warn_if_exposed([self.frontend_endpoint, self.backend_endpoint])
         reloads = ReloadTracker(self.life.outbox)
         self.life.hooks.append(reloads)  # for its tick: RELOAD wait_ms expiry
         self.client_commands = ClientCommands(self.life, self.info, reloads=reloads)
         self.worker_commands = WorkerCommands(self.life, reloads=reloads)
+        self._worker_keys = KeyBinding("worker")
+        self._client_keys = KeyBinding("client")
         self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
         self._next_heartbeat = 0.0
@@ -93,10 +115,14 @@ class Broker:
     def broker_id(self) -> str:
         return self.info.broker_id
 
-    def _router(self, endpoint: str, max_msg_bytes: int, *, sndhwm: int = 100_000) -> zmq.Socket:
+    def _router(self, endpoint: str, max_msg_bytes: int, zap_domain: str, *, sndhwm: int = 100_000) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
+        if self.curve is not None:
+            self.curve.secure(sock, zap_domain)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # Without CURVE a reconnecting peer may take its routing id back at once. With CURVE, never: a
+        # connection with another key must not take over a live peer's pipe (and with it, its jobs).
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0 if self.curve is not None else 1)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg_bytes)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
@@ -181,16 +207,28 @@ class Broker:
 
     def _on_client_frames(self, frames: list[Any]) -> None:
         try:
-            identity, message = self.clients.parse(frames)
+            if self.curve is None:
+                identity, message = self.clients.parse(frames)
+                principal = None
+            else:
+                identity, user, message = self.clients.parse_peer(frames)
+                if not self._client_keys.check(identity, user):
+                    return
+                principal = Principal.of(user)
         except ProtocolError as exc:
             identity = routing_id(frames)
             log.warning("client %r: malformed message: %s", identity, exc)
             self.life.outbox.error(identity, exc.code, str(exc), job_id=exc.job_id, req_id=exc.req_id)
             return
-        self.client_commands.table[message.command](identity, message.body, time.monotonic())
+        self.client_commands.dispatch(identity, principal, message, time.monotonic())
 
     def _on_worker_frames(self, frames: list[Any]) -> None:
         identity = routing_id(frames)
+        key = None
+        if self.curve is not None:
+            key = user_id(frames)
+            if not self._worker_keys.check(identity, key, self.life):
+                return  # a connection reusing another key's routing id: it gets nothing
         worker = self.life.workers.get(identity)
         now = time.monotonic()
         if worker is not None:
@@ -201,7 +239,7 @@ class Broker:
             log.warning("worker %s: malformed message dropped: %s", worker.worker_id if worker else repr(identity),
                         exc)
             return
-        self.worker_commands.handle(identity, worker, message, now)
+        self.worker_commands.handle(identity, worker, message, now, key)
 
     def _send(self, messages: list[Outgoing]) -> None:
         if not messages:
@@ -263,4 +301,8 @@ class Broker:
         self.workers.sock.close(linger=200)
         for hook in self.life.hooks:
             hook.close()
+        if self.curve is not None:
+            self.curve.stop()
+        if self._own_ctx:
+            self.ctx.term()
         self.state_lock.release()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
@@ -75,6 +75,25 @@ class BrokerSettings(BaseSettings):
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
     log_level: str = Field("INFO")
+    curve_secret: Optional[str] = Field(
+        None, description="the broker's CURVE key pair (NAME.key_secret); turns CURVE on for both ports"
+    )
+    client_keys: Optional[str] = Field(None, description="folder of client public keys (*.key) allowed in")
+    worker_keys: Optional[str] = Field(None, description="folder of worker public keys (*.key) allowed in")
+    admin_keys: Optional[str] = Field(None, description="folder of admin public keys: clients with every right")
+
+    @property
+    def curve(self) -> bool:
+        return bool(self.curve_secret)
+
+    @model_validator(mode="after")
+    def _check_curve(self) -> BrokerSettings:
+        folders = (self.client_keys, self.worker_keys, self.admin_keys)
+        if self.curve_secret and not (self.client_keys and self.worker_keys):
+            raise ValueError("CURVE (curve_secret) needs both client_keys and worker_keys folders")
+        if not self.curve_secret and any(folders):
+            raise ValueError("key folders are given but no curve_secret: CURVE would be off")
+        return self
 
     def journal_file(self) -> Optional[Path]:
         if not self.journal_enabled:

@@ -26,10 +26,18 @@ class WorkerRecord:
     warm: frozenset[str] = frozenset()
     jobs_done: int = 0
     jobs_failed: int = 0
+    key: Optional[str] = None  # ZAP User-Id ("worker:NAME") of its connection under CURVE
 
     @property
     def worker_id(self) -> str:
         return self.ready.worker_id
+
+    @property
+    def public_id(self) -> str:
+        """What clients are told did the job: the routing id without CURVE, the key name and pid with it."""
+        if self.key is None:
+            return self.ready.worker_id
+        return f"{self.key.partition(':')[2]}/{self.ready.pid}"
 
     @property
     def free_slots(self) -> int:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from tts_protocol.constants import JobState
+from tts_protocol.curve import CurveKeyError, generate
 from tts_protocol.messages import JobView, StatusView
 
 from tts_client.audio import (
@@ -140,8 +141,13 @@ def _require_route(client: TtsClient, model: Optional[str]) -> None:
 @click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                                   case_sensitive=False))
+@click.option("--curve-secret", type=click.Path(dir_okay=False),
+              help="This client's CURVE key pair (NAME.key_secret) [env TTS_CLIENT_CURVE_SECRET].")
+@click.option("--broker-key", type=click.Path(dir_okay=False),
+              help="The broker's CURVE public key (NAME.key) [env TTS_CLIENT_BROKER_KEY].")
 @click.pass_context
-def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[float], log_level: str) -> None:
+def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[float], log_level: str,
+         curve_secret: Optional[str], broker_key: Optional[str]) -> None:
     """Speak text through a tts-broker: `tts up` starts a local stack, `tts say` speaks a line."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {}
@@ -149,10 +155,38 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
         overrides["broker_url"] = broker_url
     if timeout_s is not None:
         overrides["timeout_s"] = timeout_s
+    if curve_secret:
+        overrides["curve_secret"] = curve_secret
+    if broker_key:
+        overrides["broker_key"] = broker_key
+    if ctx.invoked_subcommand == "keys":
+        return  # key files are made before any CURVE setting can be valid
     try:
         ctx.obj = ClientSettings(**overrides)
     except ValidationError as exc:
         _fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()), EXIT_USAGE)
+
+
+# ---- tts keys --------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """CURVE key files for the broker, workers and clients (docs/security.md)."""
+
+
+@keys.command("generate")
+@click.argument("name")
+@click.option("--dir", "folder", required=True, type=click.Path(file_okay=False),
+              help="Folder to write NAME.key (public) and NAME.key_secret (keep private) into.")
+def keys_generate(name: str, folder: str) -> None:
+    """Write DIR/NAME.key and DIR/NAME.key_secret, a new CURVE key pair (pyzmq certificate files)."""
+    try:
+        public, secret = generate(name, folder)
+    except CurveKeyError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    click.echo(f"public key: {public}  (copy to the broker's allowlist folder, or to peers as --broker-key)")
+    click.echo(f"secret key: {secret}  (mode 0600; stays on this host)")
 
 
 # ---- tts up ----------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 import zmq
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
+from tts_protocol.curve import REFUSED, HandshakeWatch
 from tts_protocol.messages import Error, JobsRequest, JobStatusRequest, Pong, Reload, Request, RetryJob, Submit
 
 from tts_client.errors import BrokerUnavailable, ClientClosed, ClientTimeout, InvalidRequest, JobTimeout, request_error
@@ -82,6 +83,11 @@ class ClientCore:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self._handshake: Optional[HandshakeWatch] = None
+        keys = settings.curve_keys()
+        if keys is not None:
+            keys.apply(self._sock)
+            self._handshake = HandshakeWatch(self._sock)
         try:
             self._sock.connect(settings.broker_url)
         except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
@@ -209,6 +215,8 @@ class ClientCore:
             log.exception("client I/O thread failed; failing every pending call")
         finally:
             self._fail_all(ClientClosed("the client is closed"))
+            if self._handshake is not None:
+                self._handshake.close()
             self._sock.close(0)
             self._wake_rx.close(0)
 
@@ -316,6 +324,8 @@ class ClientCore:
             self._jobs.resubmit_all(f"broker {self.settings.broker_url} answers again", now, new_broker=False)
 
     def _tick(self, now: float) -> None:
+        if self._handshake is not None and self._handshake.poll():
+            self._refused()
         interval_s = self.settings.ping_interval_s
         if now >= self._next_ping:
             self._next_ping = now + interval_s
@@ -330,7 +340,17 @@ class ClientCore:
                 del self._requests[req_id]
                 settle(request.future, error=self._timeout_error(f"no reply to {request.what}", now))
 
+    def _refused(self) -> None:
+        """The broker refused our CURVE key: every waiting call fails now, saying so (not after its timeout)."""
+        error = BrokerUnavailable(f"{REFUSED} (broker {self.settings.broker_url})")
+        self._jobs.fail_all(error)
+        for request in self._requests.values():
+            settle(request.future, error=error)
+        self._requests.clear()
+
     def _timeout_error(self, what: str, now: float) -> ClientTimeout:
+        if self._handshake is not None and self._handshake.poll():
+            return BrokerUnavailable(f"{what}: {REFUSED} (broker {self.settings.broker_url})")
         quiet_s = BROKER_LOST_PINGS * self.settings.ping_interval_s
         if self._last_broker_msg is None or now - self._last_broker_msg > quiet_s:
             return BrokerUnavailable(f"{what}: broker {self.settings.broker_url} is not answering")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_FRONTEND
+from tts_protocol.curve import CurveKeyError, CurveKeys, curve_keys
 
 from tts_client.retry import BACKOFF_CAP_S, BACKOFF_INITIAL_S, PING_INTERVAL_S, RESUBMIT_AFTER_S
 
@@ -44,6 +45,22 @@ class ClientSettings(BaseSettings):
         default="wav", description="Audio file format: wav, flac, ogg (vorbis) or mp3.")
     output_dir: str = Field(default="output", description="Default output folder of the seed API and the CLI.")
     max_in_flight: int = Field(default=256, ge=1, description="Most jobs a batch keeps submitted at once.")
+    curve_secret: Optional[str] = Field(
+        default=None, description="This client's CURVE key pair (NAME.key_secret); with broker_key turns CURVE on.")
+    broker_key: Optional[str] = Field(
+        default=None, description="The broker's CURVE public key file (NAME.key).")
+
+    @model_validator(mode="after")
+    def _check_curve(self) -> ClientSettings:
+        self.curve_keys()  # both or neither, and readable: fail when the client is made, clearly
+        return self
+
+    def curve_keys(self) -> Optional[CurveKeys]:
+        """The CURVE keys for the client's socket, None when CURVE is off."""
+        try:
+            return curve_keys(self.curve_secret, self.broker_key)
+        except CurveKeyError as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("broker_url")
     @classmethod

@@ -175,9 +175,29 @@ class RouterPort:
         """(routing id, message); raises ProtocolError for a malformed message (the id is still frames[0])."""
         return routing_id(frames), decode(frames[1:], side=self.side, to_broker=True)
 
+    def parse_peer(self, frames: list[Any]) -> tuple[bytes, Optional[str], Message]:
+        """(routing id, ZAP User-Id, message) on a CURVE socket; raises ProtocolError like parse."""
+        return routing_id(frames), user_id(frames), decode(frames[1:], side=self.side, to_broker=True)
+
 
 def routing_id(frames: Sequence[Frame]) -> bytes:
     return _to_bytes(frames[0])
+
+
+def user_id(frames: Sequence[Frame]) -> Optional[str]:
+    """The ZAP User-Id the authenticator gave the sender's connection (None without one).
+
+    libzmq attaches it to the frames the peer sent, not to the routing id frame the ROUTER adds.
+    """
+    if len(frames) < 2 or not isinstance(frames[1], zmq.Frame):
+        return None
+    try:
+        value = frames[1].get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 
 
 _MAX_ECHOED_ID = 256  # an ERROR body echoes job_id / req_id only up to this length (ShortStr)

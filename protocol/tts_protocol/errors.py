@@ -18,6 +18,7 @@ class ErrorCode(str, enum.Enum):
     MAX_ATTEMPTS = "max_attempts"
     ENGINE_ERROR = "engine_error"
     NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"
     OUT_OF_RANGE = "out_of_range"
     TOO_LARGE = "too_large"

@@ -73,6 +73,10 @@ def _print_engines() -> None:
               "0 = never [env TTS_WORKER_MAX_JOBS, 0].")
 @click.option("--max-rss-mb", type=click.IntRange(0), help="Recycle a worker process whose memory exceeds this "
               "after a job, 0 = off [env TTS_WORKER_MAX_RSS_MB, 0].")
+@click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
+              help="This worker's CURVE key pair (NAME.key_secret) [env TTS_WORKER_CURVE_SECRET].")
+@click.option("--broker-key", type=click.Path(dir_okay=False, exists=True),
+              help="The broker's CURVE public key (NAME.key) [env TTS_WORKER_BROKER_KEY].")
 @click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
 @click.option("--single", is_flag=True, help="Run one worker process here, without a supervisor (for systemd or "
               "Kubernetes, which restart it themselves).")
@@ -82,8 +86,8 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
          concurrency: Optional[int], name: Optional[str], log_level: Optional[str], model_version: Optional[str],
          semantic_token_cache: Optional[bool], heartbeat_interval_s: Optional[float],
          heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
-         max_rss_mb: Optional[int], list_engines: bool, single: bool, supervised: bool,
-         load_error_file: Optional[Path]) -> None:
+         max_rss_mb: Optional[int], curve_secret: Optional[str], broker_key: Optional[str], list_engines: bool,
+         single: bool, supervised: bool, load_error_file: Optional[Path]) -> None:
     """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
     if list_engines:
         _print_engines()
@@ -93,6 +97,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         "log_level": log_level, "model_version": model_version, "semantic_token_cache": semantic_token_cache,
         "heartbeat_interval_s": heartbeat_interval_s, "heartbeat_liveness": heartbeat_liveness,
         "cancel_grace_s": cancel_grace_s, "max_jobs": max_jobs, "max_rss_mb": max_rss_mb,
+        "curve_secret": curve_secret, "broker_key": broker_key,
     }.items() if v is not None}
     try:
         settings = WorkerSettings(**overrides)

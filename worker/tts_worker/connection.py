@@ -19,6 +19,7 @@ from typing import Optional
 import zmq
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
+from tts_protocol.curve import CurveKeys, HandshakeWatch
 from tts_protocol.messages import BODY_TYPES, Body
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ class BrokerConnection:
     """One DEALER socket at a time to the broker's backend endpoint."""
 
     def __init__(self, context: zmq.Context, endpoint: str, *, timeout_s: float,
-                 backoff_min_s: float, backoff_max_s: float) -> None:
+                 backoff_min_s: float, backoff_max_s: float, curve: Optional[CurveKeys] = None) -> None:
         self.context = context
+        self.curve = curve
+        self._watch: Optional[HandshakeWatch] = None
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.backoff_min_s = backoff_min_s
@@ -63,6 +66,9 @@ class BrokerConnection:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.curve is not None:
+            self.curve.apply(sock)
+            self._watch = HandshakeWatch(sock)
         sock.connect(self.endpoint)
         self.socket = sock
         self.generation += 1
@@ -73,6 +79,9 @@ class BrokerConnection:
         """Close the socket. linger_ms > 0 lets queued messages (last RESULT, DISCONNECT) go out first."""
         if self.socket is None:
             return
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self.socket.close(linger=linger_ms)
         self.socket = None
 
@@ -121,5 +130,11 @@ class BrokerConnection:
             messages.append(message)
         return messages
 
+    @property
+    def refused(self) -> bool:
+        """True once the broker refused this socket's CURVE key (REFUSED says what to check)."""
+        return self._watch is not None and self._watch.poll()
+
     def broker_silent(self, now: float) -> bool:
-        return self.socket is not None and now - self.last_heard > self.timeout_s
+        """Time to give up on this socket: the broker is silent too long, or it refused our CURVE key."""
+        return self.socket is not None and (now - self.last_heard > self.timeout_s or self.refused)

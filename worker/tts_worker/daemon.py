@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional
 import zmq
 
 from tts_protocol import Command, ErrorCode, Message
+from tts_protocol.curve import REFUSED
 from tts_protocol.messages import (
     CancelLease,
     Disconnect,
@@ -104,6 +105,7 @@ class WorkerDaemon:
         self.conn = BrokerConnection(
             self._context, self.settings.broker_url, timeout_s=self.settings.broker_timeout_s,
             backoff_min_s=self.settings.reconnect_min_s, backoff_max_s=self.settings.reconnect_max_s,
+            curve=self.settings.curve_keys(),
         )
         try:
             return int(self._loop())
@@ -186,7 +188,7 @@ class WorkerDaemon:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
             if conn.broker_silent(now):
-                conn.drop(f"broker silent for {self.settings.broker_timeout_s:.1f} s")
+                conn.drop(REFUSED if conn.refused else f"broker silent for {self.settings.broker_timeout_s:.1f} s")
                 self._orphan_leases()
 
     def _leaving(self) -> bool:

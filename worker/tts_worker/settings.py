@@ -21,15 +21,19 @@ import time.
 | max_rss_mb | TTS_WORKER_MAX_RSS_MB | 0 (off) |
 | max_result_bytes | TTS_WORKER_MAX_RESULT_BYTES | 67108864 (a bigger result is sent as FAIL too_large) |
 | log_level | TTS_LOG_LEVEL | INFO |
+| curve_secret | TTS_WORKER_CURVE_SECRET | unset (CURVE off); this worker's NAME.key_secret |
+| broker_key | TTS_WORKER_BROKER_KEY | unset; the broker's public key file (NAME.key) |
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Optional
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tts_protocol.curve import CurveKeyError, CurveKeys, curve_keys
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -78,6 +82,22 @@ class WorkerSettings(BaseSettings):
         64 * 1024 * 1024, ge=1024, validation_alias=_env("TTS_WORKER_MAX_RESULT_BYTES", "max_result_bytes")
     )
     log_level: str = Field("INFO", validation_alias=_env("TTS_LOG_LEVEL", "log_level"))
+    curve_secret: Optional[str] = Field(
+        None, validation_alias=_env("TTS_WORKER_CURVE_SECRET", "curve_secret")
+    )
+    broker_key: Optional[str] = Field(None, validation_alias=_env("TTS_WORKER_BROKER_KEY", "broker_key"))
+
+    @model_validator(mode="after")
+    def _check_curve(self) -> WorkerSettings:
+        self.curve_keys()  # both or neither, and readable: fail at start, not at the first connection
+        return self
+
+    def curve_keys(self) -> Optional[CurveKeys]:
+        """The CURVE keys of this worker's connection, None when CURVE is off."""
+        try:
+            return curve_keys(self.curve_secret, self.broker_key)
+        except CurveKeyError as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("device")
     @classmethod

@@ -12,8 +12,9 @@
  * pending (it polls with a 1 s receive timeout), and its timer is unref'd. close() it to free the socket.
  */
 
-import { Dealer } from "zeromq";
+import { Dealer, Observer } from "zeromq";
 
+import { CURVE_REFUSED, resolveCurve, type CurveKeys, type CurveOptions } from "./curve.js";
 import {
   AbortError,
   BrokerUnavailableError,
@@ -68,7 +69,13 @@ export class TtsClient {
     malformed: 0,
   };
 
-  private readonly opts: Required<Omit<TtsClientOptions, "brokerUrl" | "routingId" | "logger">>;
+  private readonly opts: Required<Omit<TtsClientOptions, "brokerUrl" | "routingId" | "logger" | keyof CurveOptions>>;
+  private readonly curve: CurveKeys | undefined;
+  /** Set once the broker refused our CURVE key; every pending and later call fails with it. */
+  private refused: BrokerUnavailableError | undefined;
+  /** Socket monitor for CURVE handshake events, open until the first handshake succeeds (it keeps Node
+   * alive, and a second monitor on the same socket blocks it). */
+  private observer: Observer | undefined;
   private readonly routingId: string | undefined;
   readonly log: Logger;
   private socket: Dealer | undefined;
@@ -89,6 +96,7 @@ export class TtsClient {
       );
     }
     this.routingId = options.routingId;
+    this.curve = resolveCurve(options);
     this.log = options.logger ?? { warn: (m) => console.warn(`tts-client: ${m}`), debug: () => undefined };
     this.opts = {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
@@ -288,7 +296,9 @@ export class TtsClient {
       receiveHighWaterMark: 0,
       receiveTimeout: RECEIVE_POLL_MS,
       ...(this.routingId === undefined ? {} : { routingId: this.routingId }),
+      ...(this.curve ?? {}),
     });
+    if (this.curve !== undefined) this.watchHandshakes(socket);
     try {
       socket.connect(this.brokerUrl);
     } catch (err) {
@@ -311,6 +321,36 @@ export class TtsClient {
       this.receiving = undefined;
       if (this.hasWork()) this.ensureReceiving(); // work registered while the loop was stopping
     });
+  }
+
+  /**
+   * Report a refused CURVE key (handshake:error:auth) at once. Watches only until a handshake succeeds: a
+   * key revoked later refuses the next reconnection, and calls then end as BrokerUnavailable by timeout.
+   */
+  private watchHandshakes(socket: Dealer): void {
+    const observer = new Observer(socket);
+    this.observer = observer;
+    void (async () => {
+      while (!observer.closed) {
+        let event;
+        try {
+          event = await observer.receive();
+        } catch {
+          return; // closed
+        }
+        if (event.type === "handshake:error:auth") {
+          this.onRefused();
+        } else if (event.type === "handshake") {
+          this.refused = undefined;
+          this.stopWatching();
+        }
+      }
+    })();
+  }
+
+  private stopWatching(): void {
+    this.observer?.close();
+    this.observer = undefined;
   }
 
   private async receiveLoop(socket: Dealer): Promise<void> {
@@ -372,6 +412,15 @@ export class TtsClient {
     }
   }
 
+  /** The broker's ZAP handler refused our key: say so now instead of timing out. */
+  private onRefused(): void {
+    if (this.isClosed) return;
+    if (this.refused === undefined) this.log.warn(`${CURVE_REFUSED} (broker ${this.brokerUrl})`);
+    this.refused = new BrokerUnavailableError(`${CURVE_REFUSED} (broker ${this.brokerUrl})`);
+    this.jobTable.failAll(this.refused);
+    this.requests.failAll(this.refused);
+  }
+
   private onMalformed(err: MalformedMessageError): void {
     this.stats.malformed += 1;
     this.log.warn(`malformed message from the broker: ${err.message}`);
@@ -398,6 +447,7 @@ export class TtsClient {
     this.jobTable.failAll(err);
     this.requests.failAll(err);
     this.sendQueue?.fail(err);
+    this.stopWatching();
     this.socket?.close();
     await this.receiving?.catch(() => undefined);
   }

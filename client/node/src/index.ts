@@ -15,6 +15,7 @@ export {
   type VoiceMessage,
 } from "./audioGenerator.js";
 export { TtsClient, defaultBrokerUrl } from "./client.js";
+export { CURVE_REFUSED, readKeyFile, resolveCurve, type CurveKeys, type CurveOptions } from "./curve.js";
 export {
   AbortError,
   BatchFailedError,

@@ -1,5 +1,6 @@
 /** Public shapes of the Node client: options, results, and the broker's views as they come off the wire. */
 
+import type { CurveOptions } from "./curve.js";
 import type { JobState, Priority } from "./protocol/constants.js";
 
 export type VoiceValue = null | boolean | number | string;
@@ -10,7 +11,7 @@ export interface Logger {
   debug(message: string): void;
 }
 
-export interface TtsClientOptions {
+export interface TtsClientOptions extends CurveOptions {
   /** Broker frontend URL; default env TTS_BROKER_URL, else tcp://127.0.0.1:5555. */
   brokerUrl?: string;
   /** ZeroMQ routing id of this client's socket; default: ZeroMQ picks one. */

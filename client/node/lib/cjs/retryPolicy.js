@@ -1,0 +1,36 @@
+"use strict";
+/**
+ * The client's retry policy in one place (PROTOCOL.md section 9; the values mirror protocol/retry_policy.json,
+ * which the tests check). The client's option defaults come from here; backoffDelayMs() says how long to wait.
+ */
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.RETRY_POLICY = void 0;
+exports.backoffDelayMs = backoffDelayMs;
+exports.RETRY_POLICY = {
+    /** The wait before the first retry after a retryable ERROR. */
+    backoffInitialMs: 200,
+    /** Each further retry waits this many times longer... */
+    backoffFactor: 2,
+    /** ...but never longer than this. */
+    backoffCapMs: 5000,
+    /** A wait is cut by a random share of up to this fraction, so clients that met the same error spread out. */
+    backoffJitterFraction: 0.25,
+    /** Retries are bounded by the call's timeout, not counted (maxRetries may add a count). */
+    maxRetries: Infinity,
+    /** Resubmit a job the broker has said nothing about for this long. */
+    resubmitAfterMs: 5000,
+    /** How often the client pings the broker while work is pending (a new broker_id means it restarted). */
+    pingIntervalMs: 1000,
+    /** No PONG for this many ping intervals: the broker is lost; its next PONG makes the client resubmit. */
+    brokerLostPings: 3,
+};
+/**
+ * How long to wait (ms) before the retry that follows `retries` earlier ones (0 for the first):
+ * min(cap, initial * factor ** retries), less up to a quarter at random, so in (3/4 of it, all of it]. The
+ * lower bound makes every wait longer than any wait before it until the cap is reached.
+ */
+function backoffDelayMs(retries, initialMs = exports.RETRY_POLICY.backoffInitialMs, capMs = exports.RETRY_POLICY.backoffCapMs, uniform = Math.random) {
+    const exponent = Math.min(Math.max(retries, 0), 64); // far past any cap; no overflow to Infinity * 0
+    const ceiling = Math.min(capMs, initialMs * exports.RETRY_POLICY.backoffFactor ** exponent);
+    return ceiling * (1 - exports.RETRY_POLICY.backoffJitterFraction * uniform());
+}

@@ -1,0 +1,3 @@
+"use strict";
+/** Public shapes of the Node client: options, results, and the broker's views as they come off the wire. */
+Object.defineProperty(exports, "__esModule", { value: true });

@@ -1,0 +1,2 @@
+/** Public shapes of the Node client: options, results, and the broker's views as they come off the wire. */
+export {};

@@ -1,0 +1,248 @@
+"""CURVE on both broker ports (issue 10): allowlists, key folders re-read live, roles, key-bound routing ids.
+
+Real broker and worker processes, real TtsClients and scripted peers (tests/peers.py) with real CURVE keys.
+"A peer gets nothing" is shown by positive events: the peer's own socket monitor reports the refused
+handshake, or a sentinel answered in order shows the broker handled what it sent and answered nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import zmq
+
+from tts_protocol import Command
+from tts_protocol.curve import REFUSED, CurveKeys, generate
+
+from tests.conftest import BrokerProc, Proc, wait_for
+from tests.peers import RawClient, RawWorker
+from tts_client import AsyncTtsClient, BrokerUnavailable, TtsClient
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclasses.dataclass
+class Keys:
+    root: Path
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def make(self, name: str, folder: str) -> Path:
+        """A key pair in root/folder; returns the secret file."""
+        return generate(name, self.root / folder)[1]
+
+    def curve(self, secret: Path) -> CurveKeys:
+        return CurveKeys.from_files(secret, self.root / "broker" / "broker.key")
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    k = Keys(tmp_path / "keys")
+    k.make("broker", "broker")
+    for folder in ("clients", "workers", "admins", "unlisted"):
+        k.folder(folder).mkdir(parents=True)
+    return k
+
+
+@pytest.fixture
+def curve_broker(broker_factory: Callable[..., BrokerProc], keys: Keys) -> BrokerProc:
+    return broker_factory("--no-journal", "--no-cache", "--curve-secret", str(keys.root / "broker/broker.key_secret"),
+                          "--client-keys", str(keys.folder("clients")), "--worker-keys", str(keys.folder("workers")),
+                          "--admin-keys", str(keys.folder("admins")))
+
+
+def client(broker: BrokerProc, keys: Keys, secret: Path | None, **kw: object) -> TtsClient:
+    if secret is None:
+        return TtsClient(broker.frontend, **kw)  # type: ignore[arg-type]
+    return TtsClient(broker.frontend, curve_secret=str(secret), broker_key=str(keys.root / "broker/broker.key"),
+                     **kw)  # type: ignore[arg-type]
+
+
+def refused_by_monitor(peer: RawClient | RawWorker) -> None:
+    assert peer.watch is not None
+    wait_for(peer.watch.poll, 20, what="EVENT_HANDSHAKE_FAILED_AUTH on the peer's socket")
+    assert peer.sock.poll(0) == 0, "a refused peer received a message"
+
+
+def test_peers_without_a_listed_key_are_refused_and_listed_ones_work(curve_broker: BrokerProc, keys: Keys,
+                                                                      start_worker: Callable[..., Proc],
+                                                                      ctx: zmq.Context) -> None:
+    app = keys.make("app", "clients")
+    gpu = keys.make("gpu", "workers")
+    stranger = keys.make("stranger", "unlisted")
+    broker_key = str(keys.root / "broker/broker.key")
+
+    # A worker with an unlisted key: its log names the cause; the broker never registers it.
+    bad_worker = start_worker(curve_broker, extra_args=["--single", "--curve-secret", str(stranger),
+                                                        "--broker-key", broker_key])
+    wait_for(lambda: REFUSED in bad_worker.log(), 30, what="the worker's log reporting the refused key")
+
+    # A client with an unlisted key: BrokerUnavailable saying why, at once rather than after its timeout.
+    with client(curve_broker, keys, stranger, request_timeout_s=30.0) as c:
+        with pytest.raises(BrokerUnavailable, match="CURVE handshake refused by the broker"):
+            c.ping()
+
+    # No key at all (plain NULL mechanism) on both ports: the handshake fails, nothing arrives.
+    plain = RawClient(ctx, curve_broker.frontend)
+    monitor = plain.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    plain.send(Command.PING, {"req_id": "p1"})
+    assert monitor.poll(20_000), "no handshake event for a peer without a key"
+    assert zmq.utils.monitor.recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    plain_worker = RawWorker(ctx, curve_broker.backend)
+    unlisted_worker = RawWorker(ctx, curve_broker.backend, curve=keys.curve(stranger))
+    refused_by_monitor(unlisted_worker)
+
+    # Listed keys work end to end: a real worker and a real client.
+    start_worker(curve_broker, extra_args=["--single", "--curve-secret", str(gpu), "--broker-key", broker_key])
+    with client(curve_broker, keys, app) as c:
+        wait_for(lambda: len(c.broker_status().workers) == 1, 30, what="the keyed worker registered")
+        result = c.synthesize("hello over curve", timeout_s=30)
+        assert result.num_frames > 0
+        assert result.meta.worker_id.startswith("gpu/"), "clients see the worker's key name, not its routing id"
+        (seen,) = c.broker_status().workers  # the refused workers never registered
+        assert seen.host == "" and seen.pid == 0 and not seen.worker_id.startswith("w-")
+    assert plain_worker.sock.poll(0) == 0 and unlisted_worker.sock.poll(0) == 0
+    assert "is in no allowlist" in curve_broker.log()
+
+
+def test_key_folders_are_read_again_without_a_restart(curve_broker: BrokerProc, keys: Keys,
+                                                      ctx: zmq.Context) -> None:
+    app = keys.make("app", "clients")
+    with client(curve_broker, keys, app) as c:
+        c.ping()
+        (keys.folder("clients") / "app.key").unlink()  # revoke
+        c.ping()  # the connection made before stays up (docs/security.md: revocation)
+    # The next connection with the removed key is refused.
+    again = RawClient(ctx, curve_broker.frontend, curve=keys.curve(app))
+    again.send(Command.PING, {"req_id": "p1"})
+    refused_by_monitor(again)
+    # A key added while the broker runs is accepted at once.
+    late = keys.make("late", "unlisted")
+    (keys.folder("clients") / "late.key").write_bytes((keys.folder("unlisted") / "late.key").read_bytes())
+    with client(curve_broker, keys, late) as c:
+        assert c.ping().broker_id
+
+    async def ping_async() -> str:  # AsyncTtsClient takes the same settings
+        async with AsyncTtsClient(curve_broker.frontend, curve_secret=str(late),
+                                  broker_key=str(keys.root / "broker/broker.key")) as ac:
+            return (await ac.ping()).broker_id
+
+    assert asyncio.run(ping_async())
+    assert curve_broker.proc is not None and curve_broker.starts == 1
+
+
+def test_jobs_belong_to_their_client_key_and_admin_commands_need_an_admin_key(curve_broker: BrokerProc,
+                                                                              keys: Keys, ctx: zmq.Context) -> None:
+    alice = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("alice", "clients")))
+    bob = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("bob", "clients")))
+    ops = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("ops", "admins")))
+    worker = RawWorker(ctx, curve_broker.backend, curve=keys.curve(keys.make("gpu", "workers")))
+    wait_for(lambda: len(ops.status().workers) == 1, 20, what="the worker registered")
+
+    job_id = "alice-" + secrets.token_hex(4)
+    alice.submit(job_id, "alice's private text")
+    alice.recv_until(Command.ACCEPTED, skip=())
+    job = worker.next_job()
+    assert job.job_id == job_id
+
+    def forbidden(msg_command: Command, **fields: object) -> None:
+        bob.send(msg_command, fields)
+        reply = bob.recv()
+        assert reply.command is Command.ERROR and reply.body.code == "forbidden", reply
+
+    forbidden(Command.JOB_STATUS, req_id="s1", job_id=job_id)
+    forbidden(Command.CANCEL, job_id=job_id)
+    forbidden(Command.RETRY, req_id="r1", job_id=job_id)
+    forbidden(Command.SUBMIT, job_id=job_id, text="resubmitted by someone else")
+    forbidden(Command.RELOAD, req_id="l1")
+    listed = bob.request(Command.JOBS, Command.JOBS_REPLY, limit=100).body.jobs
+    assert job_id not in [j.job_id for j in listed]
+    seen_by_bob = bob.status().workers[0]
+    assert seen_by_bob.worker_id != worker.worker_id and seen_by_bob.host == "" and seen_by_bob.pid == 0
+    bob.assert_quiet()
+
+    # The owner sees its job without routing ids; the admin sees everything and may act on it.
+    mine = alice.request(Command.JOB_STATUS, Command.JOB_STATUS_REPLY, job_id=job_id).body.job
+    assert mine.state == "running" and mine.worker_id is None and mine.workers == []
+    assert [j.job_id for j in alice.request(Command.JOBS, Command.JOBS_REPLY).body.jobs] == [job_id]
+    assert job_id in [j.job_id for j in ops.request(Command.JOBS, Command.JOBS_REPLY).body.jobs]
+    assert ops.status().workers[0].worker_id == worker.worker_id
+    assert ops.request(Command.RELOAD, Command.RELOAD_REPLY, model="tone").body.workers == 1
+    worker.recv_until(Command.B_RELOAD)
+    ops.send(Command.CANCEL, {"job_id": job_id})
+    assert ops.recv_until(Command.ERROR).body.code == "cancelled"
+    assert alice.recv_until(Command.ERROR).body.code == "cancelled"
+    worker.recv_until(Command.B_CANCEL)
+    # The job's audio never reached bob: the resubmission was refused above and nothing else came.
+    bob.assert_quiet()
+
+
+def test_a_peer_reusing_a_workers_routing_id_gets_nothing(curve_broker: BrokerProc, keys: Keys,
+                                                          ctx: zmq.Context) -> None:
+    alice = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("alice", "clients")))
+    ops = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("ops", "admins")))
+    worker = RawWorker(ctx, curve_broker.backend, curve=keys.curve(keys.make("gpu", "workers")))
+    wait_for(lambda: len(ops.status().workers) == 1, 20, what="the worker registered")
+    copied = ops.status().workers[0].worker_id.encode()  # what an admin view (only) shows
+    rogue_key = keys.curve(keys.make("rogue", "workers"))  # even an allowed worker key
+
+    # While the worker is connected, ROUTER_HANDOVER is off: the copy cannot take its pipe over.
+    rogue = RawWorker(ctx, curve_broker.backend, curve=rogue_key, identity=copied)
+    alice.submit("j1", "text for the real worker")
+    job = worker.next_job()
+    rogue.result(job, pcm=b"\x7f\x7f" * 8)  # a forged answer for the worker's lease
+    worker.result(job, pcm=b"\x00\x01" * 8)
+    result = alice.recv_until(Command.RESULT)
+    assert result.body.job_id == "j1" and bytes(result.payload) == b"\x00\x01" * 8
+    worker.assert_quiet(via=ops)
+    assert rogue.sock.poll(0) == 0
+
+    # Once the worker left, a connection with another key under its routing id is still dropped unanswered.
+    worker.send(Command.W_DISCONNECT, {"reason": "bye"})
+    wait_for(lambda: ops.status().workers == [], 20, what="the worker gone")
+    worker.close()
+    rogue.close()
+    late = RawWorker(ctx, curve_broker.backend, curve=rogue_key, identity=copied)
+    late.heartbeat()
+    alice.submit("j2", "nobody may read this")
+    alice.recv_until(Command.ACCEPTED, skip=())
+    alice.assert_quiet()
+    wait_for(lambda: "bound to key worker:gpu but arrived from key worker:rogue" in curve_broker.log(), 20,
+             what="the broker dropping the copied routing id's heartbeat")
+    assert ops.status().workers == [], "the copied routing id registered"
+    assert late.sock.poll(0) == 0, "the copied routing id received something"
+
+
+def test_no_curve_on_a_public_address_warns_loudly(broker_factory: Callable[..., BrokerProc]) -> None:
+    exposed = broker_factory("--no-journal", "--no-cache", start=False)
+    exposed.frontend = "tcp://0.0.0.0:*"
+    exposed.start()
+    assert "SECURITY: tcp://0.0.0.0:" in exposed.log() and "CURVE is off" in exposed.log()
+    with TtsClient(exposed.frontend.replace("0.0.0.0", "127.0.0.1")) as c:
+        assert c.ping().broker_id  # without CURVE everything works as before
+
+
+def test_the_tts_cli_makes_keys_and_takes_them_as_global_options(curve_broker: BrokerProc, keys: Keys,
+                                                                  tmp_path: Path) -> None:
+    def tts(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tts_client", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    made = tts("keys", "generate", "cli-user", "--dir", str(tmp_path / "mine"))
+    assert made.returncode == 0, made.stderr
+    assert tts("keys", "generate", "cli-user", "--dir", str(tmp_path / "mine")).returncode == 2  # never overwrites
+    common = ["--broker", curve_broker.frontend, "--curve-secret", str(tmp_path / "mine/cli-user.key_secret"),
+              "--broker-key", str(keys.root / "broker/broker.key")]
+    refused = tts(*common, "status")
+    assert refused.returncode == 3 and REFUSED in refused.stderr, refused.stderr
+    (keys.folder("clients") / "cli-user.key").write_bytes((tmp_path / "mine/cli-user.key").read_bytes())
+    allowed = tts(*common, "status")
+    assert allowed.returncode == 0, allowed.stderr
