@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any, Optional
 
 import click
 import zmq
 
+from tts_protocol.logjson import configure_logging
+
 from tts_broker import __version__
+from tts_broker.httpd import parse_listen
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
 
@@ -35,7 +37,11 @@ from tts_broker.settings import BrokerSettings
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write bound endpoints as JSON here once ready.")
+@click.option("--http", metavar="HOST:PORT",
+              help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-json", "log_json", flag_value=True, default=None,
+              help="One JSON object per log line, with job_id and worker_id [TTS_LOG_JSON].")
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
     """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2)."""
@@ -44,12 +50,19 @@ def main(**flags: Optional[Any]) -> None:
         settings = BrokerSettings(**overrides)
     except Exception as exc:  # pydantic ValidationError: show it as a usage error
         raise click.UsageError(str(exc)) from exc
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.http is not None:
+        try:
+            parse_listen(settings.http)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--http") from exc
+    configure_logging(settings.log_level, json_lines=settings.log_json, component="broker")
     try:
         broker = Broker(settings)
     except zmq.ZMQError as exc:
         click.echo(f"tts-broker: cannot bind {settings.frontend} / {settings.backend}: {exc}", err=True)
+        sys.exit(3)
+    except OSError as exc:  # the HTTP port
+        click.echo(f"tts-broker: {exc}", err=True)
         sys.exit(3)
     broker.install_signal_handlers()
     if settings.ready_file:

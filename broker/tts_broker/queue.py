@@ -37,6 +37,17 @@ class JobQueue:
     def depth_by_priority(self) -> dict[str, int]:
         return {level.value: count for level, count in self._by_level.items()}
 
+    def levels(self) -> Iterator[tuple[Priority, Optional[str], int, float]]:
+        """(priority, routing key, queued jobs, acceptance time of the oldest) for each non-empty bucket.
+
+        The oldest is looked for among the bucket's first few jobs: requeued jobs go to the front, new ones to
+        the back, so the earliest acceptance is at the head unless a requeue reordered it.
+        """
+        for level, by_key in self._levels.items():
+            for key, bucket in by_key.items():
+                heads = itertools.islice(bucket.values(), STICKY_LOOKAHEAD)
+                yield level, key, len(bucket), min(job.accepted_at for job in heads)
+
     def push(self, job: Job, *, front: bool = False) -> None:
         job.queue_seq = next(self._front) if front else next(self._back)
         bucket = self._levels[job.priority].setdefault(job.model, collections.OrderedDict())

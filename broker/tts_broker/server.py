@@ -26,7 +26,9 @@ from tts_protocol.messages import Disconnect, Empty
 from tts_broker import __version__
 from tts_broker.handlers import BrokerInfo, ClientCommands, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
+from tts_broker.httpd import HttpServer
 from tts_broker.lifecycle import Lifecycle
+from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
 
@@ -58,7 +60,14 @@ class Broker:
         self.info = BrokerInfo(broker_id="b-" + secrets.token_hex(6), version=__version__,
                                started_at=time.monotonic())
         self.ctx = context or zmq.Context.instance()
-        self.life = Lifecycle(settings, build_hooks(settings))
+        hooks = build_hooks(settings)
+        self.metrics: Optional[MetricsHook] = None
+        if settings.http is not None:
+            self.metrics = MetricsHook()
+            hooks.append(self.metrics)  # last: its snapshot includes what the other hooks report
+        self.life = Lifecycle(settings, hooks)
+        if self.metrics is not None:
+            self.metrics.attach(self.life, self.info)
         self.life.restore()
         self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes), Side.CLIENT)
         self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes), Side.WORKER)
@@ -69,6 +78,16 @@ class Broker:
         self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
         self._next_heartbeat = 0.0
+        self.http: Optional[HttpServer] = None
+        self.http_url: Optional[str] = None
+        if self.metrics is not None and settings.http is not None:
+            self.metrics.tick(time.monotonic())  # /api/status has a snapshot from the first request on
+            self.http = HttpServer(self.metrics, settings.http)
+            try:
+                self.http_url = self.http.start()
+            except OSError:
+                self.close()
+                raise
 
     @property
     def broker_id(self) -> str:
@@ -89,7 +108,7 @@ class Broker:
 
     def write_ready_file(self, path: str) -> None:
         info = {"frontend": self.frontend_endpoint, "backend": self.backend_endpoint, "pid": os.getpid(),
-                "broker_id": self.broker_id}
+                "broker_id": self.broker_id, "http": self.http_url}
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(json.dumps(info))
@@ -212,6 +231,8 @@ class Broker:
         log.info("broker %s stopped", self.broker_id)
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.clients.sock.close(linger=200)
         self.workers.sock.close(linger=200)
         for hook in self.life.hooks:

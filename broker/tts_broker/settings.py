@@ -45,7 +45,11 @@ class BrokerSettings(BaseSettings):
     cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
+    http: Optional[str] = Field(
+        None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
+    )
     log_level: str = Field("INFO")
+    log_json: bool = Field(False, description="log one JSON object per line, with job_id and worker_id fields")
 
     def journal_file(self) -> Optional[Path]:
         if not self.journal_enabled:

@@ -20,6 +20,7 @@ import time.
 | max_jobs | TTS_WORKER_MAX_JOBS | 0 (unlimited) |
 | max_rss_mb | TTS_WORKER_MAX_RSS_MB | 0 (off) |
 | log_level | TTS_LOG_LEVEL | INFO |
+| log_json | TTS_LOG_JSON | false (one JSON object per log line) |
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class WorkerSettings(BaseSettings):
     max_jobs: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_JOBS", "max_jobs"))
     max_rss_mb: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_RSS_MB", "max_rss_mb"))
     log_level: str = Field("INFO", validation_alias=_env("TTS_LOG_LEVEL", "log_level"))
+    log_json: bool = Field(False, validation_alias=_env("TTS_LOG_JSON", "log_json"))
 
     @field_validator("device")
     @classmethod

@@ -59,6 +59,8 @@ def child_command(settings: WorkerSettings, options: Mapping[str, Any], name: st
         "--max-jobs", str(settings.max_jobs), "--max-rss-mb", str(settings.max_rss_mb),
         "--load-error-file", str(error_file),
     ]
+    if settings.log_json:
+        args.append("--log-json")
     for key, value in options.items():
         args += ["--engine-opt", f"{key}={_option_text(value)}"]
     return args
