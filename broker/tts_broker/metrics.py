@@ -120,7 +120,7 @@ class MetricsHook(Hook):
         self._series: collections.deque[dict[str, Any]] = collections.deque(maxlen=SERIES_POINTS)
         self._latencies: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=10_000)
         self._rtf: dict[str, tuple[float, float]] = {}  # worker_id -> (generation s, audio s)
-        self._seen_workers: set[tuple[str, str]] = set()
+        self._observed: set[tuple[str, str]] = set()  # (worker_id, model) of the histogram's series
         r = self.registry
         self.jobs_total = Counter("tts_jobs", "Jobs by the state they reached (queued = accepted)",
                                   ["model", "state"], registry=r)
@@ -156,7 +156,9 @@ class MetricsHook(Hook):
 
     def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
         gen_s = body.gen_time_ms / 1000
-        self.gen_seconds.labels(worker.worker_id, worker_model(worker)).observe(gen_s)
+        labels = (worker.worker_id, worker_model(worker))
+        self.gen_seconds.labels(*labels).observe(gen_s)
+        self._observed.add(labels)
         now = time.monotonic()
         total_s = now - job.accepted_at
         self.total_seconds.labels(model_label(job.model)).observe(total_s)
@@ -227,13 +229,11 @@ class MetricsHook(Hook):
     def _forget_gone_workers(self, workers: tuple[WorkerFigures, ...]) -> None:
         """Drop the histogram series of workers that left, so a scrape lists only connected workers."""
         current = {(w.worker_id, w.model) for w in workers}
-        for labels in self._seen_workers - current:
-            try:
-                self.gen_seconds.remove(*labels)
-            except KeyError:
-                pass
-            self._rtf.pop(labels[0], None)
-        self._seen_workers = current
+        for labels in self._observed - current:
+            self.gen_seconds.remove(*labels)
+        self._observed &= current
+        for worker_id in set(self._rtf) - {w.worker_id for w in workers}:
+            del self._rtf[worker_id]
 
 
 class _SnapshotCollector(Collector):
