@@ -16,6 +16,7 @@ from typing import Any
 _JOB = re.compile(r"\bjob (\S+?)[:,;)]?(?:\s|$)")
 _WORKER = re.compile(r"\bworker (w-[0-9A-Za-z._:-]+|\S+?)[:,;)]?(?:\s|$)")
 _WORKER_TAG = re.compile(r"^\[(?:[^\]]* )?(w-[0-9a-f]{16})\]")  # tts-worker lines start "[NAME w-...]"
+_WORKER_ID = re.compile(r"\b(w-[0-9a-f]{16})\b")  # the routing ids workers choose, anywhere in a line
 _IDS = ("job_id", "worker_id", "attempt", "broker_id")
 
 
@@ -41,7 +42,8 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if "job_id" not in doc and (m := _JOB.search(message)):
             doc["job_id"] = m.group(1)
-        if "worker_id" not in doc and (m := _WORKER_TAG.match(message) or _WORKER.search(message)):
+        if "worker_id" not in doc and (m := _WORKER_TAG.match(message) or _WORKER_ID.search(message)
+                                       or _WORKER.search(message)):
             doc["worker_id"] = m.group(1)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)

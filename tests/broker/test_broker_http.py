@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tts_protocol import Command
+
 from tts_client import TtsClient
 
 from conftest import ROOT, BrokerProc, Proc, wait_for
