@@ -1,11 +1,11 @@
 """Prometheus metrics and the snapshot the HTTP thread serves, kept by a lifecycle hook.
 
-Two kinds of figure, two mechanisms, so the HTTP thread never reads the lifecycle:
-- Events (a job accepted, finished, retried; a generation time) move prometheus-client counters and
-  histograms from the broker loop; those objects are thread-safe.
-- Levels (queue depth, oldest job's age, workers by state, worker memory, cache and journal figures) are
-  read from the latest Snapshot, an immutable object the loop publishes about every half second and the
-  HTTP thread picks up with one attribute read. A custom collector turns it into gauges at scrape time.
+The HTTP thread never reads the lifecycle. The broker loop counts events (a job accepted, finished,
+retried; a generation time) in plain dicts, and about every half second publishes a Snapshot: an immutable
+object holding copies of those counts and histograms, the levels (queue depth, oldest job's age, workers by
+state, worker memory, cache and journal figures), the status document and the dashboard's series. The HTTP
+thread picks it up with one attribute read; a prometheus-client collector turns it into metric families at
+scrape time, so a scrape is one consistent moment, at most half a second old.
 
 Metric names used for autoscaling (KEDA, the operations issue) are fixed: tts_queue_depth{model,priority},
 tts_queue_oldest_age_seconds{model}, tts_workers{model,state}, tts_jobs_total{model,state}.
@@ -13,6 +13,7 @@ tts_queue_oldest_age_seconds{model}, tts_workers{model,state}, tts_jobs_total{mo
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import logging
@@ -20,8 +21,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from tts_protocol.constants import JobState
@@ -43,7 +44,6 @@ SERIES_EVERY_S = 1.0
 SERIES_POINTS = 300  # five minutes of one-second points for the dashboard's charts
 RECENT_JOBS = 50
 RECENT_FAILURES = 20
-_LATENCY_WINDOW_S = 10.0
 _GEN_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -95,6 +95,11 @@ class Snapshot:
     cache: Optional[dict[str, Any]]
     journal_commits: Optional[int]
     journal_bytes: Optional[int]
+    jobs_total: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    retries_total: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_letters_total: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    generation: dict[tuple[str, str], tuple[tuple[int, ...], float]] = dataclasses.field(default_factory=dict)
+    latency: dict[str, tuple[tuple[int, ...], float]] = dataclasses.field(default_factory=dict)
 
     def page(self) -> dict[str, Any]:
         """Everything the dashboard draws, as one JSON document."""
@@ -106,11 +111,34 @@ EMPTY = Snapshot(taken_at=0.0, status={}, jobs=[], failures=[], series=[], queue
                  workers=(), in_flight=0, cache=None, journal_commits=None, journal_bytes=None)
 
 
-class MetricsHook(Hook):
-    """Counts lifecycle events into a prometheus-client registry and publishes Snapshots for the HTTP thread."""
+class _Histogram:
+    """Bucket counts of one series, kept by the broker loop alone (no lock: the HTTP thread sees copies)."""
+
+    __slots__ = ("counts", "total", "n")
 
     def __init__(self) -> None:
-        disable_created_metrics()  # *_created series only double a scrape's size; nothing here queries them
+        self.counts = [0] * (len(_GEN_BUCKETS_S) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_GEN_BUCKETS_S, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def frozen(self) -> tuple[tuple[int, ...], float]:
+        return tuple(self.counts), self.total
+
+
+class MetricsHook(Hook):
+    """Counts lifecycle events and publishes Snapshots, which a prometheus-client collector exposes.
+
+    Events are counted in plain dicts by the broker loop (a few hundred nanoseconds a job; prometheus-client's
+    own Counter and Histogram objects lock on every change and cost several times more, benchmarks/
+    bench_metrics.py); the HTTP thread reads only the copies in the latest snapshot, so a scrape is consistent.
+    """
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot: Snapshot = EMPTY
         self._life: Optional[Lifecycle] = None
@@ -118,21 +146,14 @@ class MetricsHook(Hook):
         self._next_snapshot = 0.0
         self._next_point = 0.0
         self._series: collections.deque[dict[str, Any]] = collections.deque(maxlen=SERIES_POINTS)
-        self._latencies: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=10_000)
+        self._window: list[tuple[float, float]] = []  # (total ms, generation ms) of jobs done since the last point
         self._rtf: dict[str, tuple[float, float]] = {}  # worker_id -> (generation s, audio s)
-        self._observed: set[tuple[str, str]] = set()  # (worker_id, model) of the histogram's series
-        r = self.registry
-        self.jobs_total = Counter("tts_jobs", "Jobs by the state they reached (queued = accepted)",
-                                  ["model", "state"], registry=r)
-        self.retries_total = Counter("tts_job_retries", "Attempts after the first (a job leased again)",
-                                     ["model"], registry=r)
-        self.dead_letters_total = Counter("tts_dead_letters", "Jobs that failed for good, by error code",
-                                          ["model", "code"], registry=r)
-        self.gen_seconds = Histogram("tts_worker_generation_seconds", "Generation time of finished jobs",
-                                     ["worker_id", "model"], buckets=_GEN_BUCKETS_S, registry=r)
-        self.total_seconds = Histogram("tts_job_latency_seconds", "Acceptance to result, finished jobs",
-                                       ["model"], buckets=_GEN_BUCKETS_S, registry=r)
-        r.register(_SnapshotCollector(self))
+        self._jobs: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, state)
+        self._retries: collections.Counter[str] = collections.Counter()  # model
+        self._dead: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, code)
+        self._gen: dict[tuple[str, str], _Histogram] = {}  # (worker_id, model)
+        self._latency: dict[str, _Histogram] = {}  # model
+        self.registry.register(_SnapshotCollector(self))
 
     def attach(self, life: Lifecycle, info: BrokerInfo) -> None:
         """Give the hook the state it snapshots; the server calls this once, after building the lifecycle."""
@@ -141,28 +162,34 @@ class MetricsHook(Hook):
     # ---- events, from the broker loop ----------------------------------------------------------
 
     def recorded(self, job: Job, *, new: bool) -> None:
-        model = model_label(job.model)
         state = job.state
         if new and state is JobState.QUEUED:
-            self.jobs_total.labels(model, "queued").inc()
-        elif state is JobState.RUNNING and job.attempt > 1:
-            self.retries_total.labels(model).inc()
+            self._jobs[(model_label(job.model), "queued")] += 1
+        elif state is JobState.RUNNING:
+            if job.attempt > 1:
+                self._retries[model_label(job.model)] += 1
         elif state.finished:
+            model = model_label(job.model)
             if new:  # answered from the result cache: accepted and done at once
-                self.jobs_total.labels(model, "queued").inc()
-            self.jobs_total.labels(model, state.value).inc()
+                self._jobs[(model, "queued")] += 1
+            self._jobs[(model, state.value)] += 1
             if state is JobState.FAILED:
-                self.dead_letters_total.labels(model, job.error.code if job.error else "unknown").inc()
+                self._dead[(model, job.error.code if job.error else "unknown")] += 1
 
     def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
         gen_s = body.gen_time_ms / 1000
         labels = (worker.worker_id, worker_model(worker))
-        self.gen_seconds.labels(*labels).observe(gen_s)
-        self._observed.add(labels)
-        now = time.monotonic()
-        total_s = now - job.accepted_at
-        self.total_seconds.labels(model_label(job.model)).observe(total_s)
-        self._latencies.append((now, total_s * 1000, float(body.gen_time_ms)))
+        histogram = self._gen.get(labels)
+        if histogram is None:
+            histogram = self._gen[labels] = _Histogram()
+        histogram.observe(gen_s)
+        model = model_label(job.model)
+        latency = self._latency.get(model)
+        if latency is None:
+            latency = self._latency[model] = _Histogram()
+        total_s = (job.finished_at or job.accepted_at) - job.accepted_at
+        latency.observe(total_s)
+        self._window.append((total_s * 1000, float(body.gen_time_ms)))
         audio_s = job.audio_bytes / (2 * max(body.channels, 1) * body.sample_rate)
         spent, spoken = self._rtf.get(worker.worker_id, (0.0, 0.0))
         self._rtf[worker.worker_id] = (spent + gen_s, spoken + audio_s)
@@ -184,8 +211,8 @@ class MetricsHook(Hook):
         assert life is not None and info is not None
         status = status_document(status_view(life, info, now))
         jobs = life.jobs
-        recent = [job.view(now).to_wire() for job in jobs.recent(None, RECENT_JOBS)]
-        failures = [job.view(now).to_wire() for job in jobs.recent(JobState.FAILED, RECENT_FAILURES)]
+        recent = [job.view(now).to_wire() for job in jobs.latest(RECENT_JOBS)]
+        failures = [job.view(now).to_wire() for job in jobs.latest(RECENT_FAILURES, JobState.FAILED)]
         depth: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
         for priority, key, count, oldest_at in life.queue.levels():
@@ -205,10 +232,13 @@ class MetricsHook(Hook):
         return Snapshot(taken_at=wall, status=status, jobs=recent, failures=failures, series=list(self._series),
                         queue_depth=depth, queue_oldest_age_s=oldest, workers=workers,
                         in_flight=int(fields.get("running", 0)), cache=cache, journal_commits=journal_commits,
-                        journal_bytes=journal_bytes)
+                        journal_bytes=journal_bytes, jobs_total=dict(self._jobs), retries_total=dict(self._retries),
+                        dead_letters_total=dict(self._dead),
+                        generation={k: h.frozen() for k, h in self._gen.items()},
+                        latency={k: h.frozen() for k, h in self._latency.items()})
 
     def _point(self, wall: float, now: float, status: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
-        window = [(total, gen) for at, total, gen in self._latencies if now - at <= _LATENCY_WINDOW_S]
+        window, self._window = self._window, []
         totals = sorted(t for t, _ in window)
         return {"t": round(wall, 3), "done": fields.get("done", 0), "failed": fields.get("failed", 0),
                 "queued": status["queue"].get("depth", 0), "running": fields.get("running", 0),
@@ -229,9 +259,8 @@ class MetricsHook(Hook):
     def _forget_gone_workers(self, workers: tuple[WorkerFigures, ...]) -> None:
         """Drop the histogram series of workers that left, so a scrape lists only connected workers."""
         current = {(w.worker_id, w.model) for w in workers}
-        for labels in self._observed - current:
-            self.gen_seconds.remove(*labels)
-        self._observed &= current
+        for labels in set(self._gen) - current:
+            del self._gen[labels]
         for worker_id in set(self._rtf) - {w.worker_id for w in workers}:
             del self._rtf[worker_id]
 
@@ -266,6 +295,31 @@ class _SnapshotCollector(Collector):
         for (model, state), count in sorted(by_state.items()):
             workers.add_metric([model, state], count)
         yield workers
+        jobs = CounterMetricFamily("tts_jobs", "Jobs by the state they reached (queued = accepted)",
+                                   labels=["model", "state"])
+        for (model, state), count in sorted(snap.jobs_total.items()):
+            jobs.add_metric([model, state], count)
+        yield jobs
+        retries = CounterMetricFamily("tts_job_retries", "Attempts after the first (a job leased again)",
+                                      labels=["model"])
+        for model, count in sorted(snap.retries_total.items()):
+            retries.add_metric([model], count)
+        yield retries
+        dead = CounterMetricFamily("tts_dead_letters", "Jobs that failed for good, by error code",
+                                   labels=["model", "code"])
+        for (model, code), count in sorted(snap.dead_letters_total.items()):
+            dead.add_metric([model, code], count)
+        yield dead
+        latency = HistogramMetricFamily("tts_job_latency_seconds", "Acceptance to result, finished jobs",
+                                        labels=["model"])
+        for model, (counts, total) in sorted(snap.latency.items()):
+            latency.add_metric([model], _cumulative(counts), total)
+        yield latency
+        generation = HistogramMetricFamily("tts_worker_generation_seconds", "Generation time of finished jobs",
+                                           labels=["worker_id", "model"])
+        for (worker_id, model), (counts, total) in sorted(snap.generation.items()):
+            generation.add_metric([worker_id, model], _cumulative(counts), total)
+        yield generation
         yield GaugeMetricFamily("tts_jobs_in_flight", "Jobs running on workers", value=snap.in_flight)
         yield from _worker_families(snap.workers)
         if snap.cache is not None:
@@ -305,6 +359,15 @@ def _worker_families(workers: tuple[WorkerFigures, ...]) -> Iterator[Any]:
         if w.real_time_factor is not None:
             rtf.add_metric(ids, w.real_time_factor)
     yield from (state, busy, capacity, done, rss, cpu, gpu, rtf)
+
+
+def _cumulative(counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus's cumulative `le` buckets, ending with +Inf."""
+    out, running = [], 0
+    for bound, count in zip((*(repr(b) for b in _GEN_BUCKETS_S), "+Inf"), counts, strict=True):
+        running += count
+        out.append((bound, float(running)))
+    return out
 
 
 def _num(stats: dict[str, Any], key: str) -> float:

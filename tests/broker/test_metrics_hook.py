@@ -95,6 +95,7 @@ def test_cache_hits_count_as_accepted_and_done() -> None:
     life = Lifecycle(life.settings, [Answers(), hook])
     hook.attach(life, BrokerInfo(broker_id="b-test", version="0", started_at=0.0))
     life.submit(b"c", Submit(job_id="cached", text="hi"), 1.0)
+    hook.tick(1.0)
     found = scrape(hook)
     assert at(found, "tts_jobs_total", model="any", state="queued") == 1
     assert at(found, "tts_jobs_total", model="any", state="done") == 1
