@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -222,14 +221,15 @@ def _tts_broker(log: Path, *, journal: bool = False, http: bool = False) -> tupl
             raise SystemExit(f"tts-broker did not start; see {log}")
         time.sleep(0.02)
     info = json.loads(ready.read_text())
-    if info.get("http"):
-        threading.Thread(target=_scrape, args=(info["http"], broker), daemon=True).start()
+    if info.get("http"):  # a process of its own: a thread here would slow the load generator, not the broker
+        mp.Process(target=_scrape, args=(info["http"],), daemon=True).start()
     return broker, info["frontend"], info["backend"]
 
 
-def _scrape(base: str, broker: subprocess.Popen) -> None:
-    """What a dashboard (1/s) and a busy Prometheus (every 5 s would do; here 2/s) ask of `--http`."""
-    while broker.poll() is None:
+def _scrape(base: str) -> None:
+    """What a dashboard (1/s) and a busy Prometheus (every 5 s would do; here 2/s) ask of `--http`, until the
+    broker is gone."""
+    while True:
         for path in ("api/dashboard", "metrics", "metrics"):
             try:
                 with urllib.request.urlopen(base + path, timeout=5) as reply:
