@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_S = 0.5
 SERIES_EVERY_S = 1.0
 SERIES_POINTS = 300  # five minutes of one-second points for the dashboard's charts
+LATENCY_POINTS = 5  # the latency chart's p50/p95 are over the jobs of the last five points
+_MAX_WINDOW = 100_000
 RECENT_JOBS = 50
 RECENT_FAILURES = 20
 _GEN_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -147,6 +149,7 @@ class MetricsHook(Hook):
         self._next_point = 0.0
         self._series: collections.deque[dict[str, Any]] = collections.deque(maxlen=SERIES_POINTS)
         self._window: list[tuple[float, float]] = []  # (total ms, generation ms) of jobs done since the last point
+        self._windows: collections.deque[list[tuple[float, float]]] = collections.deque(maxlen=LATENCY_POINTS)
         self._rtf: dict[str, tuple[float, float]] = {}  # worker_id -> (generation s, audio s)
         self._jobs: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, state)
         self._retries: collections.Counter[str] = collections.Counter()  # model
@@ -189,7 +192,8 @@ class MetricsHook(Hook):
             latency = self._latency[model] = _Histogram()
         total_s = (job.finished_at or job.accepted_at) - job.accepted_at
         latency.observe(total_s)
-        self._window.append((total_s * 1000, float(body.gen_time_ms)))
+        if len(self._window) < _MAX_WINDOW:
+            self._window.append((total_s * 1000, float(body.gen_time_ms)))
         audio_s = job.audio_bytes / (2 * max(body.channels, 1) * body.sample_rate)
         spent, spoken = self._rtf.get(worker.worker_id, (0.0, 0.0))
         self._rtf[worker.worker_id] = (spent + gen_s, spoken + audio_s)
@@ -238,7 +242,9 @@ class MetricsHook(Hook):
                         latency={k: h.frozen() for k, h in self._latency.items()})
 
     def _point(self, wall: float, now: float, status: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
-        window, self._window = self._window, []
+        self._windows.append(self._window)
+        self._window = []
+        window = [item for part in self._windows for item in part]
         totals = sorted(t for t, _ in window)
         return {"t": round(wall, 3), "done": fields.get("done", 0), "failed": fields.get("failed", 0),
                 "queued": status["queue"].get("depth", 0), "running": fields.get("running", 0),
