@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -233,7 +234,8 @@ def start_minimal() -> tuple[list, str, str]:
     return [broker, *workers], front, back
 
 
-def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False) -> tuple[subprocess.Popen, str, str]:
+def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False,
+                http: bool = False) -> tuple[subprocess.Popen, str, str]:
     """Start tts-broker on free ports; returns it with the endpoints its ready file names."""
     state = tempfile.mkdtemp(prefix="bench-broker-")
     ready = Path(state) / "ready.json"
@@ -241,6 +243,7 @@ def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False) -> tup
     if curve:
         flags += ["--curve-secret", str(KEYS / "broker" / "broker.key_secret"), "--client-keys",
                   str(KEYS / "clients"), "--worker-keys", str(KEYS / "workers")]
+    flags += ["--http", "127.0.0.1:0"] if http else []
     broker = subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
                                "tcp://127.0.0.1:*", "--log-level", "WARNING", *flags], stdout=log.open("ab"),
                               stderr=subprocess.STDOUT)
@@ -250,12 +253,27 @@ def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False) -> tup
             raise SystemExit(f"tts-broker did not start; see {log}")
         time.sleep(0.02)
     info = json.loads(ready.read_text())
+    if info.get("http"):  # a process of its own: a thread here would slow the load generator, not the broker
+        mp.Process(target=_scrape, args=(info["http"],), daemon=True).start()
     return broker, info["frontend"], info["backend"]
 
 
-def start_ttsp_echo(journal: bool = False, curve: bool = False) -> tuple[list, str, str]:
+def _scrape(base: str) -> None:
+    """What a dashboard (1/s) and a busy Prometheus (every 5 s would do; here 2/s) ask of `--http`, until the
+    broker is gone."""
+    while True:
+        for path in ("api/dashboard", "metrics", "metrics"):
+            try:
+                with urllib.request.urlopen(base + path, timeout=5) as reply:
+                    reply.read()
+            except OSError:
+                return
+        time.sleep(0.5)
+
+
+def start_ttsp_echo(journal: bool = False, curve: bool = False, http: bool = False) -> tuple[list, str, str]:
     log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker, front, back = _tts_broker(log, journal=journal, curve=curve)
+    broker, front, back = _tts_broker(log, journal=journal, curve=curve, http=http)
     workers = [mp.Process(target=ttsp_echo_worker, args=(back, curve), daemon=True) for _ in range(4)]
     for p in workers:
         p.start()
@@ -296,6 +314,10 @@ def main() -> None:
     print(f"added p50 latency, one job in flight: {ours['p50_ms'] - base['p50_ms']:+.3f} ms (target < 0.5 ms)")
     journaled = run_case("tts-broker (journal on) + TTSP echo", start_ttsp_echo_journal, ttsp_call, ttsp_done, args)
     print(f"journal on / off: {journaled['jobs_per_s'] / ours['jobs_per_s']:.2f} (target >= 0.70)")
+    served = run_case("tts-broker (--http, scraped) + TTSP echo", lambda: start_ttsp_echo(http=True), ttsp_call,
+                      ttsp_done, args)
+    print(f"--http on (dashboard + metrics scraped) / off: {served['jobs_per_s'] / ours['jobs_per_s']:.2f} "
+          f"(target >= 0.90); p50 {served['p50_ms'] - ours['p50_ms']:+.3f} ms")
     curve_pair(args, off=ours)
     if not args.no_tone:
         off = run_case("tts-broker + 4 tone workers", start_tone_workers, ttsp_call, ttsp_done, args)

@@ -114,6 +114,7 @@ class BrokerProc:
         self.state_dir = tmp / "broker-state"  # journal + result cache, kept across restarts
         self.proc: Optional[Proc] = None
         self.starts = 0
+        self.http: Optional[str] = None  # base URL of `--http`, from the ready file
 
     def start(self, extra_args: Optional[list[str]] = None) -> "BrokerProc":
         self.starts += 1
@@ -129,6 +130,7 @@ class BrokerProc:
             raise AssertionError(f"broker exited at start:\n{proc.log()}")
         info = read_json(ready)
         self.frontend, self.backend = info["frontend"], info["backend"]
+        self.http = info.get("http")
         return self
 
     def kill(self) -> None:

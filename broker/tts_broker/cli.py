@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any, Optional
 
@@ -10,8 +9,10 @@ import click
 import zmq
 
 from tts_protocol import TtsError
+from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
+from tts_broker.httpd import parse_listen
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
@@ -59,7 +60,11 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
               help="Folder of allowed worker public keys, re-read on change [TTS_WORKER_KEYS].")
 @click.option("--admin-keys", type=click.Path(file_okay=False, exists=True),
               help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
+@click.option("--http", metavar="HOST:PORT",
+              help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-json", "log_json", flag_value=True, default=None,
+              help="One JSON object per log line, with job_id and worker_id [TTS_LOG_JSON].")
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
     """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2).
@@ -72,8 +77,12 @@ def main(**flags: Optional[Any]) -> None:
         settings = BrokerSettings(**overrides)
     except Exception as exc:  # pydantic ValidationError: show it as a usage error
         raise click.UsageError(str(exc)) from exc
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.http is not None:
+        try:
+            parse_listen(settings.http)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--http") from exc
+    configure_logging(settings.log_level, json_lines=settings.log_json, component="broker")
     try:
         broker = Broker(settings)
     except BrokerStartError as exc:
@@ -85,6 +94,9 @@ def main(**flags: Optional[Any]) -> None:
     except (TtsError, ValueError) as exc:  # a bad key file or key folder
         click.echo(f"tts-broker: CURVE: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except OSError as exc:  # the HTTP port
+        click.echo(f"tts-broker: {exc}", err=True)
+        sys.exit(EXIT_BIND)
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)

@@ -12,13 +12,17 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
+import msgpack
+
 from tts_protocol import Command, ErrorCode
 from tts_protocol.codec import Message
+from tts_protocol.constants import JobState
 from tts_protocol.messages import (
     BrokerStatusReply,
     CancelJob,
     Disconnect,
     Fail,
+    GetResult,
     Heartbeat,
     JobsReply,
     JobsRequest,
@@ -31,6 +35,8 @@ from tts_protocol.messages import (
     Reload,
     ReloadReply,
     Request,
+    Result,
+    ResultReply,
     RetryJob,
     StatusView,
     Submit,
@@ -83,6 +89,7 @@ class ClientCommands:
             Command.RELOAD: self.reload,
             Command.JOBS: self.jobs,
             Command.RETRY: self.retry,
+            Command.GET_RESULT: self.get_result,
         }
         #: Who sent the message being handled: None without CURVE (one trust domain, every right).
         self.principal: Optional[Principal] = None
@@ -206,6 +213,28 @@ class ClientCommands:
                                                                                job=self._job_view(job, now)))
 
 
+    def get_result(self, identity: bytes, req: GetResult, now: float) -> None:
+        """GET_RESULT: a finished job's RESULT body and audio again, for a caller that only knows its id."""
+        life = self.life
+        job = life.jobs.get(req.job_id)
+        if job is None:
+            life.outbox.error(identity, ErrorCode.NOT_FOUND, f"no job {req.job_id} (unknown, or no longer retained)",
+                              req_id=req.req_id)
+            return
+        if not self._visible(identity, job, req.job_id, req.req_id):  # another client key's audio: forbidden
+            return
+        if job.state is not JobState.DONE:
+            life.outbox.error(identity, ErrorCode.BAD_REQUEST, f"job {req.job_id} is {job.state.value}, not done",
+                              req_id=req.req_id)
+            return
+        if not job.result or job.audio is None:
+            life.outbox.error(identity, ErrorCode.NOT_FOUND, f"job {req.job_id} is done but its audio is no longer "
+                              "retained (result_ttl_s, max_retained_bytes)", req_id=req.req_id)
+            return
+        result = Result.model_validate(msgpack.unpackb(job.result, raw=False))
+        life.outbox.client(identity, Command.RESULT_REPLY, ResultReply(req_id=req.req_id, result=result), job.audio)
+
+
 class WorkerCommands:
     """Handlers for the worker port, by command; READY is handled before the sender is known."""
 
@@ -314,6 +343,7 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
         version=info.version,
         uptime_s=round(now - info.started_at, 3),
         draining=life.draining,
+        default_model=life.settings.default_model,
         queue={"depth": len(life.queue), "max": life.settings.max_queue,
                "by_priority": life.queue.depth_by_priority()},
         jobs=job_fields,

@@ -167,6 +167,23 @@ class JobTable:
             pool = (job for job in pool if job.owner == owner)
         return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)
 
+    def latest(self, limit: int, state: Optional[JobState] = None, *, scan: int = 5_000) -> list[Job]:
+        """Newest jobs first, like `recent`, but looking only at the `scan` latest live and retained jobs each.
+
+        For views refreshed every fraction of a second (the dashboard): the cost stays bounded however many
+        finished jobs are retained. A job of `state` older than the scanned ones is not listed.
+        """
+        pool: list[Job] = []
+        for table in (self._live, self._finished):
+            found = 0
+            for job in itertools.islice(reversed(table.values()), scan):
+                if state is None or job.state is state:
+                    pool.append(job)
+                    found += 1
+                    if found >= limit:
+                        break
+        return heapq.nlargest(limit, pool, key=lambda job: job.accepted_at)
+
     def expire(self, now: float) -> None:
         self._trim(now)
 

@@ -82,6 +82,21 @@ class JobQueue:
         """Clients with at least one queued job."""
         return len(self._by_client)
 
+    def levels(self) -> Iterator[tuple[Priority, Optional[str], int, float]]:
+        """(priority, routing key, queued jobs, acceptance time of the oldest) for each non-empty bucket.
+
+        The oldest is looked for among each client's first few jobs: requeued jobs go to the front, new ones to
+        the back, so the earliest acceptance is at a FIFO's head unless a requeue reordered it.
+        """
+        for level, by_key in self._levels.items():
+            for key, bucket in by_key.items():
+                count = sum(len(fifo) for fifo in bucket.ring.values())
+                if not count:
+                    continue
+                oldest = min(job.accepted_at for fifo in bucket.ring.values()
+                             for job in itertools.islice(fifo.values(), STICKY_LOOKAHEAD))
+                yield level, key, count, oldest
+
     def push(self, job: Job, *, front: bool = False) -> None:
         job.queue_seq = next(self._front) if front else next(self._back)
         bucket = self._levels[job.priority].get(job.model)

@@ -28,8 +28,10 @@ from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal
 from tts_broker.backlog import ClientBacklog
 from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
+from tts_broker.httpd import HttpServer
 from tts_broker.journal import JournalUnavailable
 from tts_broker.lifecycle import Lifecycle
+from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
 from tts_broker.reloads import ReloadTracker
 from tts_broker.settings import BrokerSettings
@@ -72,13 +74,20 @@ class Broker:
         self.state_lock = StateLock(settings.lock_folders())
         self.state_lock.acquire()
         self.curve: Optional[CurveServer] = None
+        self.metrics: Optional[MetricsHook] = None
         try:
             if settings.curve:
                 assert settings.curve_secret and settings.client_keys and settings.worker_keys
                 self.curve = CurveServer.start(self.ctx, secret_file=settings.curve_secret,
                                                client_keys=settings.client_keys, worker_keys=settings.worker_keys,
                                                admin_keys=settings.admin_keys)
-            self.life = Lifecycle(settings, build_hooks(settings))
+            hooks = build_hooks(settings)
+            if settings.http is not None:
+                self.metrics = MetricsHook()
+                hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
+            self.life = Lifecycle(settings, hooks)
+            if self.metrics is not None:
+                self.metrics.attach(self.life, self.info)
             self.life.restore()
             if self.curve is not None:
                 curve = self.curve
@@ -110,6 +119,16 @@ class Broker:
         self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
         self._next_heartbeat = 0.0
+        self.http: Optional[HttpServer] = None
+        self.http_url: Optional[str] = None
+        if self.metrics is not None and settings.http is not None:
+            self.metrics.tick(time.monotonic())  # /api/status has a snapshot from the first request on
+            self.http = HttpServer(self.metrics, settings.http)
+            try:
+                self.http_url = self.http.start()
+            except OSError:
+                self.close()
+                raise
 
     @property
     def broker_id(self) -> str:
@@ -134,7 +153,7 @@ class Broker:
 
     def write_ready_file(self, path: str) -> None:
         info = {"frontend": self.frontend_endpoint, "backend": self.backend_endpoint, "pid": os.getpid(),
-                "broker_id": self.broker_id}
+                "broker_id": self.broker_id, "http": self.http_url}
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(json.dumps(info))
@@ -297,6 +316,8 @@ class Broker:
         log.info("broker %s stopped", self.broker_id)
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.clients.sock.close(linger=200)
         self.workers.sock.close(linger=200)
         for hook in self.life.hooks:

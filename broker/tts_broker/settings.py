@@ -74,6 +74,9 @@ class BrokerSettings(BaseSettings):
     cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
+    http: Optional[str] = Field(
+        None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
+    )
     log_level: str = Field("INFO")
     curve_secret: Optional[str] = Field(
         None, description="the broker's CURVE key pair (NAME.key_secret); turns CURVE on for both ports"
@@ -94,6 +97,7 @@ class BrokerSettings(BaseSettings):
         if not self.curve_secret and any(folders):
             raise ValueError("key folders are given but no curve_secret: CURVE would be off")
         return self
+    log_json: bool = Field(False, description="log one JSON object per line, with job_id and worker_id fields")
 
     def journal_file(self) -> Optional[Path]:
         if not self.journal_enabled:

@@ -98,6 +98,9 @@ class AsyncTtsClient(ClientBase):
     async def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
         return await asyncio.wrap_future(self._api.retry(job_id, timeout_s))
 
+    async def get_result(self, job_id: str, *, timeout_s: Optional[float] = None) -> SynthesisResult:
+        return await asyncio.wrap_future(self._api.get_result(job_id, timeout_s))
+
     async def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
         return await asyncio.wrap_future(self._api.broker_status(timeout_s))
 

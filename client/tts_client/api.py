@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tts_protocol import Command
 from tts_protocol.messages import (
+    GetResult,
     JobsRequest,
     JobStatusRequest,
     JobView,
@@ -112,6 +113,10 @@ class ClientApi:
     def retry(self, job_id: str, timeout_s: Optional[float]) -> "Future[JobView]":
         reply = self._request(Command.RETRY, lambda r: RetryJob(req_id=r, job_id=job_id), timeout_s)
         return then(reply, lambda body: body.job)
+
+    def get_result(self, job_id: str, timeout_s: Optional[float]) -> "Future[SynthesisResult]":
+        reply = self._request(Command.GET_RESULT, lambda r: GetResult(req_id=r, job_id=job_id), timeout_s)
+        return then(reply, lambda got: SynthesisResult.from_message(got[0].result, got[1]))
 
     def broker_status(self, timeout_s: Optional[float]) -> "Future[StatusView]":
         reply = self._request(Command.BROKER_STATUS, lambda r: Request(req_id=r), timeout_s)

@@ -1,7 +1,8 @@
 """`tts`: run a local stack, synthesise lines and batches, and look at the broker.
 
 Exit codes: 0 ok, 1 a job failed (also: no worker serves the model, every told worker failed to reload),
-2 usage error (bad URL, options, empty text, unwritable output folder), 3 broker unavailable.
+2 usage error (bad URL, options, empty text, unwritable output folder), 3 broker unavailable, 4 (`tts health`)
+the broker answers but no connected worker serves the model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from tts_protocol.constants import JobState
 from tts_protocol.curve import CurveKeyError, generate
 from tts_protocol.messages import JobView, StatusView
+from tts_protocol.views import status_document
 
 from tts_client.audio import (
     FORMATS,
@@ -54,6 +56,7 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_UNHEALTHY = 4
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -207,9 +210,12 @@ def keys_generate(name: str, folder: str) -> None:
 @click.option("--child-log-level", default="INFO", help="Log level of the broker and workers.")
 @click.option("--gateway", "gateway_listen", metavar="HOST:PORT",
               help="Also start the HTTP gateway (`tts gateway`) listening here.")
+@click.option("--http", "http_listen", metavar="HOST:PORT", default="127.0.0.1:0",
+              help="Where the broker serves its dashboard, /metrics and /api/status (port 0 = a free one).")
+@click.option("--no-http", is_flag=True, help="Do not start the broker's HTTP side.")
 def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
        drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str,
-       gateway_listen: Optional[str]) -> None:
+       gateway_listen: Optional[str], http_listen: str, no_http: bool) -> None:
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
     if gateway_listen is not None:
@@ -225,6 +231,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         if not sep:
             raise click.BadParameter(f"expected FLAG=VALUE, got {opt!r}", param_hint="--broker-opt")
         broker_args += [f"--{flag.lstrip('-')}", value]
+    if not no_http and "--http" not in broker_args:
+        broker_args += ["--http", http_listen]
     stack = LocalStack(StackConfig(frontend=frontend, backend=backend, workers=workers, engine=engine,
                                    engine_opts=list(engine_opts), device=device, broker_args=broker_args,
                                    log_level=child_log_level.upper(), drain_grace_s=drain_grace_s,
@@ -236,6 +244,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
     try:
         ready = stack.start_broker()
         note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
+        if ready.get("http"):
+            note(f"dashboard {ready['http']}  (metrics {ready['http']}metrics, status {ready['http']}api/status)")
         stack.start_workers()
         note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
         served = stack.start_gateway()
@@ -460,19 +470,38 @@ def _run_batch(client: TtsClient, lines: list[BatchLine], directory: Path, fmt: 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the broker's status view as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C (with --json: one JSON document per line).")
+@click.option("--interval-s", type=click.FloatRange(0.1, 3600), default=1.0, help="Refresh period of --watch.")
 @click.pass_context
 @handle_errors
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, watch: bool, interval_s: float) -> None:
     """Workers (state, jobs, mean generation time, memory) and the queue."""
-    view = _client(ctx).broker_status()
-    if as_json:
-        data = view.to_wire()
-        for worker in data["workers"]:
-            worker["id"] = worker["worker_id"]  # the short name scripts use (`tts status --json` contract)
-        data["queue_depth"] = data["queue"].get("depth", 0)
-        click.echo(json.dumps(data, indent=2))
+    client = _client(ctx)
+    if not watch:
+        view = client.broker_status()
+        click.echo(json.dumps(status_document(view), indent=2) if as_json else render_status(view))
         return
-    click.echo(render_status(view))
+    stop = StopSignal()
+    stop.install()
+    while True:
+        try:
+            view = client.broker_status()
+        except (BrokerUnavailable, ClientTimeout) as exc:
+            shown = click.style(f"broker unavailable: {exc}", fg="red")
+            click.echo(json.dumps({"error": str(exc)}) if as_json else _screen(shown), nl=as_json)
+        else:
+            if as_json:
+                click.echo(json.dumps(status_document(view)))
+            else:
+                click.echo(_screen(render_status(view) + "\n" + click.style(
+                    f"every {interval_s:g}s; Ctrl-C to stop", dim=True)), nl=False)
+        if stop.event.wait(interval_s):
+            return
+
+
+def _screen(text: str) -> str:
+    """Text that replaces the terminal's contents (cursor home, clear) when stdout is a terminal."""
+    return ("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + text + "\n"
 
 
 def render_status(view: StatusView) -> str:
@@ -597,3 +626,58 @@ def retry(ctx: click.Context, job_id: str) -> None:
     """Run a failed or cancelled job again under the same id (its attempts start again)."""
     view = _client(ctx).retry(job_id)
     click.echo(f"job {view.job_id} is {view.state.value} again")
+
+
+@main.command()
+@click.option("--model", help="Routing key to check (default: TTS_CLIENT_MODEL, else the broker's default model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.pass_context
+@handle_errors
+def health(ctx: click.Context, model: Optional[str], as_json: bool) -> None:
+    """Exit 0 if a connected worker serves the model, 4 if none does, 3 if the broker does not answer.
+
+    For systemd (ExecStartPost, watchdogs) and Kubernetes probes; draining brokers count as unhealthy.
+    """
+    settings: ClientSettings = ctx.obj
+    view = _client(ctx).broker_status()
+    key = model or settings.model or view.default_model
+    serving = [w for w in view.workers if _serves(w.engine, w.model, key)]
+    healthy = bool(serving) and not view.draining
+    if view.draining:
+        reason = "broker is draining"
+    elif serving:
+        reason = f"{len(serving)} worker(s) serve {key or 'any model'}"
+    else:
+        reason = f"no connected worker serves {key or 'any model'}"
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "model": key, "workers": len(serving), "reason": reason,
+                               "broker_id": view.broker_id}))
+    else:
+        click.secho(f"{'healthy' if healthy else 'unhealthy'}: {reason}", fg="green" if healthy else "red")
+    sys.exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
+
+
+def _serves(engine: str, model: str, key: Optional[str]) -> bool:
+    """The broker's routing rule (tts_broker.workers.WorkerRecord.serves) seen from a worker view."""
+    return key is None or key == engine or (bool(model) and key == f"{engine}:{model}")
+
+
+@main.command("get")
+@click.argument("job_id")
+@click.option("-o", "--output", "output_file", required=True, type=click.Path(dir_okay=False),
+              help="Audio file to write (format from its extension unless --format).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Audio format.")
+@click.pass_context
+@handle_errors
+def get(ctx: click.Context, job_id: str, output_file: str, fmt: Optional[str]) -> None:
+    """Fetch a finished job's audio by its id (e.g. after `tts retry`) into a file; prints its path."""
+    settings: ClientSettings = ctx.obj
+    target = Path(output_file)
+    fmt = check_format(fmt) if fmt else format_for_path(target, settings.output_format)
+    result = _client(ctx).get_result(job_id)
+    path = save_result(result, target, fmt)
+    click.echo(str(path))
+    meta = result.meta
+    click.echo(click.style(f"{result.duration_s:.2f}s of audio, {meta.engine}"
+                           f"{':' + meta.model if meta.model else ''} on {meta.worker_id}, attempt {meta.attempt}",
+                           dim=True), err=True)

@@ -129,6 +129,10 @@ class TtsClient(ClientBase):
         Resubmit it (submit with the same job_id) to receive its result."""
         return self._api.retry(job_id, timeout_s).result()
 
+    def get_result(self, job_id: str, *, timeout_s: Optional[float] = None) -> SynthesisResult:
+        """A finished job's audio by its id alone; NotFound once the broker no longer retains it."""
+        return self._api.get_result(job_id, timeout_s).result()
+
     def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
         """Queue depth, job counters and every connected worker."""
         return self._api.broker_status(timeout_s).result()

@@ -23,7 +23,17 @@ import zmq
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
 from tts_protocol.curve import REFUSED, HandshakeWatch
-from tts_protocol.messages import Error, JobsRequest, JobStatusRequest, Pong, Reload, Request, RetryJob, Submit
+from tts_protocol.messages import (
+    Error,
+    GetResult,
+    JobsRequest,
+    JobStatusRequest,
+    Pong,
+    Reload,
+    Request,
+    RetryJob,
+    Submit,
+)
 
 from tts_client.errors import BrokerUnavailable, ClientClosed, ClientTimeout, InvalidRequest, JobTimeout, request_error
 from tts_client.jobs import JobTracker
@@ -54,7 +64,7 @@ class _CancelCmd:
     job_id: str
 
 
-RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload]
+RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload, GetResult]
 """A request's body: it names the req_id its reply will carry."""
 
 
@@ -299,6 +309,10 @@ class ClientCore:
             self._jobs.on_accepted(body, now)
         elif command is Command.ERROR:
             self._on_error(body, now)
+        elif command is Command.RESULT_REPLY:  # GET_RESULT's answer: the body and its audio
+            request = self._requests.pop(body.req_id, None)
+            if request is not None:
+                settle(request.future, result=(body, payload or b""))
         elif command in _REPLY_COMMANDS:
             if command is Command.PONG:
                 self._on_pong(body, now)

@@ -34,6 +34,7 @@ class Command(enum.IntEnum):
     RELOAD = 0x06
     JOBS = 0x07
     RETRY = 0x08
+    GET_RESULT = 0x0C
     # broker -> client
     ACCEPTED = 0x11
     PARTIAL = 0x12
@@ -44,6 +45,7 @@ class Command(enum.IntEnum):
     PONG = 0x17
     RELOAD_REPLY = 0x18
     JOBS_REPLY = 0x19
+    RESULT_REPLY = 0x1C
     # worker -> broker
     W_READY = 0x21
     W_HEARTBEAT = 0x22
@@ -68,7 +70,7 @@ class Command(enum.IntEnum):
 
 
 PAYLOAD_COMMANDS = frozenset(
-    {Command.PARTIAL, Command.RESULT, Command.W_PARTIAL, Command.W_RESULT}
+    {Command.PARTIAL, Command.RESULT, Command.RESULT_REPLY, Command.W_PARTIAL, Command.W_RESULT}
 )
 
 

@@ -123,6 +123,11 @@ class RetryJob(Body):
     job_id: JobId
 
 
+class GetResult(Body):
+    req_id: ReqId
+    job_id: JobId
+
+
 class Request(Body):
     """A request that carries only a correlation id (BROKER_STATUS, PING)."""
 
@@ -206,6 +211,13 @@ class JobStatusReply(Body):
     job: JobView
 
 
+class ResultReply(Body):
+    """GET_RESULT's answer: the finished job's RESULT body; the audio rides in the payload frame."""
+
+    req_id: ReqId
+    result: Result
+
+
 class JobsReply(Body):
     req_id: ReqId
     jobs: list[JobView] = Field(default_factory=list)
@@ -242,6 +254,7 @@ class StatusView(Body):
     version: str
     uptime_s: float
     draining: bool = False
+    default_model: Optional[str] = None
     queue: dict[str, Any] = Field(default_factory=dict)
     jobs: dict[str, Any] = Field(default_factory=dict)
     workers: list[WorkerView] = Field(default_factory=list)
@@ -352,6 +365,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.RELOAD: Reload,
     Command.JOBS: JobsRequest,
     Command.RETRY: RetryJob,
+    Command.GET_RESULT: GetResult,
     Command.ACCEPTED: Accepted,
     Command.PARTIAL: Partial,
     Command.RESULT: Result,
@@ -361,6 +375,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.PONG: Pong,
     Command.RELOAD_REPLY: ReloadReply,
     Command.JOBS_REPLY: JobsReply,
+    Command.RESULT_REPLY: ResultReply,
     Command.W_READY: Ready,
     Command.W_HEARTBEAT: Heartbeat,
     Command.W_PARTIAL: Partial,

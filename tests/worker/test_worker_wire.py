@@ -17,8 +17,8 @@ from tts_worker.stats import MAX_WARM, WorkerStats
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
-WORKER_KEYS = {"jobs_done", "jobs_failed", "mean_gen_ms", "rss_bytes", "load_time_ms", "busy", "uptime_s", "warm",
-               "engine"}
+WORKER_KEYS = {"jobs_done", "jobs_failed", "mean_gen_ms", "rss_bytes", "cpu_percent", "load_time_ms", "busy",
+               "uptime_s", "warm", "engine"}
 
 
 def round_trip(stats: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def test_worker_figures_are_numbers_strings_and_a_list_of_str() -> None:
     assert WORKER_KEYS <= set(beat) <= WORKER_KEYS | {"gpu_mem_bytes", "reload_error"}
     assert (beat["jobs_done"], beat["jobs_failed"], beat["mean_gen_ms"], beat["busy"]) == (2, 1, 200.5, 2)
     assert beat["load_time_ms"] == 1234 and beat["rss_bytes"] > 0 and beat["warm"] == ["amy", "joe"]
+    assert isinstance(beat["cpu_percent"], float) and beat["cpu_percent"] >= 0
     assert beat["engine"] == {"jobs": 3}
     for key, value in beat.items():
         if key == "engine":

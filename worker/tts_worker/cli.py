@@ -13,6 +13,8 @@ from typing import Any, Optional
 import click
 from pydantic import ValidationError
 
+from tts_protocol.logjson import JsonFormatter
+
 from tts_worker.engines.base import EngineLoadError
 from tts_worker.engines.registry import list_engines, resolve
 from tts_worker.exit_codes import ExitCode
@@ -32,7 +34,12 @@ def _parse_engine_opts(ctx: click.Context, param: click.Parameter, values: tuple
     return options
 
 
-def configure_logging(level: str, name: str) -> None:
+def configure_logging(level: str, name: str, *, json_lines: bool = False) -> None:
+    if json_lines:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter("worker"))
+        logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
+        return
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s %(name)s [{name} pid %(process)d] %(message)s",
@@ -62,6 +69,8 @@ def _print_engines() -> None:
 @click.option("--name", help="Worker name shown in broker status; children get NAME/i [default: host name].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="[env TTS_LOG_LEVEL, default INFO]")
+@click.option("--log-json", "log_json", flag_value=True, default=None,
+              help="One JSON object per log line, with job_id and worker_id [env TTS_LOG_JSON].")
 @click.option("--model-version", help="Model version for engines that have several [env MODEL_VERSION, 1.5].")
 @click.option("--semantic-token-cache/--no-semantic-token-cache", default=None,
               help="Cache reference voice tokens (Fish Speech) [env SEMANTIC_TOKEN_CACHE, default on].")
@@ -83,7 +92,8 @@ def _print_engines() -> None:
 @click.option("--supervised", is_flag=True, hidden=True)
 @click.option("--load-error-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str, str], device: Optional[str],
-         concurrency: Optional[int], name: Optional[str], log_level: Optional[str], model_version: Optional[str],
+         concurrency: Optional[int], name: Optional[str], log_level: Optional[str], log_json: Optional[bool],
+         model_version: Optional[str],
          semantic_token_cache: Optional[bool], heartbeat_interval_s: Optional[float],
          heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
          max_rss_mb: Optional[int], curve_secret: Optional[str], broker_key: Optional[str], list_engines: bool,
@@ -94,7 +104,8 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         sys.exit(ExitCode.OK)
     overrides: dict[str, Any] = {k: v for k, v in {
         "broker_url": broker_url, "engine": engine, "device": device, "concurrency": concurrency, "name": name,
-        "log_level": log_level, "model_version": model_version, "semantic_token_cache": semantic_token_cache,
+        "log_level": log_level, "log_json": log_json, "model_version": model_version,
+        "semantic_token_cache": semantic_token_cache,
         "heartbeat_interval_s": heartbeat_interval_s, "heartbeat_liveness": heartbeat_liveness,
         "cancel_grace_s": cancel_grace_s, "max_jobs": max_jobs, "max_rss_mb": max_rss_mb,
         "curve_secret": curve_secret, "broker_key": broker_key,
@@ -105,7 +116,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         click.echo(f"tts-worker: bad settings: {exc}", err=True)
         sys.exit(ExitCode.USAGE)
     options: dict[str, Any] = {**settings.engine_options, **engine_opts}
-    configure_logging(settings.log_level, settings.name)
+    configure_logging(settings.log_level, settings.name, json_lines=settings.log_json)
     try:
         resolve(settings.engine)
     except EngineLoadError as exc:

@@ -23,6 +23,7 @@ import time.
 | log_level | TTS_LOG_LEVEL | INFO |
 | curve_secret | TTS_WORKER_CURVE_SECRET | unset (CURVE off); this worker's NAME.key_secret |
 | broker_key | TTS_WORKER_BROKER_KEY | unset; the broker's public key file (NAME.key) |
+| log_json | TTS_LOG_JSON | false (one JSON object per log line) |
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class WorkerSettings(BaseSettings):
             return curve_keys(self.curve_secret, self.broker_key)
         except CurveKeyError as exc:
             raise ValueError(str(exc)) from exc
+    log_json: bool = Field(False, validation_alias=_env("TTS_LOG_JSON", "log_json"))
 
     @field_validator("device")
     @classmethod

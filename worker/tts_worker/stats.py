@@ -35,6 +35,7 @@ class WorkerStats:
         self.reload_error: Optional[str] = None
         self._gen_ms_total = 0
         self._process = psutil.Process()
+        self._process.cpu_percent()  # the first call starts the measurement; heartbeats read the rest
 
     @property
     def jobs_answered(self) -> int:
@@ -57,6 +58,13 @@ class WorkerStats:
         except psutil.Error:
             return 0
 
+    def cpu_percent(self) -> float:
+        """CPU use of this process since the previous heartbeat (100 = one core busy)."""
+        try:
+            return float(self._process.cpu_percent())
+        except psutil.Error:
+            return 0.0
+
     def heartbeat(self, *, busy: int, engine_stats: Any) -> dict[str, Any]:
         """The HEARTBEAT `stats` map; engine figures go under `engine`, its `warm` list to the top."""
         if isinstance(engine_stats, Mapping):
@@ -69,6 +77,7 @@ class WorkerStats:
             "jobs_failed": self.jobs_failed,
             "mean_gen_ms": float(self.mean_gen_ms),
             "rss_bytes": self.rss_bytes(),
+            "cpu_percent": self.cpu_percent(),
             "load_time_ms": self.load_time_ms,
             "busy": busy,
             "uptime_s": round(time.monotonic() - self.started, 3),

@@ -61,6 +61,8 @@ def child_command(settings: WorkerSettings, options: Mapping[str, Any], name: st
     ]
     if settings.curve_secret and settings.broker_key:
         args += ["--curve-secret", settings.curve_secret, "--broker-key", settings.broker_key]
+    if settings.log_json:
+        args.append("--log-json")
     for key, value in options.items():
         args += ["--engine-opt", f"{key}={_option_text(value)}"]
     return args

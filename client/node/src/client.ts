@@ -23,7 +23,7 @@ import {
   ProtocolError,
   TimeoutError,
 } from "./errors.js";
-import { JobTable } from "./jobs.js";
+import { JobTable, synthesisResult } from "./jobs.js";
 import { JobStream } from "./jobStream.js";
 import { BrokerWatch } from "./liveness.js";
 import { makeJobId } from "./naming.js";
@@ -202,6 +202,15 @@ export class TtsClient {
   async retry(jobId: string, options: RequestOptions = {}): Promise<JobView> {
     const msg = await this.request(Command.RETRY, { job_id: jobId }, Command.JOB_STATUS_REPLY, options);
     return msg.body["job"] as JobView;
+  }
+
+  /**
+   * A finished job's audio by its id alone (GET_RESULT), e.g. after retry() once the job is done; rejects with
+   * RequestFailedError `not_found` (unknown, or no longer retained) or `bad_request` (not done).
+   */
+  async getResult(jobId: string, options: RequestOptions = {}): Promise<SynthesisResult> {
+    const msg = await this.request(Command.GET_RESULT, { job_id: jobId }, Command.RESULT_REPLY, options);
+    return synthesisResult(msg.body["result"] as Record<string, unknown>, msg.payload ?? new Uint8Array());
   }
 
   /** Round trip to the broker. */

@@ -12,6 +12,29 @@ import { BYTES_PER_SAMPLE, Command } from "./protocol/constants.js";
 import { backoffDelayMs } from "./retryPolicy.js";
 import type { ClientStats, Logger, SynthesisResult } from "./types.js";
 
+/** A RESULT body (or RESULT_REPLY's `result`) and its audio as a SynthesisResult. */
+export function synthesisResult(body: Record<string, unknown>, audio: Uint8Array): SynthesisResult {
+  const channels = body["channels"] as number;
+  const sampleRate = body["sample_rate"] as number;
+  return {
+    jobId: body["job_id"] as string,
+    attempt: body["attempt"] as number,
+    workerId: body["worker_id"] as string,
+    engine: body["engine"] as string,
+    model: body["model"] as string,
+    sampleRate,
+    channels,
+    sampleFormat: "s16le",
+    numSamples: body["num_samples"] as number,
+    genTimeMs: body["gen_time_ms"] as number,
+    queueTimeMs: body["queue_time_ms"] as number,
+    totalTimeMs: body["total_time_ms"] as number,
+    cached: body["cached"] as boolean,
+    audio,
+    durationS: audio.byteLength / (BYTES_PER_SAMPLE * channels * sampleRate),
+  };
+}
+
 interface RemoteError {
   code: string;
   message: string;
@@ -118,28 +141,11 @@ export class JobTable {
     const job = this.jobs.get(jobId);
     if (job === undefined) return;
     const channels = body["channels"] as number;
-    const sampleRate = body["sample_rate"] as number;
     if (audio.byteLength % (BYTES_PER_SAMPLE * channels) !== 0) {
       this.settle(job, new ProtocolError(`job ${job.id}: RESULT audio of ${audio.byteLength} bytes is not whole ${channels}-channel s16le frames`));
       return;
     }
-    this.settle(job, {
-      jobId: job.id,
-      attempt: body["attempt"] as number,
-      workerId: body["worker_id"] as string,
-      engine: body["engine"] as string,
-      model: body["model"] as string,
-      sampleRate,
-      channels,
-      sampleFormat: "s16le",
-      numSamples: body["num_samples"] as number,
-      genTimeMs: body["gen_time_ms"] as number,
-      queueTimeMs: body["queue_time_ms"] as number,
-      totalTimeMs: body["total_time_ms"] as number,
-      cached: body["cached"] as boolean,
-      audio,
-      durationS: audio.byteLength / (BYTES_PER_SAMPLE * channels * sampleRate),
-    });
+    this.settle(job, synthesisResult(body, audio));
   }
 
   /** ERROR about a job: retry it after a backoff if retryable, else fail it with the remote code. */

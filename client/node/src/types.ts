@@ -161,6 +161,7 @@ export interface StatusView {
   version: string;
   uptime_s: number;
   draining: boolean;
+  default_model: string | null;
   queue: { depth?: number; max?: number; by_priority?: Record<string, number>; [key: string]: unknown };
   jobs: { running?: number; done?: number; failed?: number; retained?: number; [key: string]: unknown };
   workers: WorkerView[];

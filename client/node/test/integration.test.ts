@@ -138,6 +138,11 @@ describe("against a real broker and tone workers", { timeout: 120_000 }, () => {
     const view = await client.jobStatus("node-idem-1");
     assert.equal(view.state, "done");
     assert.equal(view.attempt, 1);
+    const fetched = await client.getResult("node-idem-1");
+    assert.equal(fetched.jobId, "node-idem-1");
+    assert.deepEqual(Buffer.from(fetched.audio), Buffer.from(first.audio));
+    await assert.rejects(client.getResult("node-no-such-job"),
+      (err: unknown) => err instanceof RequestFailedError && err.remoteCode === "not_found");
   });
 
   test("status, ping, jobStatus of an unknown job, healthCheck, getWorkerStatus", { timeout: 15_000 }, async () => {

@@ -21,6 +21,7 @@ export const Command = {
   RELOAD: 0x06,
   JOBS: 0x07,
   RETRY: 0x08,
+  GET_RESULT: 0x0c,
   // broker -> client
   ACCEPTED: 0x11,
   PARTIAL: 0x12,
@@ -31,6 +32,7 @@ export const Command = {
   PONG: 0x17,
   RELOAD_REPLY: 0x18,
   JOBS_REPLY: 0x19,
+  RESULT_REPLY: 0x1c,
   // worker -> broker
   W_READY: 0x21,
   W_HEARTBEAT: 0x22,
@@ -71,6 +73,7 @@ export function commandToBroker(byte: number): boolean {
 export const PAYLOAD_COMMANDS: ReadonlySet<number> = new Set([
   Command.PARTIAL,
   Command.RESULT,
+  Command.RESULT_REPLY,
   Command.W_PARTIAL,
   Command.W_RESULT,
 ]);

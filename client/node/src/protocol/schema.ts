@@ -123,9 +123,26 @@ const STATUS_VIEW: Schema = [
   ["version", laxStr()],
   ["uptime_s", { kind: "float" }],
   ["draining", { kind: "bool", default: false }],
+  ["default_model", { kind: "str", nullable: true, default: null }],
   ["queue", { kind: "map", default: () => ({}) }],
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
+];
+
+const RESULT: Schema = [
+  ["job_id", jobId],
+  ["attempt", attempt],
+  ["worker_id", short],
+  ["engine", short],
+  ["model", short],
+  ["sample_rate", sampleRate],
+  ["channels", channels],
+  ["sample_format", sampleFormat],
+  ["num_samples", nonNeg(0)],
+  ["gen_time_ms", nonNeg(0)],
+  ["queue_time_ms", nonNeg(0)],
+  ["total_time_ms", nonNeg(0)],
+  ["cached", { kind: "bool", default: false }],
 ];
 
 const DISCONNECT: Schema = [["reason", reason]];
@@ -155,6 +172,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
     ],
   ],
   [Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+  [Command.GET_RESULT, [["req_id", reqId], ["job_id", jobId]]],
   [
     Command.ACCEPTED,
     [
@@ -165,24 +183,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
     ],
   ],
   [Command.PARTIAL, PARTIAL],
-  [
-    Command.RESULT,
-    [
-      ["job_id", jobId],
-      ["attempt", attempt],
-      ["worker_id", short],
-      ["engine", short],
-      ["model", short],
-      ["sample_rate", sampleRate],
-      ["channels", channels],
-      ["sample_format", sampleFormat],
-      ["num_samples", nonNeg(0)],
-      ["gen_time_ms", nonNeg(0)],
-      ["queue_time_ms", nonNeg(0)],
-      ["total_time_ms", nonNeg(0)],
-      ["cached", { kind: "bool", default: false }],
-    ],
-  ],
+  [Command.RESULT, RESULT],
   [
     Command.ERROR,
     [
@@ -206,6 +207,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
     ],
   ],
   [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
+  [Command.RESULT_REPLY, [["req_id", reqId], ["result", { kind: "object", schema: RESULT }]]],
   [
     Command.W_READY,
     [

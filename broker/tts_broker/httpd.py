@@ -1,0 +1,149 @@
+"""`tts-broker --http HOST:PORT`: /metrics, /api/status and the dashboard, served from their own thread.
+
+The thread runs an aiohttp server on its own asyncio loop. It reads only the MetricsHook's latest Snapshot
+(an immutable object the broker loop replaces about every half second) and prometheus-client's thread-safe
+metric objects, so a slow or hostile HTTP client can never block or change the broker's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+from importlib import resources
+from typing import Optional
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tts_broker.metrics import MetricsHook
+
+log = logging.getLogger(__name__)
+
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT (port 0 picks a free one; [::1]:PORT for IPv6) as (host, port); ValueError if malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class HttpServer:
+    """The HTTP side of the broker, in a daemon thread: start() returns once it listens, stop() ends it."""
+
+    def __init__(self, metrics: MetricsHook, listen: str) -> None:
+        self.metrics = metrics
+        self.host, self.port = parse_listen(listen)
+        self.url = ""
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stopped: Optional[asyncio.Event] = None
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="tts-broker-http", daemon=True)
+        self._assets = {name: (resources.files("tts_broker") / "static" / name).read_bytes() for name in _STATIC}
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Bind and serve; returns the base URL (http://HOST:PORT/). Raises OSError if the port is taken."""
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise OSError(f"HTTP server did not start within {timeout_s:.0f}s")
+        if self._error is not None:
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {self._error}") from self._error
+        return self.url
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(stopped.set)
+            self._thread.join(timeout_s)
+
+    # ---- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start(); the broker keeps running either way
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("HTTP server stopped")
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        app = web.Application()
+        app.add_routes([
+            web.get("/", self._index),
+            web.get("/static/{name}", self._asset),
+            web.get("/metrics", self._metrics),
+            web.get("/api/status", self._status),
+            web.get("/api/dashboard", self._dashboard),
+            web.get("/healthz", self._healthz),
+        ])
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            sock = _listening_socket(self.host, self.port)
+            port = sock.getsockname()[1]
+            await web.SockSite(runner, sock).start()
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self.url = f"http://{host}:{port}/"
+            log.info("HTTP listening on %s (dashboard /, metrics /metrics, status /api/status)", self.url)
+            self._ready.set()
+            await self._stopped.wait()
+        finally:
+            await runner.cleanup()
+
+    # ---- handlers --------------------------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._assets["index.html"], content_type="text/html", charset="utf-8")
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC or name == "index.html":
+            raise web.HTTPNotFound(text=f"no asset {name}")
+        return web.Response(body=self._assets[name], content_type=_STATIC[name], charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        snap = self.metrics.snapshot
+        if not snap.status:
+            return _json({"error": "starting: no status yet"}, status=503)
+        return _json(snap.status)
+
+    async def _dashboard(self, request: web.Request) -> web.Response:
+        return _json(self.metrics.snapshot.page())
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (bound here so port 0's choice is known before serving)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
