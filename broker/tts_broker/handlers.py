@@ -14,15 +14,18 @@ from typing import Any, Callable, Optional
 from tts_protocol import Command, ErrorCode
 from tts_protocol.codec import Message
 from tts_protocol.messages import (
+    AdminReply,
     BrokerStatusReply,
     CancelJob,
     Disconnect,
+    DrainWorker,
     Fail,
     Heartbeat,
     JobsReply,
     JobsRequest,
     JobStatusReply,
     JobStatusRequest,
+    ModelRequest,
     Partial,
     Pong,
     Ready,
@@ -69,6 +72,9 @@ class ClientCommands:
             Command.RELOAD: self.reload,
             Command.JOBS: self.jobs,
             Command.RETRY: self.retry,
+            Command.DRAIN_WORKER: self.drain_worker,
+            Command.PAUSE_MODEL: self.pause_model,
+            Command.RESUME_MODEL: self.resume_model,
         }
 
     def submit(self, identity: bytes, req: Submit, now: float) -> None:
@@ -120,6 +126,33 @@ class ClientCommands:
             life.outbox.error(identity, ErrorCode.BAD_REQUEST, refused, req_id=req.req_id)
             return
         life.outbox.client(identity, Command.JOB_STATUS_REPLY, JobStatusReply(req_id=req.req_id, job=job.view(now)))
+
+    def drain_worker(self, identity: bytes, req: DrainWorker, now: float) -> None:
+        life = self.life
+        if (req.worker is None) == (req.host is None):
+            life.outbox.error(identity, ErrorCode.BAD_REQUEST, "DRAIN_WORKER needs exactly one of worker or host",
+                              req_id=req.req_id)
+            return
+        workers = life.workers.matching(worker=req.worker, host=req.host)
+        if not workers:
+            what = f"worker {req.worker}" if req.worker is not None else f"host {req.host}"
+            life.outbox.error(identity, ErrorCode.NOT_FOUND, f"no connected {what}", req_id=req.req_id)
+            return
+        ids = [w.worker_id for w in workers]
+        life.drain_workers(workers)
+        self._admin_reply(identity, req.req_id, ids)
+
+    def pause_model(self, identity: bytes, req: ModelRequest, now: float) -> None:
+        self.life.pause(req.model)
+        self._admin_reply(identity, req.req_id, [])
+
+    def resume_model(self, identity: bytes, req: ModelRequest, now: float) -> None:
+        self.life.resume(req.model)
+        self._admin_reply(identity, req.req_id, [])
+
+    def _admin_reply(self, identity: bytes, req_id: str, workers: list[str]) -> None:
+        self.life.outbox.client(identity, Command.ADMIN_REPLY,
+                                AdminReply(req_id=req_id, workers=workers, paused=sorted(self.life.paused)))
 
 
 class WorkerCommands:
@@ -187,4 +220,5 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
                "by_priority": life.queue.depth_by_priority()},
         jobs=job_fields,
         workers=[w.view(now) for w in life.workers],
+        paused=sorted(life.paused),
     )

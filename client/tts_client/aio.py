@@ -111,6 +111,17 @@ class AsyncTtsClient(ClientBase):
                      timeout_s: Optional[float] = None) -> int:
         return await asyncio.wrap_future(self._api.reload(model, options, timeout_s))
 
+    async def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
+                    timeout_s: Optional[float] = None) -> list[str]:
+        reply = await asyncio.wrap_future(self._api.drain(worker, host, timeout_s))
+        return list(reply.workers)
+
+    async def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        return list((await asyncio.wrap_future(self._api.pause(model, timeout_s))).paused)
+
+    async def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        return list((await asyncio.wrap_future(self._api.resume(model, timeout_s))).paused)
+
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 

@@ -14,7 +14,18 @@ from typing import Any, Callable, Optional, TypeVar
 from pydantic import ValidationError
 
 from tts_protocol import Command
-from tts_protocol.messages import JobsRequest, JobStatusRequest, JobView, Reload, Request, RetryJob, StatusView
+from tts_protocol.messages import (
+    AdminReply,
+    DrainWorker,
+    JobsRequest,
+    JobStatusRequest,
+    JobView,
+    ModelRequest,
+    Reload,
+    Request,
+    RetryJob,
+    StatusView,
+)
 
 from tts_client.core import ClientCore, RequestBody, new_req_id
 from tts_client.errors import ClientTimeout, InvalidRequest
@@ -122,6 +133,17 @@ class ClientApi:
         reply = self._request(Command.RELOAD, lambda r: Reload(req_id=r, model=model, options=dict(options or {})),
                               timeout_s)
         return then(reply, lambda body: body.workers)
+
+    def drain(self, worker: Optional[str], host: Optional[str],
+              timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.DRAIN_WORKER, lambda r: DrainWorker(req_id=r, worker=worker, host=host),
+                             timeout_s)
+
+    def pause(self, model: str, timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.PAUSE_MODEL, lambda r: ModelRequest(req_id=r, model=model), timeout_s)
+
+    def resume(self, model: str, timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.RESUME_MODEL, lambda r: ModelRequest(req_id=r, model=model), timeout_s)
 
     def _request(self, command: Command, build: Callable[[str], RequestBody],
                  timeout_s: Optional[float]) -> "Future[Any]":

@@ -146,6 +146,21 @@ class TtsClient(ClientBase):
         """Hot-reload the workers serving `model` (all if None) with `options`; returns how many were told."""
         return self._api.reload(model, options, timeout_s).result()
 
+    def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
+              timeout_s: Optional[float] = None) -> list[str]:
+        """Drain one worker (worker_id or name) or every worker of `host`: no new jobs, finish, then leave.
+
+        Returns the ids of the drained workers; RemoteError `not_found` if none matched."""
+        return list(self._api.drain(worker, host, timeout_s).result().workers)
+
+    def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        """Stop dispatching jobs queued for routing key `model` (they wait); returns the paused keys."""
+        return list(self._api.pause(model, timeout_s).result().paused)
+
+    def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        """Dispatch jobs for `model` again; returns the keys still paused."""
+        return list(self._api.resume(model, timeout_s).result().paused)
+
     def __enter__(self) -> "TtsClient":
         return self
 

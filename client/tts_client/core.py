@@ -22,7 +22,18 @@ from typing import Any, Optional, Union
 import zmq
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
-from tts_protocol.messages import Error, JobsRequest, JobStatusRequest, Pong, Reload, Request, RetryJob, Submit
+from tts_protocol.messages import (
+    DrainWorker,
+    Error,
+    JobsRequest,
+    JobStatusRequest,
+    ModelRequest,
+    Pong,
+    Reload,
+    Request,
+    RetryJob,
+    Submit,
+)
 
 from tts_client.errors import BrokerUnavailable, ClientClosed, ClientTimeout, InvalidRequest, JobTimeout, request_error
 from tts_client.jobs import JobTracker
@@ -37,6 +48,7 @@ _MAX_RECV_BATCH = 500
 _PING_PREFIX = "ping-"
 _REPLY_COMMANDS = frozenset({
     Command.PONG, Command.JOB_STATUS_REPLY, Command.BROKER_STATUS_REPLY, Command.RELOAD_REPLY, Command.JOBS_REPLY,
+    Command.ADMIN_REPLY,
 })
 
 
@@ -53,7 +65,7 @@ class _CancelCmd:
     job_id: str
 
 
-RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload]
+RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload, DrainWorker, ModelRequest]
 """A request's body: it names the req_id its reply will carry."""
 
 

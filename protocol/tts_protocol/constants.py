@@ -34,6 +34,9 @@ class Command(enum.IntEnum):
     RELOAD = 0x06
     JOBS = 0x07
     RETRY = 0x08
+    DRAIN_WORKER = 0x09
+    PAUSE_MODEL = 0x0A
+    RESUME_MODEL = 0x0B
     # broker -> client
     ACCEPTED = 0x11
     PARTIAL = 0x12
@@ -44,6 +47,7 @@ class Command(enum.IntEnum):
     PONG = 0x17
     RELOAD_REPLY = 0x18
     JOBS_REPLY = 0x19
+    ADMIN_REPLY = 0x1A
     # worker -> broker
     W_READY = 0x21
     W_HEARTBEAT = 0x22

@@ -21,6 +21,9 @@ export const Command = {
   RELOAD: 0x06,
   JOBS: 0x07,
   RETRY: 0x08,
+  DRAIN_WORKER: 0x09,
+  PAUSE_MODEL: 0x0a,
+  RESUME_MODEL: 0x0b,
   // broker -> client
   ACCEPTED: 0x11,
   PARTIAL: 0x12,
@@ -31,6 +34,7 @@ export const Command = {
   PONG: 0x17,
   RELOAD_REPLY: 0x18,
   JOBS_REPLY: 0x19,
+  ADMIN_REPLY: 0x1a,
   // worker -> broker
   W_READY: 0x21,
   W_HEARTBEAT: 0x22,

@@ -108,6 +108,7 @@ const WORKER_VIEW: Schema = [
   ["last_seen_ms", { kind: "int", default: 0 }],
   ["warm", { kind: "strList", default: () => [] }],
   ["engine_stats", { kind: "map", default: () => ({}) }],
+  ["supervisor", { kind: "map", default: () => ({}) }],
 ];
 
 const STATUS_VIEW: Schema = [
@@ -118,6 +119,7 @@ const STATUS_VIEW: Schema = [
   ["queue", { kind: "map", default: () => ({}) }],
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
+  ["paused", { kind: "strList", default: () => [] }],
 ];
 
 const DISCONNECT: Schema = [["reason", reason]];
@@ -139,6 +141,9 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
     ],
   ],
   [Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+  [Command.DRAIN_WORKER, [["req_id", reqId], ["worker", optShort], ["host", optShort]]],
+  [Command.PAUSE_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+  [Command.RESUME_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
   [
     Command.ACCEPTED,
     [
@@ -182,6 +187,14 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.PONG, [["req_id", reqId], ["broker_id", short], ["time_ms", nonNeg()]]],
   [Command.RELOAD_REPLY, [["req_id", reqId], ["workers", nonNeg()]]],
   [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
+  [
+    Command.ADMIN_REPLY,
+    [
+      ["req_id", reqId],
+      ["workers", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+      ["paused", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+    ],
+  ],
   [
     Command.W_READY,
     [
