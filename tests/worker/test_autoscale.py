@@ -12,10 +12,9 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.conftest import BrokerProc, Proc, wait_for
 from tts_worker.autoscale import MIB, Autoscaler, Observation, ScalePolicy
 from tts_worker.broker_probe import derive_frontend
-
-from tests.conftest import BrokerProc, Proc, wait_for
 
 
 def seen(now: float, processes: int, depth: int | None, idle: int = 0, *, available: int = 8 * 1024 * MIB,
