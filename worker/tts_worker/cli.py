@@ -86,6 +86,8 @@ def _print_engines() -> None:
               "slot before a worker is added [env TTS_WORKER_SCALE_UP_WAIT_S, 1].")
 @click.option("--worker-memory-mb", type=click.IntRange(0), help="Autoscale: memory one worker needs, 0 = "
               "measure the running workers [env TTS_WORKER_WORKER_MEMORY_MB, 0].")
+@click.option("--health-file", type=click.Path(dir_okay=False), help="Touch this file every heartbeat interval "
+              "while the worker's loop runs (for liveness probes) [env TTS_WORKER_HEALTH_FILE].")
 @click.option("--stdio", is_flag=True, help="Debug mode: one worker without a broker, JSON lines on stdin "
               "(load_model, generate), one JSON answer per line on stdout.")
 @click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
@@ -101,7 +103,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
          heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
          max_rss_mb: Optional[int], min_workers: Optional[int], max_workers: Optional[int],
          broker_frontend: Optional[str], scale_down_idle_s: Optional[float], scale_up_wait_s: Optional[float],
-         worker_memory_mb: Optional[int], stdio: bool, list_engines: bool, single: bool, supervised: bool,
+         worker_memory_mb: Optional[int], health_file: Optional[str], stdio: bool, list_engines: bool, single: bool, supervised: bool,
          load_error_file: Optional[Path], supervisor_status_file: Optional[Path]) -> None:
     """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
     if list_engines:
@@ -114,7 +116,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         "cancel_grace_s": cancel_grace_s, "max_jobs": max_jobs, "max_rss_mb": max_rss_mb,
         "min_workers": min_workers, "max_workers": max_workers, "broker_frontend": broker_frontend,
         "scale_down_idle_s": scale_down_idle_s, "scale_up_wait_s": scale_up_wait_s,
-        "worker_memory_mb": worker_memory_mb,
+        "worker_memory_mb": worker_memory_mb, "health_file": health_file,
     }.items() if v is not None}
     try:
         settings = WorkerSettings(**overrides)

@@ -70,6 +70,7 @@ class WorkerDaemon:
     def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False,
                  supervisor_status_file: Optional[Path] = None) -> None:
         self.supervisor_status_file = supervisor_status_file
+        self._next_health_touch = 0.0
         self.settings = settings
         self.supervised = supervised
         self.stats = WorkerStats()
@@ -181,6 +182,7 @@ class WorkerDaemon:
             self._handle_events()
             now = time.monotonic()
             self._check_cancel_grace(now)
+            self._touch_health_file(now)
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
@@ -385,6 +387,17 @@ class WorkerDaemon:
         if supervisor:
             stats["supervisor"] = supervisor
         self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats))
+
+    def _touch_health_file(self, now: float) -> None:
+        """Liveness for probes: the I/O loop is turning (settings.health_file's mtime is recent)."""
+        if self.settings.health_file is None or now < self._next_health_touch:
+            return
+        self._next_health_touch = now + self.settings.heartbeat_interval_s
+        try:
+            Path(self.settings.health_file).touch()
+        except OSError as exc:
+            log.warning("[%s] cannot touch health file %s: %s", self._tag(), self.settings.health_file, exc)
+            self._next_health_touch = now + 60.0
 
     def _supervisor_status(self) -> dict[str, Any]:
         """The autoscaling supervisor's last decision (a small JSON file it rewrites atomically), if any."""

@@ -80,6 +80,10 @@ class WorkerSettings(BaseSettings):
     max_jobs: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_JOBS", "max_jobs"))
     max_rss_mb: int = Field(0, ge=0, validation_alias=_env("TTS_WORKER_MAX_RSS_MB", "max_rss_mb"))
     log_level: str = Field("INFO", validation_alias=_env("TTS_LOG_LEVEL", "log_level"))
+    health_file: Optional[str] = Field(
+        None, validation_alias=_env("TTS_WORKER_HEALTH_FILE", "health_file"),
+        description="touched by the worker's I/O loop every heartbeat interval (a liveness probe checks its age)",
+    )
     min_workers: Optional[int] = Field(
         None, ge=0, le=256, validation_alias=_env("TTS_WORKER_MIN", "min_workers"),
         description="autoscale: fewest worker processes (with max_workers; replaces concurrency)",

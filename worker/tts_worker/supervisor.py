@@ -76,6 +76,8 @@ def child_command(settings: WorkerSettings, options: Mapping[str, Any], name: st
     ]
     if status_file is not None:
         args += ["--supervisor-status-file", str(status_file)]
+    if settings.health_file:  # one file per child: NAME/i -> FILE.i
+        args += ["--health-file", f"{settings.health_file}.{name.rsplit('/', 1)[-1]}"]
     for key, value in options.items():
         args += ["--engine-opt", f"{key}={_option_text(value)}"]
     return args
