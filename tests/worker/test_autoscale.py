@@ -36,6 +36,10 @@ def test_policy_grows_after_the_wait_and_shrinks_after_idle() -> None:
     shrink = scaler.decide(seen(9.5, 4, 0, idle=4))
     assert shrink.delta == -3 and "idle" in shrink.reason  # down to min
     assert scaler.decide(seen(20.0, 1, 0, idle=1)).delta == 0  # never below min
+    starting = Autoscaler(ScalePolicy(min_workers=0, max_workers=8, scale_up_wait_s=0.0))
+    pending = Observation(now=0.0, processes=3, queue_depth=3, idle_slots=0, busy_slots=0,
+                          available_bytes=8 * 1024 * MIB, measured_rss_bytes=0, starting=2)
+    assert starting.decide(pending).delta == 1  # two processes on their way count as capacity
 
 
 @pytest.mark.unit

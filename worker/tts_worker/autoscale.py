@@ -5,7 +5,8 @@ client socket, see broker_probe.py), its own workers' busy slots, free memory an
 estimate. It returns a Decision the supervisor carries out and logs; its reason is shown in `tts status`
 (the workers' heartbeat carries the supervisor's last decision).
 
-- Up: the queue holds more jobs than this supervisor's workers have idle slots, and has done so for
+- Up: the queue holds more jobs than this supervisor's workers have idle slots (counting processes still
+  starting as one slot each), and has done so for
   `scale_up_wait_s` (the wait time), and fewer than `max` processes run: start as many as the backlog asks
   for, at most up to `max`, and only as many as free memory minus a reserve holds at the per-worker estimate.
 - Down: no queued job and idle workers for `scale_down_idle_s`: stop the idle ones down to `min` (they are
@@ -44,6 +45,7 @@ class Observation:
     busy_slots: int
     available_bytes: int  # psutil.virtual_memory().available
     measured_rss_bytes: int  # largest RSS among the running workers; 0 when none measured yet
+    starting: int = 0  # processes started but not registered yet: capacity on its way
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class Autoscaler:
         if depth is None:
             self._backlog_since = self._idle_since = None
             return Decision(0, "broker did not answer")
-        backlog = depth - seen.idle_slots
+        backlog = depth - seen.idle_slots - seen.starting
         if backlog > 0:
             self._idle_since = None
             if self._backlog_since is None:

@@ -103,7 +103,8 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
          heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
          max_rss_mb: Optional[int], min_workers: Optional[int], max_workers: Optional[int],
          broker_frontend: Optional[str], scale_down_idle_s: Optional[float], scale_up_wait_s: Optional[float],
-         worker_memory_mb: Optional[int], health_file: Optional[str], stdio: bool, list_engines: bool, single: bool, supervised: bool,
+         worker_memory_mb: Optional[int], health_file: Optional[str], stdio: bool, list_engines: bool,
+         single: bool, supervised: bool,
          load_error_file: Optional[Path], supervisor_status_file: Optional[Path]) -> None:
     """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
     if list_engines:

@@ -206,6 +206,7 @@ class Supervisor:
             queue_depth=int(status.queue.get("depth", 0)) if status is not None else None,
             idle_slots=idle, busy_slots=busy, available_bytes=int(psutil.virtual_memory().available),
             measured_rss_bytes=self._measured_rss(),
+            starting=sum(1 for c in self.children if not c.retiring and c.name not in {w.name for w in views}),
         )
         decision = self.autoscaler.decide(seen)
         if decision.delta > 0:
