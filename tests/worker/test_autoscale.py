@@ -7,6 +7,8 @@ shrink back to --min once the queue has been empty for --scale-down-idle-s.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any, Callable
 
@@ -108,6 +110,9 @@ def test_200_slow_jobs_scale_to_max_then_back_to_min_and_recycling_loses_none(
         status = client.broker_status()
         assert status.jobs["failed"] == 0
         assert status.jobs["done"] >= 200
+        shown = subprocess.run([sys.executable, "-m", "tts_client", "--broker", broker.frontend, "status"],
+                               capture_output=True, text=True, timeout=30)
+        assert "(min 1, max 3" in shown.stdout and "last: " in shown.stdout, shown.stdout
     log = supervisor.log()
     assert "left to be recycled" in log  # --max-jobs 25 over 200 jobs: processes were replaced mid-run
     assert "scale +" in log and "scale -" in log
