@@ -62,7 +62,7 @@ def fail_unroutable(life: Lifecycle, now: float) -> None:
     """Fail queued jobs whose routing key no connected worker has served for unroutable_timeout_s."""
     since_by_key = life.unroutable_since
     for key in life.queue.keys():
-        if life.workers.serves_key(key):
+        if key in life.paused or life.workers.serves_key(key):
             since_by_key.pop(key, None)
             continue
         since = since_by_key.setdefault(key, now)

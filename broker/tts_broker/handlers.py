@@ -18,9 +18,11 @@ from tts_protocol import Command, ErrorCode
 from tts_protocol.codec import Message
 from tts_protocol.constants import JobState
 from tts_protocol.messages import (
+    AdminReply,
     BrokerStatusReply,
     CancelJob,
     Disconnect,
+    DrainWorker,
     Fail,
     GetResult,
     Heartbeat,
@@ -29,6 +31,7 @@ from tts_protocol.messages import (
     JobStatusReply,
     JobStatusRequest,
     JobView,
+    ModelRequest,
     Partial,
     Pong,
     Ready,
@@ -90,6 +93,9 @@ class ClientCommands:
             Command.JOBS: self.jobs,
             Command.RETRY: self.retry,
             Command.GET_RESULT: self.get_result,
+            Command.DRAIN_WORKER: self.drain_worker,
+            Command.PAUSE_MODEL: self.pause_model,
+            Command.RESUME_MODEL: self.resume_model,
         }
         #: Who sent the message being handled: None without CURVE (one trust domain, every right).
         self.principal: Optional[Principal] = None
@@ -234,6 +240,33 @@ class ClientCommands:
         result = Result.model_validate(msgpack.unpackb(job.result, raw=False))
         life.outbox.client(identity, Command.RESULT_REPLY, ResultReply(req_id=req.req_id, result=result), job.audio)
 
+    def drain_worker(self, identity: bytes, req: DrainWorker, now: float) -> None:
+        life = self.life
+        if (req.worker is None) == (req.host is None):
+            life.outbox.error(identity, ErrorCode.BAD_REQUEST, "DRAIN_WORKER needs exactly one of worker or host",
+                              req_id=req.req_id)
+            return
+        workers = life.workers.matching(worker=req.worker, host=req.host)
+        if not workers:
+            what = f"worker {req.worker}" if req.worker is not None else f"host {req.host}"
+            life.outbox.error(identity, ErrorCode.NOT_FOUND, f"no connected {what}", req_id=req.req_id)
+            return
+        ids = [w.worker_id for w in workers]
+        life.drain_workers(workers)
+        self._admin_reply(identity, req.req_id, ids)
+
+    def pause_model(self, identity: bytes, req: ModelRequest, now: float) -> None:
+        self.life.pause(req.model)
+        self._admin_reply(identity, req.req_id, [])
+
+    def resume_model(self, identity: bytes, req: ModelRequest, now: float) -> None:
+        self.life.resume(req.model)
+        self._admin_reply(identity, req.req_id, [])
+
+    def _admin_reply(self, identity: bytes, req_id: str, workers: list[str]) -> None:
+        self.life.outbox.client(identity, Command.ADMIN_REPLY,
+                                AdminReply(req_id=req_id, workers=workers, paused=sorted(self.life.paused)))
+
 
 class WorkerCommands:
     """Handlers for the worker port, by command; READY is handled before the sender is known."""
@@ -348,4 +381,5 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
                "by_priority": life.queue.depth_by_priority()},
         jobs=job_fields,
         workers=[w.view(now) for w in life.workers],
+        paused=sorted(life.paused),
     )

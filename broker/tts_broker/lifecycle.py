@@ -69,6 +69,7 @@ class Lifecycle:
         #: handlers.ClientCommands sets it from the CURVE principal (without CURVE every client is).
         self.is_admin: Callable[[bytes], bool] = lambda _identity: False
         self.journal_fault: Optional[str] = None  # why journal commits fail; new jobs are refused meanwhile
+        self.paused: set[str] = set()  # routing keys whose queued jobs are not dispatched (PAUSE_MODEL)
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -407,12 +408,15 @@ class Lifecycle:
         count is never behind and poison jobs still end.
         """
         self.dirty = False
+        self.retire_drained()
         if not len(self.queue):
             return
         settings = self.settings
+        paused = self.paused
         for worker in self.workers.free_workers():
+            served = [k for k in worker.served_keys if k not in paused] if paused else worker.served_keys
             while worker.free_slots > 0:
-                job = self.queue.take_for(worker.served_keys, warm=worker.warm, now=now,
+                job = self.queue.take_for(served, warm=worker.warm, now=now,
                                           sticky_max_wait_s=settings.sticky_max_wait_s,
                                           blocked=self.at_running_cap)
                 if job is None:
@@ -446,6 +450,35 @@ class Lifecycle:
         log.debug("job %s attempt %d -> worker %s", job.job_id, job.attempt, worker.worker_id)
         return fastpack.job(job.job_id, job.attempt, req.text, req.speaker, job.model, req.voice, req.stream,
                             int(limit_s * 1000))
+
+    # ---- admin: drain a worker, pause a model ------------------------------------------------------
+
+    def drain_workers(self, workers: Sequence[WorkerRecord]) -> None:
+        """DRAIN_WORKER: no new leases for these workers; each leaves once it holds no lease."""
+        for worker in workers:
+            if not worker.draining:
+                log.info("worker %s draining: no new jobs, %d in hand", worker.worker_id, len(worker.leases))
+            self.workers.drain(worker)
+        self.retire_drained()
+
+    def retire_drained(self) -> None:
+        """Tell draining workers that hold no lease to leave (B_DISCONNECT `drained`) and forget them."""
+        for worker in self.workers.drained():
+            log.info("worker %s drained: disconnecting it", worker.worker_id)
+            self.outbox.worker(worker.identity, Command.B_DISCONNECT, Disconnect(reason="drained"))
+            self.worker_gone(worker, "drained")
+
+    def pause(self, key: str) -> None:
+        if key not in self.paused:
+            log.info("dispatch of model %s paused (%d queued jobs wait)", key, sum(1 for _ in
+                                                                                 self.queue.jobs_for_key(key)))
+        self.paused.add(key)
+
+    def resume(self, key: str) -> None:
+        if key in self.paused:
+            log.info("dispatch of model %s resumed", key)
+            self.paused.discard(key)
+            self.dirty = True
 
     # ---- timers ------------------------------------------------------------------------------------
 

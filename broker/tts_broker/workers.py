@@ -27,6 +27,7 @@ class WorkerRecord:
     jobs_done: int = 0
     jobs_failed: int = 0
     key: Optional[str] = None  # ZAP User-Id ("worker:NAME") of its connection under CURVE
+    draining: bool = False  # DRAIN_WORKER: no new leases; DISCONNECT once its leases are answered
 
     @property
     def worker_id(self) -> str:
@@ -77,7 +78,7 @@ class WorkerRecord:
             engine=ready.engine,
             model=ready.model,
             device=ready.device,
-            state="busy" if self.leases else "idle",
+            state="draining" if self.draining else "busy" if self.leases else "idle",
             capacity=ready.capacity,
             busy=len(self.leases),
             jobs_done=self.jobs_done,
@@ -89,6 +90,7 @@ class WorkerRecord:
             last_seen_ms=int((now - self.last_seen) * 1000),
             warm=sorted(self.warm),
             engine_stats=engine if isinstance(engine := stats.get("engine"), dict) else {},
+            supervisor=sup if isinstance(sup := stats.get("supervisor"), dict) else {},
         )
 
 
@@ -130,8 +132,23 @@ class WorkerRegistry:
         if lease in record.leases:
             record.leases[lease] = None
 
+    def drain(self, record: WorkerRecord) -> None:
+        """Give this worker no new leases (DRAIN_WORKER)."""
+        record.draining = True
+        self._free.pop(record.identity, None)
+
+    def drained(self) -> list[WorkerRecord]:
+        """Draining workers that hold no lease any more: ready to be told to leave."""
+        return [w for w in self._workers.values() if w.draining and not w.leases]
+
+    def matching(self, *, worker: Optional[str] = None, host: Optional[str] = None) -> list[WorkerRecord]:
+        """Workers whose worker_id or name is `worker`, or whose host is `host`."""
+        if worker is not None:
+            return [w for w in self._workers.values() if worker in (w.worker_id, w.ready.name)]
+        return [w for w in self._workers.values() if host is not None and w.ready.host == host]
+
     def _refresh(self, record: WorkerRecord) -> None:
-        if record.free_slots > 0 and record.identity in self._workers:
+        if record.free_slots > 0 and record.identity in self._workers and not record.draining:
             if record.identity not in self._free:
                 self._free[record.identity] = record
         else:

@@ -117,6 +117,16 @@ class AsyncTtsClient(ClientBase):
     async def reload_wait(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
                           wait_s: float = 120.0, timeout_s: Optional[float] = None) -> ReloadReply:
         return await asyncio.wrap_future(self._api.reload_wait(model, options, wait_s, timeout_s))
+    async def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
+                    timeout_s: Optional[float] = None) -> list[str]:
+        reply = await asyncio.wrap_future(self._api.drain(worker, host, timeout_s))
+        return list(reply.workers)
+
+    async def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        return list((await asyncio.wrap_future(self._api.pause(model, timeout_s))).paused)
+
+    async def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        return list((await asyncio.wrap_future(self._api.resume(model, timeout_s))).paused)
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)

@@ -15,10 +15,13 @@ from pydantic import ValidationError
 
 from tts_protocol import Command
 from tts_protocol.messages import (
+    AdminReply,
+    DrainWorker,
     GetResult,
     JobsRequest,
     JobStatusRequest,
     JobView,
+    ModelRequest,
     Reload,
     ReloadReply,
     Request,
@@ -144,6 +147,16 @@ class ClientApi:
         timeout = (self.settings.request_timeout_s if timeout_s is None else timeout_s) + wait_s
         return self._request(Command.RELOAD, lambda r: Reload(req_id=r, model=model, options=dict(options or {}),
                                                               wait_ms=wait_ms), timeout)
+    def drain(self, worker: Optional[str], host: Optional[str],
+              timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.DRAIN_WORKER, lambda r: DrainWorker(req_id=r, worker=worker, host=host),
+                             timeout_s)
+
+    def pause(self, model: str, timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.PAUSE_MODEL, lambda r: ModelRequest(req_id=r, model=model), timeout_s)
+
+    def resume(self, model: str, timeout_s: Optional[float]) -> "Future[AdminReply]":
+        return self._request(Command.RESUME_MODEL, lambda r: ModelRequest(req_id=r, model=model), timeout_s)
 
     def _request(self, command: Command, build: Callable[[str], RequestBody],
                  timeout_s: Optional[float]) -> "Future[Any]":

@@ -26,6 +26,7 @@ from tts_protocol.curve import CurveKeyError, generate
 from tts_protocol.messages import JobView, StatusView
 from tts_protocol.views import status_document
 
+from tts_client import __version__
 from tts_client.audio import (
     FORMATS,
     check_format,
@@ -140,6 +141,7 @@ def _require_route(client: TtsClient, model: Optional[str]) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="tts")
 @click.option("--broker", "broker_url", envvar="TTS_BROKER_URL", help="Broker frontend URL [env TTS_BROKER_URL].")
 @click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -528,6 +530,13 @@ def render_status(view: StatusView) -> str:
                  f"done {jobs.get('done', 0)}  failed {jobs.get('failed', 0)}  "
                  f"broker {view.broker_id} v{view.version} up {view.uptime_s:.0f}s"
                  + (click.style("  draining", fg="yellow") if view.draining else ""))
+    if view.paused:
+        lines.append(click.style(f"paused models: {', '.join(view.paused)}", fg="yellow"))
+    supervisors = {(w.host, w.supervisor.get("pid")): w.supervisor for w in view.workers if w.supervisor}
+    for (host, _pid), sup in sorted(supervisors.items(), key=lambda item: str(item[0])):
+        lines.append(f"supervisor {host} pid {sup.get('pid', '?')}: {sup.get('workers', '?')} workers "
+                     f"(min {sup.get('min', '?')}, max {sup.get('max', '?')}, target {sup.get('target', '?')}); "
+                     f"last: {sup.get('last', '-')}")
     cache = jobs.get("cache")
     if isinstance(cache, dict):
         lines.append(f"result cache {cache.get('entries', 0)} entries, {cache.get('bytes', 0) / 2**20:.1f} MiB, "
@@ -681,3 +690,36 @@ def get(ctx: click.Context, job_id: str, output_file: str, fmt: Optional[str]) -
     click.echo(click.style(f"{result.duration_s:.2f}s of audio, {meta.engine}"
                            f"{':' + meta.model if meta.model else ''} on {meta.worker_id}, attempt {meta.attempt}",
                            dim=True), err=True)
+
+
+@main.command()
+@click.argument("worker", required=False)
+@click.option("--host", help="Drain every worker on this host (as the workers report it).")
+@click.pass_context
+@handle_errors
+def drain(ctx: click.Context, worker: Optional[str], host: Optional[str]) -> None:
+    """Drain WORKER (its id or name) or --host HOST: no new jobs, finish those in hand, then disconnect."""
+    if (worker is None) == (host is None):
+        raise click.UsageError("give a WORKER or --host HOST (one of them)")
+    ids = _client(ctx).drain(worker, host=host)
+    click.echo(f"draining {len(ids)} worker(s): {', '.join(ids)}")
+
+
+@main.command()
+@click.argument("model")
+@click.pass_context
+@handle_errors
+def pause(ctx: click.Context, model: str) -> None:
+    """Stop dispatching jobs for routing key MODEL (ENGINE or ENGINE:MODEL); they stay queued."""
+    paused = _client(ctx).pause(model)
+    click.echo(f"paused: {', '.join(paused)}")
+
+
+@main.command()
+@click.argument("model")
+@click.pass_context
+@handle_errors
+def resume(ctx: click.Context, model: str) -> None:
+    """Dispatch jobs for routing key MODEL again."""
+    paused = _client(ctx).resume(model)
+    click.echo(f"resumed {model}; paused: {', '.join(paused) or 'none'}")

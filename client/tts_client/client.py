@@ -155,6 +155,20 @@ class TtsClient(ClientBase):
         """Hot-reload and wait until each told worker is back: the reply's `outcomes` say how each one did
         (reloaded, failed with its error, or missing after wait_s)."""
         return self._api.reload_wait(model, options, wait_s, timeout_s).result()
+    def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
+              timeout_s: Optional[float] = None) -> list[str]:
+        """Drain one worker (worker_id or name) or every worker of `host`: no new jobs, finish, then leave.
+
+        Returns the ids of the drained workers; RemoteError `not_found` if none matched."""
+        return list(self._api.drain(worker, host, timeout_s).result().workers)
+
+    def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        """Stop dispatching jobs queued for routing key `model` (they wait); returns the paused keys."""
+        return list(self._api.pause(model, timeout_s).result().paused)
+
+    def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
+        """Dispatch jobs for `model` again; returns the keys still paused."""
+        return list(self._api.resume(model, timeout_s).result().paused)
 
     def __enter__(self) -> "TtsClient":
         return self

@@ -24,10 +24,12 @@ import zmq
 from tts_protocol import Command, ProtocolError, Side, decode, encode
 from tts_protocol.curve import REFUSED, HandshakeWatch
 from tts_protocol.messages import (
+    DrainWorker,
     Error,
     GetResult,
     JobsRequest,
     JobStatusRequest,
+    ModelRequest,
     Pong,
     Reload,
     Request,
@@ -48,6 +50,7 @@ _MAX_RECV_BATCH = 500
 _PING_PREFIX = "ping-"
 _REPLY_COMMANDS = frozenset({
     Command.PONG, Command.JOB_STATUS_REPLY, Command.BROKER_STATUS_REPLY, Command.RELOAD_REPLY, Command.JOBS_REPLY,
+    Command.ADMIN_REPLY,
 })
 
 
@@ -64,7 +67,7 @@ class _CancelCmd:
     job_id: str
 
 
-RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload, GetResult]
+RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload, GetResult, DrainWorker, ModelRequest]
 """A request's body: it names the req_id its reply will carry."""
 
 

@@ -34,6 +34,9 @@ class Command(enum.IntEnum):
     RELOAD = 0x06
     JOBS = 0x07
     RETRY = 0x08
+    DRAIN_WORKER = 0x09
+    PAUSE_MODEL = 0x0A
+    RESUME_MODEL = 0x0B
     GET_RESULT = 0x0C
     # broker -> client
     ACCEPTED = 0x11
@@ -45,6 +48,7 @@ class Command(enum.IntEnum):
     PONG = 0x17
     RELOAD_REPLY = 0x18
     JOBS_REPLY = 0x19
+    ADMIN_REPLY = 0x1A
     RESULT_REPLY = 0x1C
     # worker -> broker
     W_READY = 0x21

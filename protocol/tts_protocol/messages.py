@@ -142,6 +142,22 @@ class Reload(Body):
     wait_ms: Annotated[int, Field(ge=0, le=MAX_RELOAD_WAIT_MS)] = 0
 
 
+class DrainWorker(Body):
+    """Stop leasing jobs to one worker (by worker_id or name) or to every worker of a host; they finish
+    their jobs and are then told to DISCONNECT."""
+
+    req_id: ReqId
+    worker: Optional[ShortStr] = None
+    host: Optional[ShortStr] = None
+
+
+class ModelRequest(Body):
+    """PAUSE_MODEL / RESUME_MODEL: a routing key as jobs name it (ENGINE or ENGINE:MODEL)."""
+
+    req_id: ReqId
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
 # ---- broker -> client ------------------------------------------------------------------------------
 
 
@@ -245,6 +261,7 @@ class WorkerView(Body):
     last_seen_ms: int = 0
     warm: list[str] = Field(default_factory=list)
     engine_stats: dict[str, Any] = Field(default_factory=dict)
+    supervisor: dict[str, Any] = Field(default_factory=dict)
 
 
 class StatusView(Body):
@@ -258,6 +275,7 @@ class StatusView(Body):
     queue: dict[str, Any] = Field(default_factory=dict)
     jobs: dict[str, Any] = Field(default_factory=dict)
     workers: list[WorkerView] = Field(default_factory=list)
+    paused: list[str] = Field(default_factory=list)
 
 
 class BrokerStatusReply(Body):
@@ -285,6 +303,14 @@ class ReloadReply(Body):
     workers: NonNegInt  # how many workers were told
     waited: bool = False  # True when the reply waited for the workers (RELOAD wait_ms > 0)
     outcomes: list[ReloadOutcome] = Field(default_factory=list, max_length=4096)
+
+
+class AdminReply(Body):
+    """The answer to DRAIN_WORKER, PAUSE_MODEL and RESUME_MODEL: what it applied to, and the paused keys now."""
+
+    req_id: ReqId
+    workers: list[ShortStr] = Field(default_factory=list, max_length=4096)
+    paused: list[ShortStr] = Field(default_factory=list, max_length=4096)
 
 
 # ---- worker -> broker ------------------------------------------------------------------------------
@@ -365,6 +391,9 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.RELOAD: Reload,
     Command.JOBS: JobsRequest,
     Command.RETRY: RetryJob,
+    Command.DRAIN_WORKER: DrainWorker,
+    Command.PAUSE_MODEL: ModelRequest,
+    Command.RESUME_MODEL: ModelRequest,
     Command.GET_RESULT: GetResult,
     Command.ACCEPTED: Accepted,
     Command.PARTIAL: Partial,
@@ -375,6 +404,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.PONG: Pong,
     Command.RELOAD_REPLY: ReloadReply,
     Command.JOBS_REPLY: JobsReply,
+    Command.ADMIN_REPLY: AdminReply,
     Command.RESULT_REPLY: ResultReply,
     Command.W_READY: Ready,
     Command.W_HEARTBEAT: Heartbeat,

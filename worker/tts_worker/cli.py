@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tts_protocol.logjson import JsonFormatter
 
+from tts_worker import __version__
 from tts_worker.engines.base import EngineLoadError
 from tts_worker.engines.registry import list_engines, resolve
 from tts_worker.exit_codes import ExitCode
@@ -86,18 +87,40 @@ def _print_engines() -> None:
               help="This worker's CURVE key pair (NAME.key_secret) [env TTS_WORKER_CURVE_SECRET].")
 @click.option("--broker-key", type=click.Path(dir_okay=False, exists=True),
               help="The broker's CURVE public key (NAME.key) [env TTS_WORKER_BROKER_KEY].")
+@click.option("--min", "min_workers", type=click.IntRange(0, 256), help="Autoscale: fewest worker processes "
+              "(with --max; replaces --concurrency) [env TTS_WORKER_MIN].")
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Autoscale: most worker processes "
+              "[env TTS_WORKER_MAX].")
+@click.option("--broker-frontend", help="Autoscale: the broker's client endpoint, polled for its queue "
+              "[env TTS_WORKER_BROKER_FRONTEND; default: the --broker port minus 1].")
+@click.option("--scale-down-idle-s", type=click.FloatRange(0), help="Autoscale: idle time before workers above "
+              "--min are retired [env TTS_WORKER_SCALE_DOWN_IDLE_S, 30].")
+@click.option("--scale-up-wait-s", type=click.FloatRange(0), help="Autoscale: how long jobs wait without a free "
+              "slot before a worker is added [env TTS_WORKER_SCALE_UP_WAIT_S, 1].")
+@click.option("--worker-memory-mb", type=click.IntRange(0), help="Autoscale: memory one worker needs, 0 = "
+              "measure the running workers [env TTS_WORKER_WORKER_MEMORY_MB, 0].")
+@click.option("--health-file", type=click.Path(dir_okay=False), help="Touch this file every heartbeat interval "
+              "while the worker's loop runs (for liveness probes) [env TTS_WORKER_HEALTH_FILE].")
+@click.option("--stdio", is_flag=True, help="Debug mode: one worker without a broker, JSON lines on stdin "
+              "(load_model, generate), one JSON answer per line on stdout.")
 @click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
 @click.option("--single", is_flag=True, help="Run one worker process here, without a supervisor (for systemd or "
               "Kubernetes, which restart it themselves).")
 @click.option("--supervised", is_flag=True, hidden=True)
 @click.option("--load-error-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--supervisor-status-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.version_option(__version__, prog_name="tts-worker")
 def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str, str], device: Optional[str],
          concurrency: Optional[int], name: Optional[str], log_level: Optional[str], log_json: Optional[bool],
          model_version: Optional[str],
          semantic_token_cache: Optional[bool], heartbeat_interval_s: Optional[float],
          heartbeat_liveness: Optional[int], cancel_grace_s: Optional[float], max_jobs: Optional[int],
-         max_rss_mb: Optional[int], curve_secret: Optional[str], broker_key: Optional[str], list_engines: bool,
-         single: bool, supervised: bool, load_error_file: Optional[Path]) -> None:
+         max_rss_mb: Optional[int], curve_secret: Optional[str], broker_key: Optional[str],
+         min_workers: Optional[int], max_workers: Optional[int],
+         broker_frontend: Optional[str], scale_down_idle_s: Optional[float], scale_up_wait_s: Optional[float],
+         worker_memory_mb: Optional[int], health_file: Optional[str], stdio: bool, list_engines: bool,
+         single: bool, supervised: bool,
+         load_error_file: Optional[Path], supervisor_status_file: Optional[Path]) -> None:
     """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
     if list_engines:
         _print_engines()
@@ -109,6 +132,9 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         "heartbeat_interval_s": heartbeat_interval_s, "heartbeat_liveness": heartbeat_liveness,
         "cancel_grace_s": cancel_grace_s, "max_jobs": max_jobs, "max_rss_mb": max_rss_mb,
         "curve_secret": curve_secret, "broker_key": broker_key,
+        "min_workers": min_workers, "max_workers": max_workers, "broker_frontend": broker_frontend,
+        "scale_down_idle_s": scale_down_idle_s, "scale_up_wait_s": scale_up_wait_s,
+        "worker_memory_mb": worker_memory_mb, "health_file": health_file,
     }.items() if v is not None}
     try:
         settings = WorkerSettings(**overrides)
@@ -122,19 +148,30 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
     except EngineLoadError as exc:
         _report_load_error(exc, load_error_file)
         sys.exit(ExitCode.USAGE)
+    if stdio:
+        from tts_worker.stdio import StdioWorker
+
+        sys.exit(StdioWorker(settings, options).run(sys.stdin, sys.stdout))
     if single:
-        sys.exit(_run_single(settings, options, supervised=supervised, load_error_file=load_error_file))
+        sys.exit(_run_single(settings, options, supervised=supervised, load_error_file=load_error_file,
+                             supervisor_status_file=supervisor_status_file))
     from tts_worker.supervisor import Supervisor
 
-    sys.exit(Supervisor(settings, options).run())
+    try:
+        supervisor = Supervisor(settings, options)
+    except ValueError as exc:
+        click.echo(f"tts-worker: {exc}", err=True)
+        sys.exit(ExitCode.USAGE)
+    sys.exit(supervisor.run())
 
 
 def _run_single(settings: WorkerSettings, options: dict[str, Any], *, supervised: bool,
-                load_error_file: Optional[Path]) -> int:
+                load_error_file: Optional[Path], supervisor_status_file: Optional[Path] = None) -> int:
     from tts_worker.daemon import WorkerDaemon
 
     try:
-        return WorkerDaemon(settings, options, supervised=supervised).run()
+        return WorkerDaemon(settings, options, supervised=supervised,
+                            supervisor_status_file=supervisor_status_file).run()
     except EngineLoadError as exc:
         _report_load_error(exc, load_error_file)
         return ExitCode.LOAD_FAILED

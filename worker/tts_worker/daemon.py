@@ -11,12 +11,14 @@ tts_protocol's encode.
 Leaving: SIGTERM/SIGINT -> take no new job, answer the ones in hand, DISCONNECT, exit 0 (a second signal
 exits at once). max_jobs / max_rss_mb -> the same, exit ExitCode.RECYCLE so the supervisor starts a fresh
 process at once. A cancelled job whose engine does not stop within cancel_grace_s -> exit
-ExitCode.ENGINE_HUNG (the supervisor replaces the process).
+ExitCode.ENGINE_HUNG (the supervisor replaces the process). B_DISCONNECT with reason `drained` (the broker's
+DRAIN_WORKER) -> leave and exit ExitCode.DRAINED, which the supervisor does not restart.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -24,6 +26,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import zmq
@@ -71,7 +74,10 @@ def _name(text: str) -> str:
 class WorkerDaemon:
     """The I/O loop of one worker process. run() returns the process exit code."""
 
-    def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False) -> None:
+    def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False,
+                 supervisor_status_file: Optional[Path] = None) -> None:
+        self.supervisor_status_file = supervisor_status_file
+        self._next_health_touch = 0.0
         self.settings = settings
         self.supervised = supervised
         self.stats = WorkerStats()
@@ -184,6 +190,7 @@ class WorkerDaemon:
             self._handle_events()
             now = time.monotonic()
             self._check_cancel_grace(now)
+            self._touch_health_file(now)
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
@@ -192,7 +199,7 @@ class WorkerDaemon:
                 self._orphan_leases()
 
     def _leaving(self) -> bool:
-        return self._stopping or self._exit_code == ExitCode.RECYCLE
+        return self._stopping or self._exit_code in (ExitCode.RECYCLE, ExitCode.DRAINED)
 
     def _leave(self, reason: str) -> None:
         self._disconnect(reason, linger_ms=LEAVE_LINGER_MS)
@@ -222,6 +229,11 @@ class WorkerDaemon:
             self._on_job(body)
         elif message.command is Command.B_CANCEL and isinstance(body, CancelLease):
             self._on_cancel(body)
+        elif message.command is Command.B_DISCONNECT and isinstance(body, Disconnect) and body.reason == "drained":
+            # DRAIN_WORKER: the broker gives this worker no more jobs and forgot it; leave for good.
+            log.info("[%s] drained by the broker: leaving", self._tag())
+            self._exit_code = ExitCode.DRAINED
+            self._leave_reason = "drained"
         elif message.command is Command.B_DISCONNECT and isinstance(body, Disconnect):
             assert self.conn is not None
             self.conn.drop(f"broker sent DISCONNECT ({body.reason[:100] or 'no reason'})")
@@ -383,7 +395,33 @@ class WorkerDaemon:
         assert self.conn is not None
         stats = self.stats.heartbeat(busy=self.leases.busy_on(self.conn.generation),
                                      engine_stats=self.engine_host.stats())
+        supervisor = self._supervisor_status()
+        if supervisor:
+            stats["supervisor"] = supervisor
         self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats))
+
+    def _touch_health_file(self, now: float) -> None:
+        """Liveness for probes: the I/O loop is turning (settings.health_file's mtime is recent)."""
+        if self.settings.health_file is None or now < self._next_health_touch:
+            return
+        self._next_health_touch = now + self.settings.heartbeat_interval_s
+        try:
+            Path(self.settings.health_file).touch()
+        except OSError as exc:
+            log.warning("[%s] cannot touch health file %s: %s", self._tag(), self.settings.health_file, exc)
+            self._next_health_touch = now + 60.0
+
+    def _supervisor_status(self) -> dict[str, Any]:
+        """The autoscaling supervisor's last decision (a small JSON file it rewrites atomically), if any."""
+        if self.supervisor_status_file is None:
+            return {}
+        try:
+            data = json.loads(self.supervisor_status_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k)[:64]: v for k, v in list(data.items())[:16] if isinstance(v, (int, float, str, bool))}
 
     def _disconnect(self, reason: str, *, linger_ms: int) -> None:
         """DISCONNECT on the current socket (if any), then close it, letting queued messages go first."""

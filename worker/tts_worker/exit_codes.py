@@ -14,3 +14,4 @@ class ExitCode(enum.IntEnum):
     LOAD_FAILED = 3  # the engine could not load (bad checkpoint, missing package): not restarted
     RECYCLE = 4  # left cleanly after max_jobs / max_rss_mb: restarted at once
     ENGINE_HUNG = 5  # a cancelled job did not stop within cancel_grace_s: restarted with backoff
+    DRAINED = 6  # the broker drained this worker (DRAIN_WORKER): not restarted

@@ -21,6 +21,9 @@ export const Command = {
   RELOAD: 0x06,
   JOBS: 0x07,
   RETRY: 0x08,
+  DRAIN_WORKER: 0x09,
+  PAUSE_MODEL: 0x0a,
+  RESUME_MODEL: 0x0b,
   GET_RESULT: 0x0c,
   // broker -> client
   ACCEPTED: 0x11,
@@ -32,6 +35,7 @@ export const Command = {
   PONG: 0x17,
   RELOAD_REPLY: 0x18,
   JOBS_REPLY: 0x19,
+  ADMIN_REPLY: 0x1a,
   RESULT_REPLY: 0x1c,
   // worker -> broker
   W_READY: 0x21,

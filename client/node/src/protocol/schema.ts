@@ -108,6 +108,7 @@ const WORKER_VIEW: Schema = [
   ["last_seen_ms", { kind: "int", default: 0 }],
   ["warm", { kind: "strList", default: () => [] }],
   ["engine_stats", { kind: "map", default: () => ({}) }],
+  ["supervisor", { kind: "map", default: () => ({}) }],
 ];
 
 const RELOAD_OUTCOME: Schema = [
@@ -127,6 +128,7 @@ const STATUS_VIEW: Schema = [
   ["queue", { kind: "map", default: () => ({}) }],
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
+  ["paused", { kind: "strList", default: () => [] }],
 ];
 
 const RESULT: Schema = [
@@ -172,6 +174,9 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
     ],
   ],
   [Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+  [Command.DRAIN_WORKER, [["req_id", reqId], ["worker", optShort], ["host", optShort]]],
+  [Command.PAUSE_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+  [Command.RESUME_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
   [Command.GET_RESULT, [["req_id", reqId], ["job_id", jobId]]],
   [
     Command.ACCEPTED,
@@ -208,6 +213,14 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   ],
   [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
   [Command.RESULT_REPLY, [["req_id", reqId], ["result", { kind: "object", schema: RESULT }]]],
+  [
+    Command.ADMIN_REPLY,
+    [
+      ["req_id", reqId],
+      ["workers", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+      ["paused", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+    ],
+  ],
   [
     Command.W_READY,
     [

@@ -1,0 +1,58 @@
+"""scripts/check_deploy.py: passes on deploy/ as committed and fails on copies that break its promises.
+
+The real tools (systemd-analyze, docker compose config, kubernetes-validate, hadolint) run in
+scripts/test-deploy.sh, which `make test` runs; this keeps the field checks themselves honest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def checker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_deploy", ROOT / "scripts" / "check_deploy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    deploy = tmp_path / "deploy"
+    shutil.copytree(ROOT / "deploy", deploy)
+    path = deploy / file
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {file}"
+    path.write_text(text.replace(old, new, 1))
+    return deploy
+
+
+def test_committed_deploy_files_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert checker().main(["check_deploy", str(ROOT / "deploy")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("file", "old", "new", "message"), [
+    ("kubernetes/broker.yaml", "type: Recreate", "type: RollingUpdate", "strategy Recreate"),
+    ("kubernetes/broker.yaml", "  replicas: 1", "  replicas: 2", "replicas 1"),
+    ("kubernetes/keda-scaledobject.yaml", "minReplicaCount: 0", "minReplicaCount: 1", "scale to zero"),
+    ("kubernetes/keda-scaledobject.yaml", "sum(tts_queue_depth{model=~\"fish", "sum(tts_queued{model=~\"fish",
+     "query on"),
+    ("kubernetes/fish-worker.yaml", "nvidia.com/gpu: 1", "example.com/gpu: 1", "nvidia.com/gpu"),
+    ("compose.yaml", 'profiles: ["gpu"]', 'profiles: ["default"]', "gpu profile"),
+    ("Dockerfile.gpu", "VOLUME [\"/models\"]", "COPY checkpoints /models", "no weights copied"),
+])
+def test_broken_copies_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, old: str, new: str,
+                            message: str) -> None:
+    deploy = broken_copy(tmp_path, file, old, new)
+    assert checker().main(["check_deploy", str(deploy)]) == 1
+    assert message in capsys.readouterr().err
