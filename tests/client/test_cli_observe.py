@@ -73,7 +73,8 @@ def test_get_fetches_a_finished_jobs_audio_after_retry(broker_factory: Callable[
     worker.result(job, pcm=pcm, sample_rate=22050)
     wait_for(lambda: client.job_status("job-get").state.value == "done", 10)
     got = client.get_result("job-get")
-    assert got.pcm == pcm and got.sample_rate == 22050 and got.meta.attempt == 1 and got.job_id == "job-get"
+    # attempts keep counting across RETRY (leases are unique for ever): the retried run is attempt 2
+    assert got.pcm == pcm and got.sample_rate == 22050 and got.meta.attempt == 2 and got.job_id == "job-get"
     out = tmp_path / "got.wav"
     run = tts("get", "job-get", "-o", str(out), url=broker.frontend)
     assert run.returncode == 0, run.stderr

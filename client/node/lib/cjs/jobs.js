@@ -7,10 +7,33 @@
  */
 Object.defineProperty(exports, "__esModule", { value: true });
 exports.JobTable = void 0;
+exports.synthesisResult = synthesisResult;
 const errors_js_1 = require("./errors.js");
 const codec_js_1 = require("./protocol/codec.js");
 const constants_js_1 = require("./protocol/constants.js");
 const retryPolicy_js_1 = require("./retryPolicy.js");
+/** A RESULT body (or RESULT_REPLY's `result`) and its audio as a SynthesisResult. */
+function synthesisResult(body, audio) {
+    const channels = body["channels"];
+    const sampleRate = body["sample_rate"];
+    return {
+        jobId: body["job_id"],
+        attempt: body["attempt"],
+        workerId: body["worker_id"],
+        engine: body["engine"],
+        model: body["model"],
+        sampleRate,
+        channels,
+        sampleFormat: "s16le",
+        numSamples: body["num_samples"],
+        genTimeMs: body["gen_time_ms"],
+        queueTimeMs: body["queue_time_ms"],
+        totalTimeMs: body["total_time_ms"],
+        cached: body["cached"],
+        audio,
+        durationS: audio.byteLength / (constants_js_1.BYTES_PER_SAMPLE * channels * sampleRate),
+    };
+}
 class JobTable {
     host;
     policy;
@@ -74,28 +97,11 @@ class JobTable {
         if (job === undefined)
             return;
         const channels = body["channels"];
-        const sampleRate = body["sample_rate"];
         if (audio.byteLength % (constants_js_1.BYTES_PER_SAMPLE * channels) !== 0) {
             this.settle(job, new errors_js_1.ProtocolError(`job ${job.id}: RESULT audio of ${audio.byteLength} bytes is not whole ${channels}-channel s16le frames`));
             return;
         }
-        this.settle(job, {
-            jobId: job.id,
-            attempt: body["attempt"],
-            workerId: body["worker_id"],
-            engine: body["engine"],
-            model: body["model"],
-            sampleRate,
-            channels,
-            sampleFormat: "s16le",
-            numSamples: body["num_samples"],
-            genTimeMs: body["gen_time_ms"],
-            queueTimeMs: body["queue_time_ms"],
-            totalTimeMs: body["total_time_ms"],
-            cached: body["cached"],
-            audio,
-            durationS: audio.byteLength / (constants_js_1.BYTES_PER_SAMPLE * channels * sampleRate),
-        });
+        this.settle(job, synthesisResult(body, audio));
     }
     /** ERROR about a job: retry it after a backoff if retryable, else fail it with the remote code. */
     onError(jobId, body) {

@@ -13,7 +13,7 @@
  */
 import { JobStream } from "./jobStream.js";
 import { type JobState } from "./protocol/constants.js";
-import type { ClientStats, JobView, Logger, PongInfo, RequestOptions, StatusView, SynthesisResult, SynthesizeOptions, TtsClientOptions, VoiceValue } from "./types.js";
+import type { ClientStats, JobView, Logger, PongInfo, ReloadOutcome, RequestOptions, StatusView, SynthesisResult, SynthesizeOptions, TtsClientOptions, VoiceValue } from "./types.js";
 /** The broker URL the clients use: TTS_BROKER_URL, else tcp://127.0.0.1:5555. */
 export declare function defaultBrokerUrl(env?: NodeJS.ProcessEnv): string;
 /** A client of the TTS broker. Safe to share: every method may be called concurrently. */
@@ -76,10 +76,20 @@ export declare class TtsClient {
      * its new view. To wait for its result, synthesize() again with the same jobId: that attaches to it.
      */
     retry(jobId: string, options?: RequestOptions): Promise<JobView>;
+    /**
+     * A finished job's audio by its id alone (GET_RESULT), e.g. after retry() once the job is done; rejects with
+     * RequestFailedError `not_found` (unknown, or no longer retained) or `bad_request` (not done).
+     */
+    getResult(jobId: string, options?: RequestOptions): Promise<SynthesisResult>;
     /** Round trip to the broker. */
     ping(options?: RequestOptions): Promise<PongInfo>;
     /** Hot-reload the workers serving `model` (null = all) with `options`; resolves with how many were told. */
     reload(model: string | null, options?: Record<string, VoiceValue>, request?: RequestOptions): Promise<number>;
+    /**
+     * Hot-reload and wait until each told worker is back (or `waitMs` passed); resolves with each one's outcome.
+     * The request's timeout is extended by `waitMs`.
+     */
+    reloadWait(model: string | null, options?: Record<string, VoiceValue>, waitMs?: number, request?: RequestOptions): Promise<ReloadOutcome[]>;
     /** Close the socket and reject everything pending with ClosedError. Idempotent. */
     close(): Promise<void>;
     private submit;

@@ -14,7 +14,7 @@
 import { Dealer, Observer } from "zeromq";
 import { CURVE_REFUSED, resolveCurve } from "./curve.js";
 import { AbortError, BrokerUnavailableError, ClosedError, InvalidArgumentError, ProtocolError, TimeoutError, } from "./errors.js";
-import { JobTable } from "./jobs.js";
+import { JobTable, synthesisResult } from "./jobs.js";
 import { JobStream } from "./jobStream.js";
 import { BrokerWatch } from "./liveness.js";
 import { makeJobId } from "./naming.js";
@@ -162,6 +162,14 @@ export class TtsClient {
         const msg = await this.request(Command.RETRY, { job_id: jobId }, Command.JOB_STATUS_REPLY, options);
         return msg.body["job"];
     }
+    /**
+     * A finished job's audio by its id alone (GET_RESULT), e.g. after retry() once the job is done; rejects with
+     * RequestFailedError `not_found` (unknown, or no longer retained) or `bad_request` (not done).
+     */
+    async getResult(jobId, options = {}) {
+        const msg = await this.request(Command.GET_RESULT, { job_id: jobId }, Command.RESULT_REPLY, options);
+        return synthesisResult(msg.body["result"], msg.payload ?? new Uint8Array());
+    }
     /** Round trip to the broker. */
     async ping(options = {}) {
         const t0 = performance.now();
@@ -172,6 +180,21 @@ export class TtsClient {
     async reload(model, options = {}, request = {}) {
         const msg = await this.request(Command.RELOAD, { model, options }, Command.RELOAD_REPLY, request);
         return msg.body["workers"];
+    }
+    /**
+     * Hot-reload and wait until each told worker is back (or `waitMs` passed); resolves with each one's outcome.
+     * The request's timeout is extended by `waitMs`.
+     */
+    async reloadWait(model, options = {}, waitMs = 120_000, request = {}) {
+        const timeoutMs = (request.timeoutMs ?? this.opts.requestTimeoutMs) + waitMs;
+        const msg = await this.request(Command.RELOAD, { model, options, wait_ms: Math.max(1, Math.round(waitMs)) }, Command.RELOAD_REPLY, { ...request, timeoutMs });
+        return msg.body["outcomes"].map((o) => ({
+            workerId: o["worker_id"],
+            name: o["name"],
+            outcome: o["outcome"],
+            error: o["error"],
+            newWorkerId: o["new_worker_id"],
+        }));
     }
     /** Close the socket and reject everything pending with ClosedError. Idempotent. */
     close() {

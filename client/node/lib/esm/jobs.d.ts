@@ -6,6 +6,8 @@
  */
 import type { JobStream } from "./jobStream.js";
 import type { ClientStats, Logger, SynthesisResult } from "./types.js";
+/** A RESULT body (or RESULT_REPLY's `result`) and its audio as a SynthesisResult. */
+export declare function synthesisResult(body: Record<string, unknown>, audio: Uint8Array): SynthesisResult;
 /** What the table needs from its client. */
 export interface JobTableHost {
     readonly log: Logger;

@@ -8,6 +8,28 @@ import { AbortError, BrokerUnavailableError, JobFailedError, ProtocolError, Time
 import { encodeMessage } from "./protocol/codec.js";
 import { BYTES_PER_SAMPLE, Command } from "./protocol/constants.js";
 import { backoffDelayMs } from "./retryPolicy.js";
+/** A RESULT body (or RESULT_REPLY's `result`) and its audio as a SynthesisResult. */
+export function synthesisResult(body, audio) {
+    const channels = body["channels"];
+    const sampleRate = body["sample_rate"];
+    return {
+        jobId: body["job_id"],
+        attempt: body["attempt"],
+        workerId: body["worker_id"],
+        engine: body["engine"],
+        model: body["model"],
+        sampleRate,
+        channels,
+        sampleFormat: "s16le",
+        numSamples: body["num_samples"],
+        genTimeMs: body["gen_time_ms"],
+        queueTimeMs: body["queue_time_ms"],
+        totalTimeMs: body["total_time_ms"],
+        cached: body["cached"],
+        audio,
+        durationS: audio.byteLength / (BYTES_PER_SAMPLE * channels * sampleRate),
+    };
+}
 export class JobTable {
     host;
     policy;
@@ -71,28 +93,11 @@ export class JobTable {
         if (job === undefined)
             return;
         const channels = body["channels"];
-        const sampleRate = body["sample_rate"];
         if (audio.byteLength % (BYTES_PER_SAMPLE * channels) !== 0) {
             this.settle(job, new ProtocolError(`job ${job.id}: RESULT audio of ${audio.byteLength} bytes is not whole ${channels}-channel s16le frames`));
             return;
         }
-        this.settle(job, {
-            jobId: job.id,
-            attempt: body["attempt"],
-            workerId: body["worker_id"],
-            engine: body["engine"],
-            model: body["model"],
-            sampleRate,
-            channels,
-            sampleFormat: "s16le",
-            numSamples: body["num_samples"],
-            genTimeMs: body["gen_time_ms"],
-            queueTimeMs: body["queue_time_ms"],
-            totalTimeMs: body["total_time_ms"],
-            cached: body["cached"],
-            audio,
-            durationS: audio.byteLength / (BYTES_PER_SAMPLE * channels * sampleRate),
-        });
+        this.settle(job, synthesisResult(body, audio));
     }
     /** ERROR about a job: retry it after a backoff if retryable, else fail it with the remote code. */
     onError(jobId, body) {

@@ -152,6 +152,7 @@ export interface StatusView {
     version: string;
     uptime_s: number;
     draining: boolean;
+    default_model: string | null;
     queue: {
         depth?: number;
         max?: number;
@@ -176,4 +177,13 @@ export interface ClientStats {
     failed: number;
     brokerRestarts: number;
     malformed: number;
+}
+/** How one told worker did after `reloadWait` (RELOAD_REPLY `outcomes`, PROTOCOL.md section 4). */
+export interface ReloadOutcome {
+    workerId: string;
+    name: string;
+    /** reloaded; failed (it kept its old engine, `error` says why); missing (not back within the wait) */
+    outcome: "reloaded" | "failed" | "missing";
+    error: string;
+    newWorkerId: string;
 }

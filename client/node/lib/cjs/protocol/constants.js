@@ -22,6 +22,10 @@ exports.Command = {
     RELOAD: 0x06,
     JOBS: 0x07,
     RETRY: 0x08,
+    DRAIN_WORKER: 0x09,
+    PAUSE_MODEL: 0x0a,
+    RESUME_MODEL: 0x0b,
+    GET_RESULT: 0x0c,
     // broker -> client
     ACCEPTED: 0x11,
     PARTIAL: 0x12,
@@ -32,6 +36,8 @@ exports.Command = {
     PONG: 0x17,
     RELOAD_REPLY: 0x18,
     JOBS_REPLY: 0x19,
+    ADMIN_REPLY: 0x1a,
+    RESULT_REPLY: 0x1c,
     // worker -> broker
     W_READY: 0x21,
     W_HEARTBEAT: 0x22,
@@ -62,6 +68,7 @@ function commandToBroker(byte) {
 exports.PAYLOAD_COMMANDS = new Set([
     exports.Command.PARTIAL,
     exports.Command.RESULT,
+    exports.Command.RESULT_REPLY,
     exports.Command.W_PARTIAL,
     exports.Command.W_RESULT,
 ]);
@@ -81,6 +88,11 @@ exports.ErrorCode = {
     NOT_FOUND: "not_found",
     FORBIDDEN: "forbidden",
     INTERNAL: "internal",
+    OUT_OF_RANGE: "out_of_range",
+    TOO_LARGE: "too_large",
+    CONFLICT: "conflict",
+    TOO_MANY_JOBS: "too_many_jobs",
+    JOURNAL_UNAVAILABLE: "journal_unavailable",
 };
 exports.JOB_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 exports.MAX_TEXT_CHARS = 1_000_000;

@@ -84,15 +84,40 @@ const WORKER_VIEW = [
     ["last_seen_ms", { kind: "int", default: 0 }],
     ["warm", { kind: "strList", default: () => [] }],
     ["engine_stats", { kind: "map", default: () => ({}) }],
+    ["supervisor", { kind: "map", default: () => ({}) }],
+];
+const RELOAD_OUTCOME = [
+    ["worker_id", short],
+    ["name", { ...short, default: "" }],
+    ["outcome", { kind: "enum", values: ["reloaded", "failed", "missing"] }],
+    ["error", { kind: "str", maxLen: 1024, default: "" }],
+    ["new_worker_id", { ...short, default: "" }],
 ];
 const STATUS_VIEW = [
     ["broker_id", laxStr()],
     ["version", laxStr()],
     ["uptime_s", { kind: "float" }],
     ["draining", { kind: "bool", default: false }],
+    ["default_model", { kind: "str", nullable: true, default: null }],
     ["queue", { kind: "map", default: () => ({}) }],
     ["jobs", { kind: "map", default: () => ({}) }],
     ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
+    ["paused", { kind: "strList", default: () => [] }],
+];
+const RESULT = [
+    ["job_id", jobId],
+    ["attempt", attempt],
+    ["worker_id", short],
+    ["engine", short],
+    ["model", short],
+    ["sample_rate", sampleRate],
+    ["channels", channels],
+    ["sample_format", sampleFormat],
+    ["num_samples", nonNeg(0)],
+    ["gen_time_ms", nonNeg(0)],
+    ["queue_time_ms", nonNeg(0)],
+    ["total_time_ms", nonNeg(0)],
+    ["cached", { kind: "bool", default: false }],
 ];
 const DISCONNECT = [["reason", reason]];
 /** The body schema of every command, by command byte. */
@@ -102,7 +127,15 @@ exports.BODY_SCHEMAS = new Map([
     [constants_js_1.Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
     [constants_js_1.Command.BROKER_STATUS, [["req_id", reqId]]],
     [constants_js_1.Command.PING, [["req_id", reqId]]],
-    [constants_js_1.Command.RELOAD, [["req_id", reqId], ["model", optShort], ["options", settings]]],
+    [
+        constants_js_1.Command.RELOAD,
+        [
+            ["req_id", reqId],
+            ["model", optShort],
+            ["options", settings],
+            ["wait_ms", { kind: "int", min: 0, max: 3_600_000, default: 0 }],
+        ],
+    ],
     [
         constants_js_1.Command.JOBS,
         [
@@ -112,6 +145,10 @@ exports.BODY_SCHEMAS = new Map([
         ],
     ],
     [constants_js_1.Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+    [constants_js_1.Command.DRAIN_WORKER, [["req_id", reqId], ["worker", optShort], ["host", optShort]]],
+    [constants_js_1.Command.PAUSE_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+    [constants_js_1.Command.RESUME_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+    [constants_js_1.Command.GET_RESULT, [["req_id", reqId], ["job_id", jobId]]],
     [
         constants_js_1.Command.ACCEPTED,
         [
@@ -122,24 +159,7 @@ exports.BODY_SCHEMAS = new Map([
         ],
     ],
     [constants_js_1.Command.PARTIAL, PARTIAL],
-    [
-        constants_js_1.Command.RESULT,
-        [
-            ["job_id", jobId],
-            ["attempt", attempt],
-            ["worker_id", short],
-            ["engine", short],
-            ["model", short],
-            ["sample_rate", sampleRate],
-            ["channels", channels],
-            ["sample_format", sampleFormat],
-            ["num_samples", nonNeg(0)],
-            ["gen_time_ms", nonNeg(0)],
-            ["queue_time_ms", nonNeg(0)],
-            ["total_time_ms", nonNeg(0)],
-            ["cached", { kind: "bool", default: false }],
-        ],
-    ],
+    [constants_js_1.Command.RESULT, RESULT],
     [
         constants_js_1.Command.ERROR,
         [
@@ -153,8 +173,25 @@ exports.BODY_SCHEMAS = new Map([
     [constants_js_1.Command.JOB_STATUS_REPLY, [["req_id", reqId], ["job", { kind: "object", schema: JOB_VIEW }]]],
     [constants_js_1.Command.BROKER_STATUS_REPLY, [["req_id", reqId], ["status", { kind: "object", schema: STATUS_VIEW }]]],
     [constants_js_1.Command.PONG, [["req_id", reqId], ["broker_id", short], ["time_ms", nonNeg()]]],
-    [constants_js_1.Command.RELOAD_REPLY, [["req_id", reqId], ["workers", nonNeg()]]],
+    [
+        constants_js_1.Command.RELOAD_REPLY,
+        [
+            ["req_id", reqId],
+            ["workers", nonNeg()],
+            ["waited", { kind: "bool", default: false }],
+            ["outcomes", { kind: "list", item: RELOAD_OUTCOME, maxEntries: 4096, default: () => [] }],
+        ],
+    ],
     [constants_js_1.Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
+    [constants_js_1.Command.RESULT_REPLY, [["req_id", reqId], ["result", { kind: "object", schema: RESULT }]]],
+    [
+        constants_js_1.Command.ADMIN_REPLY,
+        [
+            ["req_id", reqId],
+            ["workers", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+            ["paused", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+        ],
+    ],
     [
         constants_js_1.Command.W_READY,
         [
@@ -169,6 +206,7 @@ exports.BODY_SCHEMAS = new Map([
             ["sample_rate", nonNeg(0)],
             ["licence", { ...short, default: "" }],
             ["load_time_ms", nonNeg(0)],
+            ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
         ],
     ],
     [constants_js_1.Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],

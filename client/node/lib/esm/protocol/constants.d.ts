@@ -17,6 +17,10 @@ export declare const Command: {
     readonly RELOAD: 6;
     readonly JOBS: 7;
     readonly RETRY: 8;
+    readonly DRAIN_WORKER: 9;
+    readonly PAUSE_MODEL: 10;
+    readonly RESUME_MODEL: 11;
+    readonly GET_RESULT: 12;
     readonly ACCEPTED: 17;
     readonly PARTIAL: 18;
     readonly RESULT: 19;
@@ -26,6 +30,8 @@ export declare const Command: {
     readonly PONG: 23;
     readonly RELOAD_REPLY: 24;
     readonly JOBS_REPLY: 25;
+    readonly ADMIN_REPLY: 26;
+    readonly RESULT_REPLY: 28;
     readonly W_READY: 33;
     readonly W_HEARTBEAT: 34;
     readonly W_PARTIAL: 35;
@@ -64,6 +70,11 @@ export declare const ErrorCode: {
     readonly NOT_FOUND: "not_found";
     readonly FORBIDDEN: "forbidden";
     readonly INTERNAL: "internal";
+    readonly OUT_OF_RANGE: "out_of_range";
+    readonly TOO_LARGE: "too_large";
+    readonly CONFLICT: "conflict";
+    readonly TOO_MANY_JOBS: "too_many_jobs";
+    readonly JOURNAL_UNAVAILABLE: "journal_unavailable";
 };
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export declare const JOB_ID_PATTERN: RegExp;

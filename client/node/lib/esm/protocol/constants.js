@@ -16,6 +16,10 @@ export const Command = {
     RELOAD: 0x06,
     JOBS: 0x07,
     RETRY: 0x08,
+    DRAIN_WORKER: 0x09,
+    PAUSE_MODEL: 0x0a,
+    RESUME_MODEL: 0x0b,
+    GET_RESULT: 0x0c,
     // broker -> client
     ACCEPTED: 0x11,
     PARTIAL: 0x12,
@@ -26,6 +30,8 @@ export const Command = {
     PONG: 0x17,
     RELOAD_REPLY: 0x18,
     JOBS_REPLY: 0x19,
+    ADMIN_REPLY: 0x1a,
+    RESULT_REPLY: 0x1c,
     // worker -> broker
     W_READY: 0x21,
     W_HEARTBEAT: 0x22,
@@ -56,6 +62,7 @@ export function commandToBroker(byte) {
 export const PAYLOAD_COMMANDS = new Set([
     Command.PARTIAL,
     Command.RESULT,
+    Command.RESULT_REPLY,
     Command.W_PARTIAL,
     Command.W_RESULT,
 ]);
@@ -75,6 +82,11 @@ export const ErrorCode = {
     NOT_FOUND: "not_found",
     FORBIDDEN: "forbidden",
     INTERNAL: "internal",
+    OUT_OF_RANGE: "out_of_range",
+    TOO_LARGE: "too_large",
+    CONFLICT: "conflict",
+    TOO_MANY_JOBS: "too_many_jobs",
+    JOURNAL_UNAVAILABLE: "journal_unavailable",
 };
 export const JOB_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 export const MAX_TEXT_CHARS = 1_000_000;

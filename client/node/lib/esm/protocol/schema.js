@@ -79,15 +79,40 @@ const WORKER_VIEW = [
     ["last_seen_ms", { kind: "int", default: 0 }],
     ["warm", { kind: "strList", default: () => [] }],
     ["engine_stats", { kind: "map", default: () => ({}) }],
+    ["supervisor", { kind: "map", default: () => ({}) }],
+];
+const RELOAD_OUTCOME = [
+    ["worker_id", short],
+    ["name", { ...short, default: "" }],
+    ["outcome", { kind: "enum", values: ["reloaded", "failed", "missing"] }],
+    ["error", { kind: "str", maxLen: 1024, default: "" }],
+    ["new_worker_id", { ...short, default: "" }],
 ];
 const STATUS_VIEW = [
     ["broker_id", laxStr()],
     ["version", laxStr()],
     ["uptime_s", { kind: "float" }],
     ["draining", { kind: "bool", default: false }],
+    ["default_model", { kind: "str", nullable: true, default: null }],
     ["queue", { kind: "map", default: () => ({}) }],
     ["jobs", { kind: "map", default: () => ({}) }],
     ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
+    ["paused", { kind: "strList", default: () => [] }],
+];
+const RESULT = [
+    ["job_id", jobId],
+    ["attempt", attempt],
+    ["worker_id", short],
+    ["engine", short],
+    ["model", short],
+    ["sample_rate", sampleRate],
+    ["channels", channels],
+    ["sample_format", sampleFormat],
+    ["num_samples", nonNeg(0)],
+    ["gen_time_ms", nonNeg(0)],
+    ["queue_time_ms", nonNeg(0)],
+    ["total_time_ms", nonNeg(0)],
+    ["cached", { kind: "bool", default: false }],
 ];
 const DISCONNECT = [["reason", reason]];
 /** The body schema of every command, by command byte. */
@@ -97,7 +122,15 @@ export const BODY_SCHEMAS = new Map([
     [Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
     [Command.BROKER_STATUS, [["req_id", reqId]]],
     [Command.PING, [["req_id", reqId]]],
-    [Command.RELOAD, [["req_id", reqId], ["model", optShort], ["options", settings]]],
+    [
+        Command.RELOAD,
+        [
+            ["req_id", reqId],
+            ["model", optShort],
+            ["options", settings],
+            ["wait_ms", { kind: "int", min: 0, max: 3_600_000, default: 0 }],
+        ],
+    ],
     [
         Command.JOBS,
         [
@@ -107,6 +140,10 @@ export const BODY_SCHEMAS = new Map([
         ],
     ],
     [Command.RETRY, [["req_id", reqId], ["job_id", jobId]]],
+    [Command.DRAIN_WORKER, [["req_id", reqId], ["worker", optShort], ["host", optShort]]],
+    [Command.PAUSE_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+    [Command.RESUME_MODEL, [["req_id", reqId], ["model", { kind: "str", minLen: 1, maxLen: SHORT }]]],
+    [Command.GET_RESULT, [["req_id", reqId], ["job_id", jobId]]],
     [
         Command.ACCEPTED,
         [
@@ -117,24 +154,7 @@ export const BODY_SCHEMAS = new Map([
         ],
     ],
     [Command.PARTIAL, PARTIAL],
-    [
-        Command.RESULT,
-        [
-            ["job_id", jobId],
-            ["attempt", attempt],
-            ["worker_id", short],
-            ["engine", short],
-            ["model", short],
-            ["sample_rate", sampleRate],
-            ["channels", channels],
-            ["sample_format", sampleFormat],
-            ["num_samples", nonNeg(0)],
-            ["gen_time_ms", nonNeg(0)],
-            ["queue_time_ms", nonNeg(0)],
-            ["total_time_ms", nonNeg(0)],
-            ["cached", { kind: "bool", default: false }],
-        ],
-    ],
+    [Command.RESULT, RESULT],
     [
         Command.ERROR,
         [
@@ -148,8 +168,25 @@ export const BODY_SCHEMAS = new Map([
     [Command.JOB_STATUS_REPLY, [["req_id", reqId], ["job", { kind: "object", schema: JOB_VIEW }]]],
     [Command.BROKER_STATUS_REPLY, [["req_id", reqId], ["status", { kind: "object", schema: STATUS_VIEW }]]],
     [Command.PONG, [["req_id", reqId], ["broker_id", short], ["time_ms", nonNeg()]]],
-    [Command.RELOAD_REPLY, [["req_id", reqId], ["workers", nonNeg()]]],
+    [
+        Command.RELOAD_REPLY,
+        [
+            ["req_id", reqId],
+            ["workers", nonNeg()],
+            ["waited", { kind: "bool", default: false }],
+            ["outcomes", { kind: "list", item: RELOAD_OUTCOME, maxEntries: 4096, default: () => [] }],
+        ],
+    ],
     [Command.JOBS_REPLY, [["req_id", reqId], ["jobs", { kind: "list", item: JOB_VIEW, default: () => [] }]]],
+    [Command.RESULT_REPLY, [["req_id", reqId], ["result", { kind: "object", schema: RESULT }]]],
+    [
+        Command.ADMIN_REPLY,
+        [
+            ["req_id", reqId],
+            ["workers", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+            ["paused", { kind: "strList", maxLen: SHORT, maxEntries: 4096, default: () => [] }],
+        ],
+    ],
     [
         Command.W_READY,
         [
@@ -164,6 +201,7 @@ export const BODY_SCHEMAS = new Map([
             ["sample_rate", nonNeg(0)],
             ["licence", { ...short, default: "" }],
             ["load_time_ms", nonNeg(0)],
+            ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
         ],
     ],
     [Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
