@@ -45,16 +45,7 @@ class Peer:
 
     def recv_until(self, command: Command, timeout_s: float = 10.0, skip: tuple[Command, ...] = ()) -> Message:
         """Receive until `command` arrives; others must be in `skip` (heartbeats and ACCEPTED always are)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {command.name} within {timeout_s}s")
-            msg = self.recv(left)
-            if msg.command is command:
-                return msg
-            if msg.command not in (*skip, Command.B_HEARTBEAT, Command.ACCEPTED):
-                raise AssertionError(f"expected {command.name}, got {msg.command.name} {msg.body}")
+        return self.expect_first(command, ignore=(*skip, Command.B_HEARTBEAT, Command.ACCEPTED), timeout_s=timeout_s)
 
     def expect_first(self, command: Command, match: Callable[[Message], bool] = lambda _msg: True, *,
                      ignore: tuple[Command, ...] = (), timeout_s: float = 10.0) -> Message:

@@ -238,11 +238,9 @@ class Lifecycle:
 
     def complete(self, worker: WorkerRecord, body: WorkerResult, payload: Any, now: float) -> None:
         """W_RESULT: the job is done; every subscriber gets the result once the journal holds it."""
-        job = self._held(worker, body.job_id, body.attempt)
+        job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
-        self.workers.release(worker, (body.job_id, body.attempt))
-        self.dirty = True
         size = _size(payload)
         if size > self.settings.max_result_bytes:
             worker.jobs_failed += 1
@@ -284,12 +282,10 @@ class Lifecycle:
 
     def worker_failed(self, worker: WorkerRecord, body: Fail) -> None:
         """W_FAIL: a retryable failure runs the job again elsewhere; any other ends it."""
-        job = self._held(worker, body.job_id, body.attempt)
+        job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
-        self.workers.release(worker, (body.job_id, body.attempt))
         worker.jobs_failed += 1
-        self.dirty = True
         log.info("job %s failed on worker %s (attempt %d): %s: %r", job.job_id, worker.worker_id, body.attempt,
                  body.code, body.message[:500])
         if body.retryable:
@@ -300,6 +296,14 @@ class Lifecycle:
             self._left_running(job)
             self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code,
                       retryable=False)
+
+    def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
+        """The job whose live lease a final answer (RESULT, FAIL) ends, with the worker's slot freed."""
+        job = self._held(worker, job_id, attempt)
+        if job is not None:
+            self.workers.release(worker, (job_id, attempt))
+            self.dirty = True
+        return job
 
     def _held(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
         """The job if `worker` holds this exact live lease; else None (a late or foreign answer)."""
