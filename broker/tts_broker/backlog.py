@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import Any, Callable
 
 import zmq
@@ -50,6 +51,7 @@ class ClientBacklog(Hook):
         self._bytes: dict[bytes, int] = {}
         self.dropped = 0
         self.dropped_bytes = 0
+        self._moved_at = 0.0  # monotonic time a backlog last started or drained a message
 
     def __contains__(self, identity: bytes) -> bool:
         return identity in self._held
@@ -60,7 +62,10 @@ class ClientBacklog(Hook):
     def hold(self, identity: bytes, command: Command, body: Any, payload: Any) -> None:
         """Keep a reply for later; drop this client's oldest ones beyond the budget."""
         size = reply_bytes(body, payload)
-        queue = self._held.setdefault(identity, collections.deque())
+        queue = self._held.get(identity)
+        if queue is None:
+            queue = self._held[identity] = collections.deque()
+            self._moved_at = time.monotonic()
         queue.append((command, body, payload, size))
         total = self._bytes.get(identity, 0) + size
         dropped = 0
@@ -92,8 +97,13 @@ class ClientBacklog(Hook):
                     break
                 queue.popleft()
                 self._bytes[identity] -= size
+                self._moved_at = time.monotonic()
             if not queue:
                 self._forget(identity)
+
+    def active_since(self, when: float) -> bool:
+        """True if some backlog started or moved after `when` (its client is likely to read again soon)."""
+        return bool(self._held) and self._moved_at > when
 
     def _forget(self, identity: bytes) -> None:
         self._held.pop(identity, None)

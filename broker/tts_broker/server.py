@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 _BATCH = 256  # messages read from one socket before looking at the other
 _TICK_S = 0.05
+_BACKLOG_RETRY_MS = 1
+_BACKLOG_ACTIVE_S = 0.1  # a backlog that moved (or started) this recently is retried every _BACKLOG_RETRY_MS
 _B_HEARTBEAT = encode(Command.B_HEARTBEAT, Empty())
 
 
@@ -186,7 +188,10 @@ class Broker:
         next_tick = 0.0
         try:
             while not self._stop_now:
-                events = dict(poller.poll(int(_TICK_S * 1000)))
+                # A client whose queue was full a moment ago usually reads again within a millisecond: retry
+                # its backlog that soon, but a client that stays silent only costs a retry per tick.
+                backlog_busy = self.backlog.active_since(time.monotonic() - _BACKLOG_ACTIVE_S)
+                events = dict(poller.poll(_BACKLOG_RETRY_MS if backlog_busy else int(_TICK_S * 1000)))
                 if self.workers.sock in events:
                     self._drain(self.workers, self._on_worker_frames)
                 if self.clients.sock in events:
@@ -280,6 +285,7 @@ class Broker:
         self._send(outbox.now)
         if not self._committers:
             self._send(outbox.later)
+            self._flush_backlog()
             return
         if life.journal_fault is not None and time.monotonic() < self._journal_retry_at:
             return
@@ -295,6 +301,9 @@ class Broker:
             life.journal_fault = None
             life.dirty = True
         self._send(outbox.later)
+        self._flush_backlog()
+
+    def _flush_backlog(self) -> None:
         if self.backlog:  # a client that was slow may read again: do not wait for the next tick
             self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -176,3 +177,26 @@ def test_disk_full_keeps_the_broker_running_refuses_new_jobs_and_recovers(
     client.close()
     assert b.stop() == 0
     assert "journal commit failed" in b.log() and "journal writes again" in b.log()
+
+
+def test_a_database_lock_held_by_another_program_is_a_fault_not_an_exit(
+        broker_factory: Callable[..., BrokerProc], ctx: zmq.Context) -> None:
+    b = broker_factory("--journal-retry-s", "0.2", "--drain-grace-s", "0")
+    client = RawClient(ctx, b.frontend)
+    client.ping()
+    other = sqlite3.connect(str(b.state_dir / "journal.sqlite3"), isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # a backup tool, say
+        client.submit("waits", text="accepted once the lock is gone")
+        view = wait_for(lambda: (v := client.status()).jobs["journal_fault"] and v, 15, what="fault in status")
+        assert "locked" in view.jobs["journal_fault"]
+        client.submit("refused", text="while the journal is locked")
+        error = client.recv_until(Command.ERROR)
+        assert (error.body.job_id, error.body.code, error.body.retryable) == ("refused", "journal_unavailable", True)
+        other.execute("ROLLBACK")
+        wait_for(lambda: client.status().jobs["journal_fault"] is None, 15, what="journal recovers")
+        assert b.proc is not None and b.proc.alive()
+    finally:
+        other.close()
+        client.close()
+    assert b.stop() == 0

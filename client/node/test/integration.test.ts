@@ -179,4 +179,17 @@ describe("against a real broker and tone workers", { timeout: 120_000 }, () => {
     assert.equal(path.basename(file), "0_again.wav");
     assert.notEqual(getClient(), before);
   });
+
+  test("reloadWait reports each worker: a bad option fails the reload, the old engine keeps serving", { timeout: 60_000 }, async () => {
+    const told = (await client.status()).workers.length;
+    const outcomes = await client.reloadWait("tone", { capacity: "lots" }, 30_000);
+    assert.equal(outcomes.length, told);
+    for (const o of outcomes) {
+      assert.equal(o.outcome, "failed");
+      assert.match(o.error, /capacity/);
+      assert.notEqual(o.newWorkerId, o.workerId);
+    }
+    const result = await client.synthesize("Still served.");
+    assert.ok(result.numSamples > 0);
+  });
 });
