@@ -27,10 +27,15 @@ from tts_protocol.messages import Ready
 
 class Peer:
     def __init__(self, ctx: zmq.Context, endpoint: str, side: Side, identity: Optional[bytes] = None,
-                 curve: Optional[CurveKeys] = None) -> None:
+                 curve: Optional[CurveKeys] = None, best_effort: bool = False) -> None:
+        """best_effort: a peer the broker may refuse (CURVE): a send that cannot go out within 1 s is dropped
+        (a DEALER whose connection was refused has no pipe and would block), not waited on."""
         self.side = side
+        self.best_effort = best_effort
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if best_effort:
+            self.sock.setsockopt(zmq.SNDTIMEO, 1000)
         self.sock.setsockopt(zmq.ROUTING_ID, identity or (b"p-" + secrets.token_hex(8).encode()))
         self.watch: Optional[HandshakeWatch] = None
         if curve is not None:
@@ -39,7 +44,11 @@ class Peer:
         self.sock.connect(endpoint)
 
     def send(self, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
-        self.sock.send_multipart(encode(command, as_body(command, body), payload))
+        try:
+            self.sock.send_multipart(encode(command, as_body(command, body), payload))
+        except zmq.Again:
+            if not self.best_effort:
+                raise
 
     def send_raw(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
@@ -74,8 +83,9 @@ class Peer:
 
 
 class RawClient(Peer):
-    def __init__(self, ctx: zmq.Context, endpoint: str, curve: Optional[CurveKeys] = None) -> None:
-        super().__init__(ctx, endpoint, Side.CLIENT, curve=curve)
+    def __init__(self, ctx: zmq.Context, endpoint: str, curve: Optional[CurveKeys] = None,
+                 best_effort: bool = False) -> None:
+        super().__init__(ctx, endpoint, Side.CLIENT, curve=curve, best_effort=best_effort)
         self._req = 0
 
     def submit(self, job_id: str, text: str = "hello", **fields: Any) -> None:
@@ -110,9 +120,9 @@ class RawClient(Peer):
 class RawWorker(Peer):
     def __init__(self, ctx: zmq.Context, endpoint: str, *, engine: str = "tone", model: str = "tone-v1",
                  capacity: int = 1, name: str = "raw", curve: Optional[CurveKeys] = None,
-                 identity: Optional[bytes] = None) -> None:
+                 identity: Optional[bytes] = None, best_effort: bool = False) -> None:
         super().__init__(ctx, endpoint, Side.WORKER, identity=identity or b"w-" + secrets.token_hex(8).encode(),
-                         curve=curve)
+                         curve=curve, best_effort=best_effort)
         self.worker_id = self.sock.getsockopt(zmq.ROUTING_ID).decode()
         self.ready = Ready(worker_id=self.worker_id, name=name, host="test", pid=0, engine=engine, model=model,
                            capacity=capacity, sample_rate=16000)
