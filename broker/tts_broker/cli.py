@@ -62,6 +62,8 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
               help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
 @click.option("--http", metavar="HOST:PORT",
               help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
+@click.option("--http-token-file", type=click.Path(dir_okay=False, exists=True),
+              help="Bearer tokens (one a line) that /metrics and /api/* require [TTS_HTTP_TOKEN_FILE; open].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-json", "log_json", flag_value=True, default=None,
               help="One JSON object per log line, with job_id and worker_id [TTS_LOG_JSON].")

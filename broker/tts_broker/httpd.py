@@ -8,12 +8,13 @@ metric objects, so a slow or hostile HTTP client can never block or change the b
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import socket
 import threading
 from importlib import resources
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,8 +37,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 class HttpServer:
     """The HTTP side of the broker, in a daemon thread: start() returns once it listens, stop() ends it."""
 
-    def __init__(self, metrics: MetricsHook, listen: str) -> None:
+    def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = ()) -> None:
         self.metrics = metrics
+        # Bearer tokens for the data endpoints (/metrics, /api/*); none = open (bind it to loopback then).
+        self._tokens = [t.encode("utf-8") for t in tokens]
         self.host, self.port = parse_listen(listen)
         self.url = ""
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -77,7 +80,7 @@ class HttpServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth] if self._tokens else [])
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._asset),
@@ -101,6 +104,20 @@ class HttpServer:
             await runner.cleanup()
 
     # ---- handlers --------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """With tokens, /metrics and /api/* need `Authorization: Bearer TOKEN` (Prometheus' credentials) or
+        `?token=TOKEN` (the dashboard page passes on its own query string). The page shell, its static assets
+        and /healthz carry no data and stay open."""
+        if request.path == "/metrics" or request.path.startswith("/api/"):
+            header = request.headers.get("Authorization", "")
+            given = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
+            if not any(hmac.compare_digest(given.encode("utf-8"), token) for token in self._tokens):
+                return web.Response(status=401, text="a bearer token is needed (--http-token-file)\n",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(body=self._assets["index.html"], content_type="text/html", charset="utf-8")

@@ -125,7 +125,7 @@ class Broker:
         self.http_url: Optional[str] = None
         if self.metrics is not None and settings.http is not None:
             self.metrics.tick(time.monotonic())  # /api/status has a snapshot from the first request on
-            self.http = HttpServer(self.metrics, settings.http)
+            self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens())
             try:
                 self.http_url = self.http.start()
             except OSError:

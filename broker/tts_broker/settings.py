@@ -77,6 +77,16 @@ class BrokerSettings(BaseSettings):
     http: Optional[str] = Field(
         None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
     )
+    http_token_file: Optional[str] = Field(
+        None, description="file of bearer tokens (one a line) that /metrics and /api/* then require; unset = open"
+    )
+
+    def http_tokens(self) -> list[str]:
+        """The tokens of http_token_file (blank lines and # comments skipped); [] when unset."""
+        if not self.http_token_file:
+            return []
+        lines = Path(self.http_token_file).read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     log_level: str = Field("INFO")
     curve_secret: Optional[str] = Field(
         None, description="the broker's CURVE key pair (NAME.key_secret); turns CURVE on for both ports"

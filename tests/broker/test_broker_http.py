@@ -196,6 +196,23 @@ def test_http_side_answers_bad_requests_and_never_stops_the_broker(broker_factor
     assert broker.proc is not None and broker.proc.alive()
 
 
+def test_a_token_file_guards_the_data_endpoints(broker_factory: Callable[..., BrokerProc], tmp_path: Any) -> None:
+    tokens = tmp_path / "http-tokens"
+    tokens.write_text("# scrapers\nsecret-one\n\nsecret-two\n")
+    broker = broker_factory("--http", "127.0.0.1:0", "--http-token-file", str(tokens))
+    assert broker.http is not None
+    for path in ("metrics", "api/status", "api/dashboard"):
+        assert get(broker.http + path)[0] == 401
+        assert get(broker.http + path + "?token=wrong")[0] == 401
+        assert get(broker.http + path + "?token=secret-two")[0] == 200
+        request = urllib.request.Request(broker.http + path, headers={"Authorization": "Bearer secret-one"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+    # the page shell, its assets and the liveness probe carry no data and stay open
+    for path in ("", "static/app.js", "healthz"):
+        assert get(broker.http + path)[0] == 200
+
+
 def test_http_port_in_use_is_a_clear_start_error(broker_factory: Callable[..., BrokerProc]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

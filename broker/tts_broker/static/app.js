@@ -151,7 +151,8 @@ function render(page) {
 async function poll() {
   const conn = $("conn");
   try {
-    const response = await fetch("/api/dashboard", { cache: "no-store" });
+    // The page passes its own ?token= on (the broker may require a bearer token for /api/*).
+    const response = await fetch("/api/dashboard" + window.location.search, { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
     conn.textContent = "live";
