@@ -26,8 +26,11 @@ try {
     if (!req.url().startsWith(url)) errors.push(`request to another origin: ${req.url()}`);
   });
   await page.goto(url);
-  await page.waitForFunction((n) => document.querySelectorAll("#workers tbody tr.worker").length >= n,
-    Number(workers), { timeout: 30_000 });
+  // Live workers with their memory: RSS comes with a worker's first heartbeat, up to a second after READY.
+  await page.waitForFunction((n) => {
+    const rows = document.querySelectorAll("#workers tbody tr.worker");
+    return rows.length >= n && [...rows].every((r) => (r.querySelector("td:nth-child(9)")?.textContent ?? "").endsWith("MiB"));
+  }, Number(workers), { timeout: 30_000 });
   const ids = await page.$$eval("#workers tbody tr.worker", (rows) => rows.map((r) => r.dataset.workerId));
   const states = await page.$$eval("#workers tbody tr.worker td:nth-child(5)", (cells) => cells.map((c) => c.textContent));
   const memory = await page.$$eval("#workers tbody tr.worker td:nth-child(9)", (cells) => cells.map((c) => c.textContent));
