@@ -25,6 +25,15 @@ def request_digest(req: Submit) -> bytes:
     return hashlib.blake2b(msgpack.packb(content, use_bin_type=True), digest_size=16).digest()
 
 
+def payload_size(payload: Any) -> int:
+    """Bytes of audio in a payload: None, bytes, or the zmq.Frame it arrived in (read without copying)."""
+    if payload is None:
+        return 0
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return len(payload)
+    return len(payload.buffer)
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class Job:
     """One accepted job. Mutable: the broker moves it through its states."""
@@ -65,9 +74,7 @@ class Job:
 
     @property
     def audio_bytes(self) -> int:
-        if self.audio is None:
-            return 0
-        return len(self.audio) if isinstance(self.audio, (bytes, bytearray)) else len(self.audio.buffer)
+        return payload_size(self.audio)
 
     def audio_data(self) -> bytes:
         """The utterance as bytes, whether it is still the worker's zero-copy frame or was read back."""

@@ -36,7 +36,7 @@ from tts_protocol.messages import (
 from tts_broker import expiry
 from tts_broker.dispatching import Dispatching
 from tts_broker.hooks import Hook, overrides
-from tts_broker.jobs import Job, JobTable, request_digest
+from tts_broker.jobs import Job, JobTable, payload_size, request_digest
 from tts_broker.outbox import Outbox
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
@@ -247,7 +247,7 @@ class Lifecycle(Dispatching):
         job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
             return
-        size = _size(payload)
+        size = payload_size(payload)
         if size > self.settings.max_result_bytes:
             worker.jobs_failed += 1
             self._left_running(job)
@@ -258,7 +258,7 @@ class Lifecycle(Dispatching):
         self._left_running(job)
         job.state = JobState.DONE
         job.audio = payload
-        num_samples = job.audio_bytes // (2 * body.channels)
+        num_samples = size // (2 * body.channels)
         job.result = fastpack.result(
             job.job_id, body.attempt, worker.public_id, worker.ready.engine, worker.ready.model, body.sample_rate,
             body.channels, body.sample_format, num_samples, body.gen_time_ms,
@@ -277,7 +277,7 @@ class Lifecycle(Dispatching):
         job = self._held(worker, body.job_id, body.attempt)
         if job is None or not job.request.stream:
             return
-        job.streamed_bytes += _size(payload)
+        job.streamed_bytes += payload_size(payload)
         if job.streamed_bytes > self.settings.max_result_bytes:
             self.fail(job, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} streamed more than max_result_bytes ="
                       f" {self.settings.max_result_bytes} bytes of audio", cancel_reason="too_large",
@@ -430,15 +430,6 @@ class Lifecycle(Dispatching):
 def _error_body(job: Job) -> Error:
     assert job.error is not None
     return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
-
-
-def _size(payload: Any) -> int:
-    """Bytes in a payload frame (zmq.Frame or bytes)."""
-    if payload is None:
-        return 0
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return len(payload)
-    return len(payload.buffer)
 
 
 def _known_code(code: str) -> ErrorCode:
