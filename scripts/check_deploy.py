@@ -13,7 +13,10 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
   tts_queue_oldest_age_seconds; the GPU worker's minReplicaCount is 0 (scale to zero);
 - compose.yaml: broker + piper-worker + gateway, the journal on a named volume, the GPU worker only under a
   profile with an NVIDIA device reservation;
-- the Dockerfiles: FROM first, the GPU one on nvidia/cuda, no weights copied or downloaded into an image.
+- the gateway Deployment: readiness on /health, API keys from a Secret, a Service; a ServiceMonitor that selects
+  the broker's metrics port; the GPU workers' weights on a PersistentVolumeClaim defined here;
+- the Dockerfiles: FROM first (after build arguments), the GPU one on nvidia/cuda (the BASE argument's default),
+  no weights copied or downloaded into an image.
 
     python scripts/check_deploy.py [DEPLOY_DIR]      exit 0 when all hold, 1 with the list of failures
 """
@@ -97,6 +100,9 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
         ports = {p.get("port") for s in services for p in dig(s, "spec", "ports") or []}
         check.need({5555, 5556} <= ports, "the broker Service exposes 5555 (clients) and 5556 (workers)")
 
+    check_gateway(deployments.get("tts-gateway"), by_kind, check)
+    check_monitoring(by_kind, check)
+
     gpu = [d for d in deployments.values()
            if any("nvidia.com/gpu" in (dig(c, "resources", "limits") or {}) for c in containers(d))]
     if check.need(gpu, "a GPU worker Deployment with an nvidia.com/gpu limit"):
@@ -107,6 +113,9 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
                            f"{name}: readiness and liveness probes")
                 check.need(any(m.get("readOnly") for m in container.get("volumeMounts", [])),
                            f"{name}: weights on a read-only volume")
+            volumes = dig(deployment, "spec", "template", "spec", "volumes") or []
+            check.need(any(dig(v, "persistentVolumeClaim", "claimName") in claims for v in volumes),
+                       f"{name}: its weights' PersistentVolumeClaim is defined here")
 
     scaled = by_kind.get("ScaledObject", {})
     check.need(scaled, "a KEDA ScaledObject")
@@ -132,6 +141,39 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
                        f"ScaledObject {name}: threshold is a number in a string")
 
 
+def services_for(pod_labels: dict[str, Any], by_kind: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [s for s in by_kind.get("Service", {}).values()
+            if (sel := dig(s, "spec", "selector")) and all(pod_labels.get(k) == v for k, v in sel.items())]
+
+
+def check_gateway(gateway: dict[str, Any] | None, by_kind: dict[str, dict[str, dict[str, Any]]],
+                  check: Checker) -> None:
+    if not check.need(gateway, "a Deployment tts-gateway"):
+        return
+    assert gateway is not None
+    check.need(all(dig(c, "readinessProbe", "httpGet", "path") == "/health" for c in containers(gateway)),
+               "tts-gateway: readiness on GET /health")
+    env = {e.get("name") for c in containers(gateway) for e in c.get("env", [])}
+    check.need("TTS_GATEWAY_API_KEY_FILE" in env, "tts-gateway: API keys from a file (a Secret)")
+    volumes = dig(gateway, "spec", "template", "spec", "volumes") or []
+    check.need(any(dig(v, "secret", "secretName") for v in volumes), "tts-gateway: its keys mounted from a Secret")
+    labels = dig(gateway, "spec", "template", "metadata", "labels") or {}
+    check.need(services_for(labels, by_kind), "a Service whose selector matches the gateway's pods")
+
+
+def check_monitoring(by_kind: dict[str, dict[str, dict[str, Any]]], check: Checker) -> None:
+    monitors = by_kind.get("ServiceMonitor", {})
+    if not check.need(monitors, "a ServiceMonitor for the broker's /metrics"):
+        return
+    for name, monitor in monitors.items():
+        selector = dig(monitor, "spec", "selector", "matchLabels") or {}
+        matched = [s for s in by_kind.get("Service", {}).values()
+                   if all((dig(s, "metadata", "labels") or {}).get(k) == v for k, v in selector.items())]
+        ports = {p.get("name") for s in matched for p in dig(s, "spec", "ports") or []}
+        wanted = {e.get("port") for e in dig(monitor, "spec", "endpoints") or []}
+        check.need(wanted and wanted <= ports, f"ServiceMonitor {name}: selects a Service with port(s) {wanted}")
+
+
 def check_compose(path: Path, check: Checker) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     services = data.get("services", {})
@@ -149,9 +191,13 @@ def check_compose(path: Path, check: Checker) -> None:
 def check_dockerfile(path: Path, check: Checker, *, gpu: bool) -> None:
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     instructions = [ln for ln in lines if ln and not ln.startswith("#")]
-    check.need(instructions and instructions[0].upper().startswith("FROM "), f"{path.name}: FROM comes first")
+    # Build arguments may come before the first FROM (the base image is one: BASE=...); nothing else may.
+    head = [ln for ln in instructions if not ln.upper().startswith("ARG ")]
+    check.need(head and head[0].upper().startswith("FROM "), f"{path.name}: FROM comes first")
+    args = dict(m.groups() for ln in instructions if (m := re.match(r"ARG\s+(\w+)=(\S+)", ln, re.I)))
+    base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), head[0]) if head else ""
     if gpu:
-        check.need(instructions and "nvidia/cuda" in instructions[0], f"{path.name}: an NVIDIA CUDA base")
+        check.need("nvidia/cuda" in base, f"{path.name}: an NVIDIA CUDA base")
         check.need(any("download.pytorch.org/whl/cu" in ln for ln in instructions), f"{path.name}: torch for CUDA")
         check.need(any("VOLUME" in ln and "/models" in ln for ln in instructions), f"{path.name}: /models volume")
     for ln in instructions:

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Build the CPU image and run it (run by `make test-extra`, so by `make test`; alone: `bash scripts/test-images.sh`).
+#   1. Debian's docker.io, docker-compose and debootstrap, installed when missing (root; apt).
+#   2. A docker daemon of this test's own: its own data root, socket and pid file in a temporary folder, with no
+#      bridge network and no iptables rules (--bridge=none --iptables=false), so every build and container uses the
+#      host network (--network host), binds 127.0.0.1 on free ports and never gets a private-range address.
+#   3. The base image from Debian's packages (scripts/images/make-base.sh; cached as a tarball), the CPU image on it
+#      (deploy/Dockerfile.cpu): its size, a non-root user, the commands, no compilers or pip caches.
+#   4. `docker run`: a broker and two Piper workers; `tts say` from the host gets speech; `docker stop` of a busy
+#      worker drains it (its job answered, the rest finished by the other worker; scripts/images/drain_check.py).
+#   5. The compose stack (deploy/compose.yaml with host-network addresses: scripts/images/hostnet_compose.py):
+#      up, the OpenAI endpoint answers with speech, `down` and `up` with jobs in flight loses none
+#      (scripts/images/jobs_survive.py).
+# Each step prints its time. Everything the test made (containers, volumes, images, the daemon and its data) is
+# removed at the end, whatever happened; only the base tarball cache stays (~/.cache/tts-broker/images).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+TTS="$(dirname "$PY")/tts"
+IMAGE=tts-broker:cpu-test
+BASE=tts-test-base:bookworm
+PROJECT="ttsimg$$"
+WORK="$(mktemp -d -t tts-images-XXXXXX)"
+export DOCKER_HOST="unix://$WORK/docker.sock"
+T0=$(date +%s)
+last=$T0
+
+log() { printf '[test-images %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
+step() { local now; now=$(date +%s); log "ok   $1 ($(( now - last )) s)"; last=$now; }
+fail() { log "FAIL $*"; exit 1; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+cleanup() {
+    local code=$?
+    if [ -S "$WORK/docker.sock" ]; then
+        if [ "$code" -ne 0 ]; then
+            for c in $(docker ps -aq 2>/dev/null); do
+                log "--- logs of $(docker inspect -f '{{.Name}}' "$c" 2>/dev/null) (last 15 lines)"
+                docker logs --tail 15 "$c" 2>&1 | sed 's/^/    /' >&2 || true
+            done
+        fi
+        [ -f "$WORK/compose.yaml" ] && docker-compose -p "$PROJECT" -f "$WORK/compose.yaml" down -v -t 5 \
+            >/dev/null 2>&1 || true
+        docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
+        docker volume ls -q | xargs -r docker volume rm -f >/dev/null 2>&1 || true
+        docker images -q | xargs -r docker rmi -f >/dev/null 2>&1 || true
+    fi
+    if [ -f "$WORK/dockerd.pid" ]; then
+        kill "$(cat "$WORK/dockerd.pid")" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$(cat "$WORK/dockerd.pid")" 2>/dev/null || break; sleep 0.1; done
+    fi
+    grep -o "$WORK/[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- 1. packages ----------------------------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || fail "needs root (it runs a docker daemon of its own); run it as root or under sudo"
+[ -x "$PY" ] || fail "$PY not found: run 'make install' first"
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]} (Debian)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+        { apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null &&
+          apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null; } ||
+        fail "apt-get install ${missing[*]} failed"
+fi
+step "packages: dockerd $(dockerd --version | awk '{print $3}' | tr -d ,), docker-compose, debootstrap"
+
+# ---- 2. a docker daemon of our own ----------------------------------------------------------------------------
+dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false \
+    --data-root "$WORK/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" \
+    -H "$DOCKER_HOST" >"$WORK/dockerd.log" 2>&1 &
+for _ in $(seq 1 300); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
+docker info >/dev/null 2>&1 || { tail -n 20 "$WORK/dockerd.log" >&2; fail "dockerd did not start"; }
+step "dockerd (no bridge, no iptables, data root in $WORK)"
+
+# ---- 3. images --------------------------------------------------------------------------------------------------
+bash "$ROOT/scripts/images/make-base.sh" "$BASE"
+step "base image $BASE from Debian packages"
+build_started=$(date +%s)
+DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "BASE=$BASE" \
+    --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    -f "$ROOT/deploy/Dockerfile.cpu" -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 ||
+    { tail -n 30 "$WORK/build.log" >&2; fail "docker build deploy/Dockerfile.cpu"; }
+size_mb=$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f", $1/1e6}')
+base_mb=$(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f", $1/1e6}')
+step "image $IMAGE built in $(( $(date +%s) - build_started )) s: ${size_mb} MB (base ${base_mb} MB)"
+
+# What the image promises: a non-root user, the four commands, nothing of a build toolchain or a pip cache.
+docker run --rm "$IMAGE" sh -c '
+    set -e
+    [ "$(id -u)" != 0 ] || { echo "runs as root"; exit 1; }
+    for c in tts-broker tts-worker tts; do command -v "$c" >/dev/null || { echo "no $c"; exit 1; }; done
+    tts-broker --version >/dev/null && tts-worker --list-engines | grep -q piper && tts gateway --help >/dev/null
+    for c in gcc cc g++ make pip; do ! command -v "$c" >/dev/null || { echo "$c is in the image"; exit 1; }; done
+    [ ! -d "$HOME/.cache/pip" ] && [ ! -d /root/.cache/pip ] || { echo "a pip cache is in the image"; exit 1; }
+    [ -w /var/lib/tts-broker/state ] || { echo "state volume not writable"; exit 1; }
+' || fail "image contents"
+health=$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$IMAGE")
+[ "$health" != "null" ] || fail "the image has no HEALTHCHECK"
+step "image contents: non-root, tts-broker/tts-worker/tts/tts gateway, no compilers or pip, HEALTHCHECK $health"
+
+# ---- 4. docker run: a broker and two Piper workers --------------------------------------------------------------
+FRONT=$(free_port); BACK=$(free_port)
+URL="tcp://127.0.0.1:$FRONT"
+run_started=$(date +%s)
+docker volume create "$PROJECT-state" >/dev/null
+docker run -d --name "$PROJECT-broker" --network host -v "$PROJECT-state:/var/lib/tts-broker/state" \
+    -e TTS_FRONTEND="$URL" -e TTS_BACKEND="tcp://127.0.0.1:$BACK" -e TTS_BROKER_URL="$URL" "$IMAGE" >/dev/null
+for n in 1 2; do
+    docker run -d --name "$PROJECT-w$n" --network host -e TTS_WORKER_BROKER="tcp://127.0.0.1:$BACK" \
+        -e TTS_BROKER_URL="$URL" -e TTS_WORKER_NAME="w$n" "$IMAGE" tts-worker --single --engine piper >/dev/null
+done
+for _ in $(seq 1 240); do "$TTS" --broker "$URL" --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.5; done
+"$TTS" --broker "$URL" --timeout-s 5 health >/dev/null || fail "no Piper worker registered in 120 s"
+step "docker run: broker + 2 Piper workers serving in $(( $(date +%s) - run_started )) s"
+
+"$TTS" --broker "$URL" say "Hello from a container built from Debian packages." --output-dir "$WORK/out" \
+    >"$WORK/say.txt" || fail "tts say"
+"$PY" - "$WORK/out" <<'PY' || fail "tts say wrote no speech"
+import sys, pathlib, numpy as np, soundfile as sf
+files = sorted(pathlib.Path(sys.argv[1]).glob("*.wav"))
+assert len(files) == 1, files
+audio, rate = sf.read(files[0], dtype="int16")
+assert rate == 22050 and len(audio) / rate > 1.0, (rate, len(audio))
+assert np.abs(audio).max() > 1000, "silent"
+print(f"[test-images] tts say: {files[0].name}, {len(audio) / rate:.2f} s at {rate} Hz", file=sys.stderr)
+PY
+step "tts say from the host got speech"
+
+"$PY" "$ROOT/scripts/images/drain_check.py" --broker "$URL" --container "$PROJECT-w1" --worker-name w1 ||
+    fail "docker stop did not drain the worker"
+step "docker stop of a busy worker: drained, its job answered, the rest done by the other worker"
+docker rm -f "$PROJECT-broker" "$PROJECT-w1" "$PROJECT-w2" >/dev/null
+
+# ---- 5. the compose stack ---------------------------------------------------------------------------------------
+CFRONT=$(free_port); CBACK=$(free_port); CGATE=$(free_port); CHTTP=$(free_port)
+"$PY" "$ROOT/scripts/images/hostnet_compose.py" "$ROOT/deploy/compose.yaml" "$WORK/compose.yaml" --image "$IMAGE" \
+    --port "5555=$CFRONT" --port "5556=$CBACK" --port "8000=$CGATE" --port "9464=$CHTTP" >/dev/null
+COMPOSE="docker-compose -p $PROJECT -f $WORK/compose.yaml"
+compose_started=$(date +%s)
+$COMPOSE up -d >"$WORK/compose-up.log" 2>&1 || { cat "$WORK/compose-up.log" >&2; fail "compose up"; }
+CURL="tcp://127.0.0.1:$CFRONT"
+for _ in $(seq 1 240); do
+    curl -sf "http://127.0.0.1:$CGATE/health" >/dev/null 2>&1 && "$TTS" --broker "$CURL" --timeout-s 2 health \
+        >/dev/null 2>&1 && break
+    sleep 0.5
+done
+workers=$("$TTS" --broker "$CURL" status --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))')
+[ "$workers" = 2 ] || fail "compose: $workers Piper workers registered, wanted 2"
+step "compose up: broker, 2 Piper workers, gateway serving in $(( $(date +%s) - compose_started )) s"
+
+code=$(curl -s -o "$WORK/speech.wav" -w '%{http_code}' "http://127.0.0.1:$CGATE/v1/audio/speech" \
+    -H 'content-type: application/json' \
+    -d '{"model":"tts-1","voice":"alloy","input":"Hello from the compose stack.","response_format":"wav"}')
+[ "$code" = 200 ] || fail "POST /v1/audio/speech answered $code"
+"$PY" -c 'import sys, soundfile as sf; i = sf.info(sys.argv[1]); assert i.frames > i.samplerate, i' "$WORK/speech.wav" ||
+    fail "the gateway's WAV holds under a second of audio"
+step "the OpenAI endpoint answered with speech"
+
+"$PY" "$ROOT/scripts/images/jobs_survive.py" --broker "$CURL" --jobs 6 "$COMPOSE down" "$COMPOSE up -d" ||
+    fail "jobs lost across compose down/up"
+step "compose down and up with 6 jobs in flight: every job answered"
+$COMPOSE down -v >/dev/null 2>&1 || fail "compose down"
+step "compose down"
+log "all image checks passed in $(( $(date +%s) - T0 )) s"
