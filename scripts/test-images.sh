@@ -46,9 +46,11 @@ cleanup() {
         docker volume ls -q | xargs -r docker volume rm -f >/dev/null 2>&1 || true
         docker images -q | xargs -r docker rmi -f >/dev/null 2>&1 || true
     fi
-    if [ -f "$WORK/dockerd.pid" ]; then
-        kill "$(cat "$WORK/dockerd.pid")" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$(cat "$WORK/dockerd.pid")" 2>/dev/null || break; sleep 0.1; done
+    local pid
+    pid="$(cat "$WORK/dockerd.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     grep -o "$WORK/[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$WORK"
