@@ -7,7 +7,8 @@
 #   3. The base image from Debian's packages (scripts/images/make-base.sh; cached as a tarball), the CPU image on it
 #      (deploy/Dockerfile.cpu): its size, a non-root user, the commands, no compilers or pip caches.
 #   4. `docker run`: a broker and two Piper workers; `tts say` from the host gets speech; `docker stop` of a busy
-#      worker drains it (its job answered, the rest finished by the other worker; scripts/images/drain_check.py).
+#      worker drains it (its job answered, the rest finished by the other worker), and one killed at once has its
+#      job in hand finished by the other worker (scripts/images/drain_check.py).
 #   5. The compose stack (deploy/compose.yaml with host-network addresses: scripts/images/hostnet_compose.py):
 #      up, the OpenAI endpoint answers with speech, `down` and `up` with jobs in flight loses none
 #      (scripts/images/jobs_survive.py).
@@ -141,6 +142,10 @@ step "tts say from the host got speech"
 "$PY" "$ROOT/scripts/images/drain_check.py" --broker "$URL" --container "$PROJECT-w1" --worker-name w1 ||
     fail "docker stop did not drain the worker"
 step "docker stop of a busy worker: drained, its job answered, the rest done by the other worker"
+docker start "$PROJECT-w1" >/dev/null
+"$PY" "$ROOT/scripts/images/drain_check.py" --broker "$URL" --container "$PROJECT-w1" --worker-name w1 \
+    --stop-timeout-s 0 --expect killed || fail "a killed worker's job was not finished by the other one"
+step "docker stop -t 0 (SIGKILL) of a busy worker: its job requeued and finished by the other worker"
 docker rm -f "$PROJECT-broker" "$PROJECT-w1" "$PROJECT-w2" >/dev/null
 
 # ---- 5. the compose stack ---------------------------------------------------------------------------------------
