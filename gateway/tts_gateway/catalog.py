@@ -16,8 +16,8 @@ from typing import Any, Optional
 from tts_protocol.messages import StatusView, WorkerView
 
 from tts_client.aio import AsyncTtsClient
-from tts_client.gateway.errors import bad_request
-from tts_client.gateway.settings import GatewaySettings
+from tts_gateway.errors import bad_request
+from tts_gateway.settings import GatewaySettings
 
 MAX_SPEAKER_CHARS = 256  # the protocol's limit on a speaker name
 
