@@ -332,6 +332,48 @@ def run_clients(size: int, args: argparse.Namespace) -> dict[str, float]:
         broker.stop()
 
 
+# ---- the core alone: cost per event without sockets, processes or a loaded machine in the way ----------
+
+
+def core_costs(size: int, repeat: int = 2000) -> dict[str, float]:
+    """µs of CPU the sans-IO core spends per heartbeat, per timer tick and per job with `size` workers."""
+    from tts_protocol.codec import Message
+
+    from tts_broker.core import BrokerCore
+    from tts_broker.settings import BrokerSettings
+
+    core = BrokerCore(BrokerSettings(_env_file=None, heartbeat_liveness=30))  # type: ignore[call-arg]
+    ids = [f"w-{i}".encode() for i in range(size)]
+    for identity in ids:
+        core.on_worker(identity, None, Message(Command.W_READY, Ready(worker_id=identity.decode(), engine="echo")), 0.0)
+    core.tick(0.0)
+    core.outbox.now.clear()
+    beat = Message(Command.W_HEARTBEAT, Heartbeat(stats={"cpu_percent": 1.0}))
+    t0 = time.process_time()
+    for i in range(repeat):
+        core.on_worker(ids[i % size], None, beat, 1.0 + i * 1e-6)
+    per_hb = (time.process_time() - t0) / repeat
+    now = 2.0
+    core.tick(now)  # broker heartbeats out: once per interval, one message per worker by design
+    core.outbox.now.clear()
+    t0 = time.process_time()
+    for i in range(repeat):
+        core.expire(now + i * 1e-6)
+    per_tick = (time.process_time() - t0) / repeat
+    t0 = time.process_time()
+    for i in range(repeat):
+        core.on_client(b"c", None, Message(Command.SUBMIT, Submit(job_id=f"j{i}", text="bench")), now, 0.0)
+        core.dispatch(now)
+        _, identity, _, body, _ = core.outbox.now[-1]
+        worker = core.workers.get(identity)
+        assert worker is not None
+        core.on_worker(identity, None, Message(Command.W_RESULT, WorkerResult(job_id=f"j{i}", attempt=1,
+                                                                              sample_rate=16000), REPLY), now)
+        core.outbox.now.clear()
+    per_job = (time.process_time() - t0) / repeat
+    return {"size": size, "us_hb": per_hb * 1e6, "us_tick": per_tick * 1e6, "us_job": per_job * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,5000", help="worker fleet sizes (comma-separated)")
@@ -339,8 +381,16 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=5.0, help="seconds measured per phase")
     parser.add_argument("--rate", type=float, default=400.0, help="jobs per second while jobs flow")
     parser.add_argument("--profile", default="", help="run the broker under cProfile, writing PROFILE.workers-N etc.")
+    parser.add_argument("--core", default="100,1000,5000,10000",
+                        help="worker counts for the in-process core figures (empty: skip)")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.core:
+        print("\ncore alone (no sockets): µs of CPU per event")
+        print("workers  µs/heartbeat  µs/timer tick  µs/job (submit, dispatch, result)")
+        for size in [int(s) for s in args.core.split(",") if s]:
+            r = core_costs(size)
+            print(f"{r['size']:7d}  {r['us_hb']:12.1f}  {r['us_tick']:13.1f}  {r['us_job']:8.1f}", flush=True)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, heartbeat {HEARTBEAT_S}s, "
           f"window {args.window}s, {args.rate:g} jobs/s")
     print("\nworkers  hb CPU %core  µs/heartbeat  µs/job  dispatch p50 ms  p99 ms  broker RSS MB")
