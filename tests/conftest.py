@@ -19,6 +19,9 @@ from typing import Callable, Iterator, Optional
 import pytest
 import zmq
 
+# The throwaway PostgreSQL (session fixture `postgres`, per-test `pg_url`): tests/pg_throwaway.py.
+pytest_plugins = ["pg_throwaway"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

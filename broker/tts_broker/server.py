@@ -30,6 +30,7 @@ from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCo
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
 from tts_broker.httpd import HttpServer
 from tts_broker.journal import JournalUnavailable
+from tts_broker.leader_post import LeaderPost
 from tts_broker.lifecycle import Lifecycle
 from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
@@ -46,9 +47,11 @@ _BACKLOG_ACTIVE_S = 0.1  # a backlog that moved (or started) this recently is re
 _B_HEARTBEAT = encode(Command.B_HEARTBEAT, Empty())
 
 
-def build_hooks(settings: BrokerSettings) -> list[Hook]:
+def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -> list[Hook]:
     """The journal and the result cache, as the settings ask."""
     hooks: list[Hook] = []
+    if leader is not None:
+        hooks.append(leader.hook)
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
@@ -76,6 +79,7 @@ class Broker:
         self.state_lock = StateLock(settings.lock_folders())
         self.state_lock.acquire()
         self.curve: Optional[CurveServer] = None
+        self.leader: Optional[LeaderPost] = None
         self.metrics: Optional[MetricsHook] = None
         try:
             if settings.curve:
@@ -83,7 +87,9 @@ class Broker:
                 self.curve = CurveServer.start(self.ctx, secret_file=settings.curve_secret,
                                                client_keys=settings.client_keys, worker_keys=settings.worker_keys,
                                                admin_keys=settings.admin_keys)
-            hooks = build_hooks(settings)
+            # With a PostgreSQL journal, a standby waits here (ports not bound) until it leads.
+            self.leader = LeaderPost.take(settings) if settings.journal_url else None
+            hooks = build_hooks(settings, self.leader)
             if settings.http is not None:
                 self.metrics = MetricsHook()
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
@@ -103,6 +109,8 @@ class Broker:
         except BaseException:
             if self.curve is not None:
                 self.curve.stop()
+            if self.leader is not None:
+                self.leader.close()
             self.state_lock.release()
             raise
         self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
@@ -192,6 +200,8 @@ class Broker:
                 # its backlog that soon, but a client that stays silent only costs a retry per tick.
                 backlog_busy = self.backlog.active_since(time.monotonic() - _BACKLOG_ACTIVE_S)
                 events = dict(poller.poll(_BACKLOG_RETRY_MS if backlog_busy else int(_TICK_S * 1000)))
+                if self.leader is not None:  # after a freeze: step down before answering anything
+                    self.leader.check(time.monotonic())
                 if self.workers.sock in events:
                     self._drain(self.workers, self._on_worker_frames)
                 if self.clients.sock in events:
@@ -308,6 +318,8 @@ class Broker:
             self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
     def _tick(self, now: float) -> None:
+        if self.leader is not None:
+            self.leader.renew(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.settings.heartbeat_interval_s
             for worker in self.life.workers:
