@@ -5,6 +5,12 @@ heartbeat_interval_s x heartbeat_liveness is dead; the socket is then closed (li
 new routing id, is opened after a backoff that doubles from reconnect_min_s to reconnect_max_s and resets once
 the broker talks to us again.
 
+An endpoint list (`tcp://a:5556,tcp://b:5556`: an active broker and its standbys, docs/failover.md) is tried
+one endpoint at a time: each new socket connects to one endpoint only, the next in turn, so what it queues
+(READY) can only reach that broker, and is dropped with the socket (linger 0) if that broker stays silent. A
+standby binds nothing, so its endpoint is silent and the worker moves on after the liveness timeout, at once
+while endpoints of the list are untried since a broker last answered, then with the backoff.
+
 Every message goes out through `send()`, which takes a tts_protocol.messages model and frames it with
 tts_protocol's encode: the worker never builds a frame or a body by hand.
 """
@@ -20,6 +26,7 @@ import zmq
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
 from tts_protocol.curve import CurveKeys, HandshakeWatch
+from tts_protocol.endpoints import split_endpoints
 from tts_protocol.messages import BODY_TYPES, Body
 
 log = logging.getLogger(__name__)
@@ -40,7 +47,10 @@ class BrokerConnection:
         self.context = context
         self.curve = curve
         self._watch: Optional[HandshakeWatch] = None
-        self.endpoint = endpoint
+        self.endpoints = split_endpoints(endpoint)
+        self._next_endpoint = 0
+        self._untried = len(self.endpoints) - 1
+        self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = max(backoff_min_s, backoff_max_s)
@@ -69,6 +79,8 @@ class BrokerConnection:
         if self.curve is not None:
             self.curve.apply(sock)
             self._watch = HandshakeWatch(sock)
+        self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+        self._next_endpoint += 1
         sock.connect(self.endpoint)
         self.socket = sock
         self.generation += 1
@@ -87,6 +99,12 @@ class BrokerConnection:
 
     def drop(self, reason: str) -> None:
         """Give up on this socket and schedule the next one after the current backoff."""
+        if self._untried > 0:  # another endpoint of the list is untried since a broker last answered
+            self._untried -= 1
+            log.warning("[%s] %s; trying the next broker of the list", self.routing_id, reason)
+            self.close()
+            self.reconnect_at = time.monotonic()
+            return
         log.warning("[%s] %s; reconnecting in %.1f s", self.routing_id, reason, self._backoff_s)
         self.close()
         self.reconnect_at = time.monotonic() + self._backoff_s
@@ -127,6 +145,7 @@ class BrokerConnection:
             self.last_heard = time.monotonic()
             if message.command is not Command.B_DISCONNECT:
                 self._backoff_s = self.backoff_min_s
+                self._untried = len(self.endpoints) - 1
             messages.append(message)
         return messages
 

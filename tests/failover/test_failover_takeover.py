@@ -1,0 +1,52 @@
+"""Failover drills on a real PostgreSQL journal: a standby takes over from a killed active broker while a live
+client keeps submitting, and two brokers started at once elect one active."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Callable
+
+import pytest
+
+from tts_client import TtsClient
+
+from conftest import Proc, wait_for
+from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
+from conftest_failover import PgBroker, endpoint_list, pg_brokers, tone_worker_on  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_kill_9_of_the_active_during_1000_jobs_loses_nothing(
+        pg_brokers: Callable[..., PgBroker], tone_worker_on: Callable[..., Proc],
+        make_client: Callable[..., TtsClient]) -> None:
+    a = pg_brokers("a").start().wait_active()
+    b = pg_brokers("b").start().wait_standby()
+    assert not b.active()
+    tone_worker_on(endpoint_list(a, b, side="backend"), concurrency=2)
+    client = make_client(endpoint_list(a, b), timeout_s=120.0)
+    texts = [f"failover job {i}." for i in range(1000)]
+    handles = [client.submit(text) for text in texts]
+    wait_for(lambda: sum(h.done() for h in handles) >= 300, 90, what="300 results before the kill")
+    assert a.proc is not None
+    killed_at = time.monotonic()
+    a.proc.signal(signal.SIGKILL)
+    b.wait_active(timeout_s=15)
+    took_over_s = time.monotonic() - killed_at
+    results = [h.result() for h in handles]
+    assert len({r.job_id for r in results}) == 1000
+    for text, result in zip(texts, results, strict=True):
+        assert result.sample_rate == 16000 and result.num_frames == tone_frames(text), text
+    assert took_over_s < 10, f"standby took {took_over_s:.1f} s to take over"
+    assert "this broker is active now (epoch 2)" in (b.proc.log() if b.proc else "")
+
+
+def test_two_brokers_started_at_once_elect_one_active(pg_brokers: Callable[..., PgBroker],
+                                                      make_client: Callable[..., TtsClient]) -> None:
+    a, b = pg_brokers("a").start(), pg_brokers("b").start()
+    wait_for(lambda: a.active() or b.active(), 30, what="one broker active")
+    active, standby = (a, b) if a.active() else (b, a)
+    standby.wait_standby()
+    assert not standby.active()
+    assert make_client(endpoint_list(a, b)).ping(timeout_s=10).broker_id
