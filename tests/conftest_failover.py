@@ -94,3 +94,102 @@ def tone_worker_on(start_worker: Callable[..., Proc], tmp_path: Path) -> Iterato
         return start_worker(_Endpoints(backends), engine="tone", opts=opts or None, concurrency=concurrency)
 
     yield start
+
+
+class FreezableProxy:
+    """A TCP proxy on 127.0.0.1 towards one port. freeze() cuts the path the way a network partition does:
+    nothing is forwarded any more, in either direction, but every connection stays open (no FIN, no RST), so
+    neither end learns of it from TCP. New connections are accepted and then hang the same way."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.frozen = threading.Event()
+        self.closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True, name="test-proxy-accept").start()
+
+    def _track(self, sock: object) -> None:
+        with self._lock:
+            self._sockets.append(sock)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            self._track(down)
+            if self.frozen.is_set():
+                continue  # accepted, never answered: a connect that hangs
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                down.close()
+                continue
+            up.settimeout(None)
+            self._track(up)
+            for src, dst in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True, name="test-proxy-pump").start()
+
+    def _pump(self, src: object, dst: object) -> None:
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        while not self.closed.is_set():
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                if not self.frozen.is_set():
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                return
+            if self.frozen.is_set():
+                self.closed.wait()  # swallow: the partition
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def pg_proxy(postgres: object) -> Iterator[Callable[[], FreezableProxy]]:
+    """pg_proxy() -> a FreezableProxy in front of the session's PostgreSQL; closed at teardown."""
+    made: list[FreezableProxy] = []
+
+    def make() -> FreezableProxy:
+        proxy = FreezableProxy(postgres.port)  # type: ignore[attr-defined]
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()

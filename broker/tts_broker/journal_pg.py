@@ -16,6 +16,7 @@ differs:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Optional
 
 from tts_broker.hooks import JournalHook
@@ -113,6 +114,7 @@ class PgJournal:
         updates = [(*_update(job)[:-1], epoch, job.job_id) for job in self._changed.values()]
         conn = self._session()
         psycopg = self.link.psycopg
+        sent_at = time.monotonic()
         try:
             with conn.transaction():
                 self.link.fence()
@@ -125,7 +127,7 @@ class PgJournal:
             raise
         except psycopg.Error as exc:
             raise JournalUnavailable(_one_line(exc)) from exc
-        self.link.ok()
+        self.link.ok(sent_at)
         self._new.clear()
         self._changed.clear()
         self.commits += 1

@@ -30,6 +30,7 @@ class LeaderPost:
     def __init__(self, link: LeaderLink, hook: PgJournalHook) -> None:
         self.link = link
         self.hook = hook
+        self._watching = False
 
     @classmethod
     def take(cls, settings: BrokerSettings) -> LeaderPost:
@@ -52,6 +53,10 @@ class LeaderPost:
         return cls(link, hook)
 
     def check(self, now: float) -> None:
+        if not self._watching:  # from the first turn of the loop: the restore before it may take long
+            self._watching = True
+            self.link.renew(now, force=True)
+            self.link.start_watchdog()
         self.link.check(now)
 
     def renew(self, now: float) -> None:

@@ -8,8 +8,10 @@ with that one connection, and every journal write goes through it, so:
 - a frozen active (SIGSTOP, a stalled VM): the session carries `idle_session_timeout` = the lease, so the
   server ends it once it has been silent that long. The active renews (a statement) every lease/3 while idle.
 - a partitioned active: libpq's `tcp_user_timeout` (2/3 of the lease) breaks its statements, and a local trust
-  window (5/6 of the lease since the last statement that succeeded) makes it stop acting before the server's
-  idle timeout frees the lock for a standby.
+  window (5/6 of the lease since the last statement that succeeded was sent) makes it stop acting before the
+  server's idle timeout frees the lock for a standby. The loop checks the window after every poll; a watchdog
+  thread enforces it too, with os._exit, for when the loop itself is stuck in a statement that never returns
+  (a network path that swallows packets but keeps the TCP connection open).
 - every takeover bumps `epoch` in the journal's meta table in the same database, and every commit checks,
   inside its transaction, that the epoch is still its own: a broker that lost its session or its lock can
   never write again (it is fenced) and steps down.
@@ -21,6 +23,9 @@ the lock again and checks the epoch; if nobody took over, it carries on as activ
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -114,9 +119,11 @@ class LeaderLink:
     def connect(self) -> None:
         """Open the session (keepalives, tcp_user_timeout and idle_session_timeout from the lease)."""
         lease_ms = int(self.lease_s * 1000)
+        # An active broker reconnecting (regain) must not block past its trust window (libpq's minimum is 2 s).
+        timeout_s = self.connect_timeout_s if not self.active else min(self.connect_timeout_s, self.trust_s)
         try:
             self.conn = self.psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
+                self.url, autocommit=True, connect_timeout=max(2, int(timeout_s)),
                 application_name="tts-broker", keepalives=1, keepalives_idle=1, keepalives_interval=1,
                 keepalives_count=2, tcp_user_timeout=max(500, lease_ms * 2 // 3),
                 options=f"-c idle_session_timeout={lease_ms} -c idle_in_transaction_session_timeout={lease_ms}",
@@ -133,9 +140,27 @@ class LeaderLink:
                 log.debug("journal session close: %s", exc)
             self.conn = None
 
-    def ok(self) -> None:
-        """A statement on the session succeeded: the lease is good for another trust window."""
-        self.last_ok = time.monotonic()
+    def ok(self, sent_at: Optional[float] = None) -> None:
+        """A statement on the session succeeded: the lease holds for a trust window from when it was sent."""
+        self.last_ok = time.monotonic() if sent_at is None else sent_at
+
+    def start_watchdog(self) -> None:
+        """Enforce the trust window from a thread, even while the loop is stuck in a statement."""
+        thread = threading.Thread(target=self._watch, name="tts-leader-watchdog", daemon=True)
+        thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(0.1, self.trust_s / 10))
+            silent_s = time.monotonic() - self.last_ok
+            if self.active and silent_s > self.trust_s + 0.2:  # the loop's own check normally comes first
+                message = (f"tts-broker: stepped down (epoch {self.epoch}): no word from the journal database "
+                           f"for {silent_s:.1f} s and the broker loop is stuck; exiting at once")
+                log.critical(message)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                print(message, file=sys.stderr, flush=True)
+                os._exit(EXIT_DEPOSED)
 
     def broken(self) -> bool:
         return self.conn is None or self.conn.closed or self.conn.broken
@@ -216,16 +241,17 @@ class LeaderLink:
             raise LeadershipLost(f"no word from the journal database for {now - self.last_ok:.1f} s (trust window "
                                  f"{self.trust_s:.1f} s): stepping down so a standby can take over")
 
-    def renew(self, now: float) -> None:
+    def renew(self, now: float, *, force: bool = False) -> None:
         """Keep the session (and so the lock) alive while idle: a statement every lease/3."""
-        if not self.active or now - self.last_ok < self.renew_s:
+        if not self.active or (now - self.last_ok < self.renew_s and not force):
             return
         try:
             if self.broken():
                 self.regain()
                 return
+            sent_at = time.monotonic()
             self.conn.execute("SELECT 1")
-            self.ok()
+            self.ok(sent_at)
         except self.psycopg.Error as exc:
             log.warning("journal session renewal failed (epoch %d): %s", self.epoch, _one_line(exc))
 

@@ -230,6 +230,8 @@ class Broker:
     def _drain(self, port: RouterPort, handler: Callable[[list[Any]], None]) -> None:
         """Handle up to _BATCH waiting messages from one socket."""
         for _ in range(_BATCH):
+            if self.leader is not None:  # a broker that froze mid-batch answers nothing more once it wakes
+                self.leader.check(time.monotonic())
             frames = port.recv()
             if frames is None:
                 return
