@@ -76,6 +76,7 @@ class Restored:
 
     unfinished: list[Job]
     finished: list[Job]
+    running: tuple[str, ...] = ()  # ids of the unfinished jobs that were running (leased) when last written
 
 
 class Journal:
@@ -280,6 +281,7 @@ def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
     unfinished: list[Job] = []
     finished: list[Job] = []
     skipped: list[str] = []
+    running: list[str] = []
     first_error = ""
     for row in rows:
         try:
@@ -293,13 +295,15 @@ def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
             if job.finished_at is not None and now - job.finished_at <= retain_s:
                 finished.append(job)
         else:
+            if job.state is JobState.RUNNING:
+                running.append(job.job_id)
             job.state = JobState.QUEUED
             unfinished.append(job)
     if skipped:
         log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),
                     ", ".join(repr(job_id) for job_id in skipped[:5]), ", ..." if len(skipped) > 5 else "",
                     first_error)
-    return Restored(unfinished, finished)
+    return Restored(unfinished, finished, tuple(running))
 
 
 def _read_side(path: Path) -> Optional[dict[str, Any]]:

@@ -208,6 +208,12 @@ class PgJournalHook(JournalHook):
         self._next_purge = 0.0
         self.fault: Optional[str] = None
         self.faults = 0
+        self.restored_running: tuple[str, ...] = ()
+
+    def restore(self) -> Restored:
+        restored = super().restore()
+        self.restored_running = restored.running  # for the takeover's adoption (adoption.py)
+        return restored
 
     def status(self) -> dict[str, Any]:
         fields = super().status()

@@ -21,9 +21,10 @@ import zmq
 
 from tts_protocol import Command, ProtocolError, Side, encode
 from tts_protocol.codec import RouterPort, routing_id, user_id
-from tts_protocol.messages import Disconnect, Empty
+from tts_protocol.messages import Disconnect, Empty, Ready
 
 from tts_broker import __version__
+from tts_broker.adoption import Adoption
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
 from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCommands
@@ -97,6 +98,9 @@ class Broker:
             if self.metrics is not None:
                 self.metrics.attach(self.life, self.info)
             self.life.restore()
+            self.adoption = Adoption(self.life, grace_s=2 * settings.heartbeat_interval_s * settings.heartbeat_liveness)
+            if self.leader is not None:  # a takeover: surviving workers may still run what the journal shows running
+                self.adoption.hold(self.leader.hook.restored_running, time.monotonic())
             if self.curve is not None:
                 curve = self.curve
                 for hook in self.life.hooks:
@@ -276,6 +280,10 @@ class Broker:
                         exc)
             return
         self.worker_commands.handle(identity, worker, message, now, key)
+        if isinstance(message.body, Ready) and message.body.running:
+            record = self.life.workers.get(identity)
+            if record is not None:
+                self.adoption.adopt(record, message.body.running, now)
 
     def _send(self, messages: list[Outgoing]) -> None:
         if not messages:
@@ -327,6 +335,7 @@ class Broker:
             for worker in self.life.workers:
                 self.workers.send_frames(worker.identity, _B_HEARTBEAT)
         self.life.tick(now)
+        self.adoption.tick(now)
         for hook in self.life.hooks:
             hook.tick(now)
         self._send(self.life.outbox.now)

@@ -161,6 +161,9 @@ class ClientCore:
         poller.register(self._sock, zmq.POLLIN)
         self._last_pong = time.monotonic()  # give this endpoint its own BROKER_LOST_PINGS pings
         self._next_ping = 0.0
+        for request in self._requests.values():  # requests still waiting go to the broker that may answer
+            if request.frames is not None:
+                self._send(request.frames)
 
     # ---- caller side (any thread) ---------------------------------------------------------------------
 
@@ -296,7 +299,7 @@ class ClientCore:
     def _start_request(self, cmd: _RequestCmd) -> None:
         frames = encode(cmd.command, cmd.body)
         self._requests[cmd.body.req_id] = PendingRequest(cmd.future, time.monotonic() + cmd.timeout_s,
-                                                         cmd.command.name)
+                                                         cmd.command.name, frames)
         self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:

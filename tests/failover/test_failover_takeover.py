@@ -3,6 +3,7 @@ client keeps submitting, and two brokers started at once elect one active."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from typing import Callable
@@ -24,7 +25,7 @@ def test_kill_9_of_the_active_during_1000_jobs_loses_nothing(
     a = pg_brokers("a").start().wait_active()
     b = pg_brokers("b").start().wait_standby()
     assert not b.active()
-    tone_worker_on(endpoint_list(a, b, side="backend"), concurrency=2)
+    workers = tone_worker_on(endpoint_list(a, b, side="backend"), concurrency=2)
     client = make_client(endpoint_list(a, b), timeout_s=120.0)
     texts = [f"failover job {i}." for i in range(1000)]
     handles = [client.submit(text) for text in texts]
@@ -39,7 +40,12 @@ def test_kill_9_of_the_active_during_1000_jobs_loses_nothing(
     for text, result in zip(texts, results, strict=True):
         assert result.sample_rate == 16000 and result.num_frames == tone_frames(text), text
     assert took_over_s < 10, f"standby took {took_over_s:.1f} s to take over"
-    assert "this broker is active now (epoch 2)" in (b.proc.log() if b.proc else "")
+    b_log = b.proc.log() if b.proc else ""
+    assert "this broker is active now (epoch 2)" in b_log
+    # The workers survived: what they had in hand at the kill was adopted by the new active, not run again.
+    leased = re.findall(r"job (\S+) attempt \d+: leased", workers.log())
+    assert len(leased) == len(set(leased)) == 1000, [j for j in set(leased) if leased.count(j) > 1]
+    assert re.search(r"adopted from surviving worker", b_log), b_log[-3000:]
 
 
 def test_two_brokers_started_at_once_elect_one_active(pg_brokers: Callable[..., PgBroker],

@@ -88,6 +88,10 @@ const RELOAD_OUTCOME = [
     ["error", { kind: "str", maxLen: 1024, default: "" }],
     ["new_worker_id", { ...short, default: "" }],
 ];
+const LEASE_REF = [
+    ["job_id", jobId],
+    ["attempt", attempt],
+];
 const STATUS_VIEW = [
     ["broker_id", laxStr()],
     ["version", laxStr()],
@@ -202,6 +206,7 @@ export const BODY_SCHEMAS = new Map([
             ["licence", { ...short, default: "" }],
             ["load_time_ms", nonNeg(0)],
             ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
+            ["running", { kind: "list", item: LEASE_REF, maxEntries: 1024, default: () => [] }],
         ],
     ],
     [Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
