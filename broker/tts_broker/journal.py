@@ -295,9 +295,9 @@ def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
             if job.finished_at is not None and now - job.finished_at <= retain_s:
                 finished.append(job)
         else:
-            if job.state is JobState.RUNNING:
+            if job.state is JobState.RUNNING:  # its attempt died with the broker (or survives on its worker)
                 running.append(job.job_id)
-            job.state = JobState.QUEUED
+                job.move_to(JobState.QUEUED)
             unfinished.append(job)
     if skipped:
         log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),
