@@ -64,7 +64,12 @@ class Adoption:
             del self.held[ref.job_id]
             job.attempt -= 1  # lease() counts the attempt again: the same lease, not a new one
             job.tries = max(0, job.tries - 1)
-            life.lease(worker, job, now)  # its JOB body is not sent: the worker has the job
+            outbox = life.outbox
+            sent_now, sent_later = len(outbox.now), len(outbox.later)
+            life.lease(worker, job, now)
+            # Not its JOB: the worker has the job; a JOB would make it run the job again after answering it.
+            del outbox.now[sent_now:]
+            del outbox.later[sent_later:]
             self.adopted += 1
             log.info("job %s attempt %d: adopted from surviving worker %s", job.job_id, job.attempt,
                      worker.worker_id)
