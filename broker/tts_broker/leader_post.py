@@ -8,10 +8,11 @@ down before it answers anything), `renew(now)` from the timer, and `close()`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from tts_broker.journal_pg import PgJournal, PgJournalHook
 from tts_broker.leadership import LeaderLink, check_url
+from tts_broker.standby_http import StandbyHttp
 from tts_broker.statedir import EXIT_USAGE, BrokerStartError
 
 if TYPE_CHECKING:
@@ -41,13 +42,25 @@ class LeaderPost:
         except ValueError as exc:
             raise BadJournalUrl(str(exc)) from exc
         link = LeaderLink(url, lease_s=settings.leader_lease_s)
+        standby_http: Optional[StandbyHttp] = None
+
+        def on_standby() -> None:
+            nonlocal standby_http
+            if settings.http is not None:
+                standby_http = StandbyHttp(settings.http, lambda: {**link.status(), "role": "standby",
+                                                                   "journal": link.shown_url})
+                standby_http.start()
+
         try:
             link.connect()
             journal = PgJournal(link)
-            link.wait_for_leadership()
+            link.wait_for_leadership(on_standby=on_standby)
         except BaseException:
             link.close()
             raise
+        finally:
+            if standby_http is not None:
+                standby_http.stop()
         hook = PgJournalHook(journal, result_ttl_s=settings.result_ttl_s,
                              max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024)
         return cls(link, hook)

@@ -3,16 +3,21 @@ client keeps submitting, and two brokers started at once elect one active."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Callable
 
 import pytest
 
 from tts_client import TtsClient
 
-from conftest import Proc, wait_for
+from conftest import Proc, free_port, wait_for
 from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
 from conftest_failover import PgBroker, endpoint_list, pg_brokers, tone_worker_on  # noqa: F401  (fixtures)
 
@@ -56,3 +61,39 @@ def test_two_brokers_started_at_once_elect_one_active(pg_brokers: Callable[..., 
     standby.wait_standby()
     assert not standby.active()
     assert make_client(endpoint_list(a, b)).ping(timeout_s=10).broker_id
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_status_and_health_follow_the_role(pg_brokers: Callable[..., PgBroker],
+                                           make_client: Callable[..., TtsClient]) -> None:
+    port_a, port_b = free_port(), free_port()
+    a = pg_brokers("a", "--http", f"127.0.0.1:{port_a}").start().wait_active()
+    b = pg_brokers("b", "--http", f"127.0.0.1:{port_b}").start().wait_standby()
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port_b}/healthz")[0] == 503, 20, what="standby health 503")
+    code, body = http_get(f"http://127.0.0.1:{port_b}/api/status")
+    assert code == 503 and json.loads(body)["role"] == "standby"
+    assert http_get(f"http://127.0.0.1:{port_a}/healthz")[0] == 200
+    status = json.loads(http_get(f"http://127.0.0.1:{port_a}/api/status")[1])
+    assert (status["role"], status["epoch"]) == ("active", 1) and status["since"] > 0
+    cli = subprocess.run([sys.executable, "-m", "tts_client", "--broker", endpoint_list(a, b), "status", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert (json.loads(cli.stdout)["role"], json.loads(cli.stdout)["epoch"]) == ("active", 1)
+    assert a.proc is not None
+    a.proc.signal(signal.SIGKILL)
+    b.wait_active()
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port_b}/healthz")[0] == 200, 20, what="new active health 200")
+    status = json.loads(http_get(f"http://127.0.0.1:{port_b}/api/status")[1])
+    assert (status["role"], status["epoch"]) == ("active", 2)
+    human = subprocess.run([sys.executable, "-m", "tts_client", "--broker", endpoint_list(a, b), "status"],
+                           capture_output=True, text=True, timeout=60)
+    assert "role active, epoch 2" in human.stdout, human.stdout + human.stderr
