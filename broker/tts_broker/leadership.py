@@ -8,7 +8,7 @@ with that one connection, and every journal write goes through it, so:
 - a frozen active (SIGSTOP, a stalled VM): the session carries `idle_session_timeout` = the lease, so the
   server ends it once it has been silent that long. The active renews (a statement) every lease/3 while idle.
 - a partitioned active: libpq's `tcp_user_timeout` (2/3 of the lease) breaks its statements, and a local trust
-  window (5/6 of the lease since the last statement that succeeded was sent) makes it stop acting before the
+  window (3/4 of the lease since the last statement that succeeded was sent) makes it stop acting before the
   server's idle timeout frees the lock for a standby. The loop checks the window after every poll; a watchdog
   thread enforces it too, with os._exit, for when the loop itself is stuck in a statement that never returns
   (a network path that swallows packets but keeps the TCP connection open).
@@ -102,7 +102,7 @@ class LeaderLink:
         self.url = url
         self.shown_url = redact(url)
         self.lease_s = lease_s
-        self.trust_s = lease_s * 5 / 6
+        self.trust_s = lease_s * 3 / 4  # a margin of a quarter lease before the server frees the lock
         self.renew_s = lease_s / 3
         self.connect_timeout_s = connect_timeout_s
         self.poll_s = poll_s
@@ -151,9 +151,9 @@ class LeaderLink:
 
     def _watch(self) -> None:
         while True:
-            time.sleep(min(0.1, self.trust_s / 10))
+            time.sleep(min(0.05, self.trust_s / 20))
             silent_s = time.monotonic() - self.last_ok
-            if self.active and silent_s > self.trust_s + 0.2:  # the loop's own check normally comes first
+            if self.active and silent_s > self.trust_s + 0.05:  # the loop's own check normally comes first
                 message = (f"tts-broker: stepped down (epoch {self.epoch}): no word from the journal database "
                            f"for {silent_s:.1f} s and the broker loop is stuck; exiting at once")
                 log.critical(message)
@@ -238,6 +238,8 @@ class LeaderLink:
         """From the broker loop: LeadershipLost once the trust window has passed without a good statement."""
         if self.active and now - self.last_ok > self.trust_s:
             self.active = False
+            log.error("stepping down (epoch %d): no word from the journal database for %.1f s", self.epoch,
+                      now - self.last_ok)
             raise LeadershipLost(f"no word from the journal database for {now - self.last_ok:.1f} s (trust window "
                                  f"{self.trust_s:.1f} s): stepping down so a standby can take over")
 

@@ -3,6 +3,7 @@ the database itself restarted mid-run."""
 
 from __future__ import annotations
 
+import datetime
 import signal
 import time
 from typing import Callable
@@ -24,6 +25,14 @@ from conftest_failover import (  # noqa: F401  (fixtures)
 from pg_throwaway import ThrowawayPostgres
 
 pytestmark = pytest.mark.timeout(150)
+
+
+def log_time(log: str, marker: str) -> datetime.datetime:
+    """The timestamp of the first log line that contains `marker`."""
+    for line in log.splitlines():
+        if marker in line:
+            return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    raise AssertionError(f"no log line with {marker!r}:\n{log[-3000:]}")
 
 
 def check_results(handles: list, texts: list[str]) -> None:
@@ -57,7 +66,8 @@ def test_a_frozen_active_is_replaced_and_never_acts_again(
     after = [f"after the freeze {i}." for i in range(20)]
     handles += [client.submit(text) for text in after]
     check_results(handles, before + during + after)
-    assert 2.5 < took_over_s < 10, took_over_s  # the lease (3 s) had to run out: the lock was not free before
+    # The lease (3 s) had to run out since the frozen one's last renewal (at most 1 s before the freeze).
+    assert 1.5 < took_over_s < 10, took_over_s
 
 
 def test_an_active_cut_off_from_postgresql_steps_down_before_the_standby_takes_over(
@@ -69,19 +79,12 @@ def test_an_active_cut_off_from_postgresql_steps_down_before_the_standby_takes_o
     b = pg_brokers("b").start().wait_standby()
     assert a.proc is not None and b.proc is not None
     proxy.freeze()
-    cut_at = time.monotonic()
-    stepped_down_at = took_over_at = 0.0
-    deadline = cut_at + 20
-    while time.monotonic() < deadline and not (stepped_down_at and took_over_at):
-        now = time.monotonic()
-        if not stepped_down_at and not a.proc.alive():
-            stepped_down_at = now
-        if not took_over_at and b.active():
-            took_over_at = now
-        time.sleep(0.01)
-    assert stepped_down_at and took_over_at, (a.proc.log(), b.proc.log())
+    wait_for(lambda: not a.proc.alive() and b.active(), 30, what="a steps down, b takes over")  # type: ignore[union-attr]
     assert a.proc.popen.returncode == 7, a.proc.log()
-    assert stepped_down_at < took_over_at, (stepped_down_at - cut_at, took_over_at - cut_at)
+    # When each happened, from the two brokers' own log lines (one clock): a stopped acting first.
+    stepped_down_at = log_time(a.proc.log(), "(epoch 1): no word from the journal database")
+    took_over_at = log_time(b.proc.log(), "this broker is active now (epoch 2)")
+    assert stepped_down_at < took_over_at, (stepped_down_at, took_over_at)
 
 
 def test_postgresql_restarted_mid_run_is_waited_out(
