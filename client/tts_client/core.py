@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any, Optional, Union
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
 from tts_protocol.curve import REFUSED, HandshakeWatch
@@ -100,6 +101,7 @@ class ClientCore:
         self._endpoints = settings.endpoints()
         self._endpoint_index = 0
         self._handshake: Optional[HandshakeWatch] = None
+        self._gone: Optional[zmq.Socket] = None  # DISCONNECTED events of the socket in use (lists, no CURVE)
         self._sock = self._open_socket(self._endpoints[0])
         wake_addr = f"inproc://tts-client-wake-{secrets.token_hex(8)}"
         self._wake_rx = self._ctx.socket(zmq.PULL)
@@ -144,6 +146,10 @@ class ClientCore:
             self._ctx.term()
             raise InvalidRequest(f"broker URL {endpoint!r} is not usable ({exc}); "
                                  "expected tcp://HOST:PORT") from exc
+        if len(self._endpoints) > 1 and keys is None:
+            # A broker that dies closes the connection: move on at once instead of after BROKER_LOST_PINGS
+            # pings. (Under CURVE the handshake watch is this socket's one monitor; the pings decide there.)
+            self._gone = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         return sock
 
     def _next_endpoint(self, poller: zmq.Poller) -> None:
@@ -155,10 +161,17 @@ class ClientCore:
         if self._handshake is not None:
             self._handshake.close()
             self._handshake = None
+        if self._gone is not None:
+            poller.unregister(self._gone)
+            self._sock.disable_monitor()
+            self._gone.close(0)
+            self._gone = None
         self._sock.close(0)
         self._outbox.clear()  # meant for the lost broker; unfinished jobs are resubmitted to the next one
         self._sock = self._open_socket(endpoint)
         poller.register(self._sock, zmq.POLLIN)
+        if self._gone is not None:
+            poller.register(self._gone, zmq.POLLIN)
         self._last_pong = time.monotonic()  # give this endpoint its own BROKER_LOST_PINGS pings
         self._next_ping = 0.0
         for request in self._requests.values():  # requests still waiting go to the broker that may answer
@@ -240,6 +253,8 @@ class ClientCore:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
+        if self._gone is not None:
+            poller.register(self._gone, zmq.POLLIN)
         next_tick = 0.0
         try:
             while True:
@@ -251,6 +266,8 @@ class ClientCore:
                     break
                 if events.get(self._sock, 0) & zmq.POLLIN:
                     self._receive()
+                if self._gone is not None and self._gone in events and self._disconnected():
+                    self._next_endpoint(poller)
                 self._flush()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -265,8 +282,22 @@ class ClientCore:
             self._fail_all(ClientClosed("the client is closed"))
             if self._handshake is not None:
                 self._handshake.close()
+            if self._gone is not None:
+                self._sock.disable_monitor()
+                self._gone.close(0)
             self._sock.close(0)
             self._wake_rx.close(0)
+
+    def _disconnected(self) -> bool:
+        """Read the monitor's events; True if the connection to the broker in use closed."""
+        assert self._gone is not None
+        gone = False
+        while True:
+            try:
+                event = recv_monitor_message(self._gone, zmq.NOBLOCK)
+            except zmq.Again:
+                return gone
+            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
 
     def _drain_wake(self) -> None:
         while True:

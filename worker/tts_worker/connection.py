@@ -23,6 +23,7 @@ import time
 from typing import Optional
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
 from tts_protocol.curve import CurveKeys, HandshakeWatch
@@ -55,6 +56,7 @@ class BrokerConnection:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = max(backoff_min_s, backoff_max_s)
         self.socket: Optional[zmq.Socket] = None
+        self.monitor: Optional[zmq.Socket] = None  # DISCONNECTED events (endpoint lists without CURVE)
         self.routing_id = ""
         self.generation = 0  # counts sockets; a lease belongs to the generation that received it
         self.last_heard = 0.0
@@ -82,6 +84,10 @@ class BrokerConnection:
         self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
         self._next_endpoint += 1
         sock.connect(self.endpoint)
+        if len(self.endpoints) > 1 and self.curve is None:
+            # A broker that dies closes the connection: move on at once, not after the liveness timeout.
+            # (Under CURVE the handshake watch is the socket's one monitor; silence decides there.)
+            self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.socket = sock
         self.generation += 1
         self.last_heard = time.monotonic()
@@ -94,6 +100,10 @@ class BrokerConnection:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(0)
+            self.monitor = None
         self.socket.close(linger=linger_ms)
         self.socket = None
 
@@ -148,6 +158,17 @@ class BrokerConnection:
                 self._untried = len(self.endpoints) - 1
             messages.append(message)
         return messages
+
+    def disconnected(self) -> bool:
+        """Read the monitor's events; True if the connection to the broker closed (it died or stopped)."""
+        gone = False
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
+        return gone
 
     @property
     def refused(self) -> bool:

@@ -185,6 +185,8 @@ class WorkerDaemon:
                 poller.register(self._wake_r, zmq.POLLIN)
                 if conn.socket is not None:
                     poller.register(conn.socket, zmq.POLLIN)
+                if conn.monitor is not None:
+                    poller.register(conn.monitor, zmq.POLLIN)
                 poller_generation = conn.generation if conn.connected else -1
             ready = dict(poller.poll(int(POLL_MAX_S * 1000)))
             if self._wake_r in ready:
@@ -202,7 +204,10 @@ class WorkerDaemon:
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
-            if conn.broker_silent(now):
+            if conn.monitor is not None and conn.monitor in ready and conn.disconnected():
+                conn.drop("broker closed the connection")
+                self._orphan_leases()
+            elif conn.broker_silent(now):
                 conn.drop(REFUSED if conn.refused else f"broker silent for {self.settings.broker_timeout_s:.1f} s")
                 self._orphan_leases()
             if self.survival is not None and self.survival.expired(now):
