@@ -1,6 +1,6 @@
 """Helpers and fixtures for the failover drills (tests/failover): brokers on one PostgreSQL journal (the
 session's throwaway cluster, tests/pg_throwaway.py), each with its own ipc:// endpoints, so clients and workers
-get an endpoint list. Test modules import the fixtures they use, as with conftest_client.
+get an endpoint list. Test modules import the fixtures they use (pg_brokers, pg_proxy, tone_worker_on).
 
 ipc:// endpoints in the test's folder are known before a broker binds them (a standby binds nothing until
 it leads) and cannot collide with another test's, which a port picked in advance could.
@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from conftest import Proc, read_json, wait_for
+from harness import Proc, read_json, wait_for
 
 
 class PgBroker:

@@ -12,8 +12,6 @@ import pytest
 
 from tts_client import TtsClient
 
-from conftest import Proc, wait_for
-from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
 from conftest_failover import (  # noqa: F401  (fixtures)
     FreezableProxy,
     PgBroker,
@@ -22,6 +20,7 @@ from conftest_failover import (  # noqa: F401  (fixtures)
     pg_proxy,
     tone_worker_on,
 )
+from harness import Proc, tone_frames, wait_for
 from pg_throwaway import ThrowawayPostgres
 
 pytestmark = pytest.mark.timeout(150)

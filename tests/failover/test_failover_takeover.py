@@ -17,9 +17,8 @@ import pytest
 
 from tts_client import TtsClient
 
-from conftest import Proc, free_port, wait_for
-from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
 from conftest_failover import PgBroker, endpoint_list, pg_brokers, tone_worker_on  # noqa: F401  (fixtures)
+from harness import Proc, free_port, tone_frames, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
