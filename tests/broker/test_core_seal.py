@@ -118,3 +118,32 @@ def test_dispatch_leases_to_the_least_recently_used_worker_across_keys() -> None
     leased = {job_id: core.jobs.get(job_id).worker_identity for job_id in "abcd"}  # type: ignore[union-attr]
     assert leased == {"a": b"w1", "b": b"w3", "c": None, "d": b"w2"}
     assert [i for _, i, c, _, _ in core.outbox.now if c is Command.B_JOB] == [b"w1", b"w2", b"w3"]
+
+
+class AlwaysCached(Hook):
+    def may_answer(self, job: Job) -> bool:
+        return True
+
+    def lookup(self, job: Job) -> Any:
+        from tts_broker.hooks import CachedAudio
+
+        return CachedAudio("tone", "v1", 16000, 1, "s16le", b"\x00\x00" * 4)
+
+
+def test_a_job_set_aside_for_the_cache_is_its_owner_s_alone() -> None:
+    from tts_protocol.codec import Message
+
+    from tts_broker.auth import Principal
+
+    core = BrokerCore(settings(), [AlwaysCached()])
+    submit = Message(Command.SUBMIT, Submit(job_id="same", text="hello"))
+    core.on_client(b"alice", Principal("client", "alice"), submit, 1.0, 1.0)
+    core.on_client(b"bob", Principal("client", "bob"), submit, 1.0, 1.0)  # the same id, another key, same turn
+    core.on_client(b"alice-2", Principal("client", "alice"), submit, 1.0, 1.0)  # the owner again: it attaches
+    [(_, to, code)] = [(w, i, b.code) for w, i, c, b, _ in core.outbox.now if c is Command.ERROR]
+    assert (to, code) == (b"bob", "forbidden")
+    core.outbox.now.clear()
+    [job] = core.pending_lookups()  # the server's I/O step between turns
+    core.on_lookup(job, core.hooks.lookup(job), 1.0)
+    assert sorted(i for _, i, c, _, _ in core.outbox.now if c is Command.RESULT) == [b"alice", b"alice-2"]
+    assert core.jobs.get("same").state is JobState.DONE  # type: ignore[union-attr]
