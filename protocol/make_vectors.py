@@ -217,6 +217,18 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
         None,
     ),
     (
+        "worker_ready_after_failover",
+        Command.W_READY,
+        {
+            "worker_id": "w-fedcba9876543210",
+            "name": "gpu-box-1/0",
+            "engine": "tone",
+            "capacity": 2,
+            "running": [{"job_id": "job-7", "attempt": 2}, {"job_id": "job-9", "attempt": 1}],
+        },
+        None,
+    ),
+    (
         "worker_heartbeat",
         Command.W_HEARTBEAT,
         {"stats": {"jobs_done": 10, "jobs_failed": 1, "mean_gen_ms": 95.5, "rss_bytes": 157286400, "busy": 1,

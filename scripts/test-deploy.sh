@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check deploy/ with real tools (run by `make test-extra`, so by `make test`):
 #   systemd-analyze verify   the units in deploy/systemd (Debian package systemd)
-#   docker compose config    deploy/compose.yaml (docker's compose plugin, else Debian's docker-compose)
+#   docker compose config    deploy/compose.yaml and compose.failover.yaml (docker's compose plugin, else Debian's docker-compose)
 #   kubernetes-validate      deploy/kubernetes/*.yaml against the Kubernetes API schemas, strict (PyPI; kubeconform
 #                            is not in Debian, PyPI or npm), plus scripts/check_deploy.py for KEDA's ScaledObject
 #                            (no schema in kubernetes-validate) and the fields this project relies on
@@ -68,13 +68,20 @@ if ensure_compose; then
     else
         log "FAIL ${COMPOSE[*]} config:"; printf '%s\n' "$out" >&2; failed=1
     fi
+    if out="$(POSTGRES_PASSWORD=check "${COMPOSE[@]}" -f "$ROOT/deploy/compose.failover.yaml" config -q 2>&1)" &&
+        [ -z "$out" ]; then
+        log "ok   ${COMPOSE[*]} config deploy/compose.failover.yaml"
+    else
+        log "FAIL ${COMPOSE[*]} config deploy/compose.failover.yaml:"; printf '%s\n' "$out" >&2; failed=1
+    fi
 else
     skip "no docker compose and docker-compose could not be installed"
 fi
 
 # ---- Kubernetes manifests, Dockerfiles -----------------------------------------------------------
 if ensure_py_tools; then
-    if out="$("$VENV/bin/kubernetes-validate" --strict --quiet "$ROOT"/deploy/kubernetes/*.yaml 2>&1)" &&
+    if out="$("$VENV/bin/kubernetes-validate" --strict --quiet "$ROOT"/deploy/kubernetes/*.yaml \
+        "$ROOT"/deploy/kubernetes/failover/*.yaml 2>&1)" &&
         ! grep -v -E "Couldn't find schema for kind (ScaledObject|ServiceMonitor)" <<<"$out" | grep -q .; then
         log "ok   kubernetes-validate --strict deploy/kubernetes (ScaledObject: check_deploy.py below)"
     else

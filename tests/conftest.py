@@ -20,6 +20,9 @@ from tts_client import TtsClient
 
 from harness import BrokerProc, FakeClock, InProcBroker, Proc, TrackedContext, registered_workers, wait_for
 
+# The throwaway PostgreSQL (session fixture `postgres`, per-test `pg_url`): tests/pg_throwaway.py.
+pytest_plugins = ["pg_throwaway"]
+
 
 @pytest.fixture
 def ctx() -> Iterator[TrackedContext]:

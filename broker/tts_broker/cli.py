@@ -13,6 +13,7 @@ from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
 from tts_broker.httpd import parse_listen
+from tts_broker.leadership import LeadershipLost
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
@@ -40,6 +41,9 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--state-dir", help="Folder for the journal and the result cache [TTS_STATE_DIR; .tts-broker].")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="Journal file (SQLite).")
 @click.option("--no-journal", "journal_enabled", flag_value=False, default=None, help="Keep jobs in memory only.")
+@click.option("--journal-url", help="postgresql://USER:PASSWORD@HOST:PORT/DB: PostgreSQL journal and leadership "
+              "(extra `postgres`) [TTS_JOURNAL_URL].")
+@click.option("--leader-lease-s", type=float, help="PostgreSQL journal: a silent active loses leadership after this.")
 @click.option("--journal-sync", type=click.Choice(["normal", "full"]), help="full: fsync every commit group.")
 @click.option("--journal-max-audio-mb", type=int, help="Audio of finished jobs kept in the journal (0 = no cap).")
 @click.option("--accept-journal-loss", is_flag=True, default=None,
@@ -72,7 +76,8 @@ def main(**flags: Optional[Any]) -> None:
     """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2).
 
     Exit codes: 0 stopped cleanly, 2 usage error, 3 cannot bind, 4 the state dir is in use by another broker,
-    5 the state dir or journal is unusable (read-only, lost data, failed integrity check, foreign schema).
+    5 the state dir or journal is unusable (read-only, lost data, failed integrity check, foreign schema),
+    6 the PostgreSQL journal cannot be reached or refuses us, 7 stepped down: another broker is active now.
     """
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:
@@ -102,4 +107,9 @@ def main(**flags: Optional[Any]) -> None:
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)
-    broker.run()
+    try:
+        broker.run()
+    except LeadershipLost as exc:
+        click.echo(f"tts-broker: stepped down (epoch {broker.leader.link.epoch if broker.leader else 0}): {exc}",
+                   err=True)
+        sys.exit(exc.exit_code)

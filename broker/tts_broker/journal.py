@@ -28,7 +28,7 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import msgpack
 
@@ -76,6 +76,7 @@ class Restored:
 
     unfinished: list[Job]
     finished: list[Job]
+    running: tuple[str, ...] = ()  # ids of the unfinished jobs that were running (leased) when last written
 
 
 class Journal:
@@ -261,33 +262,10 @@ class Journal:
 
     def restore(self, *, retain_s: float) -> Restored:
         """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept."""
-        now_wall, now = time.time(), time.monotonic()
-        unfinished: list[Job] = []
-        finished: list[Job] = []
-        skipped: list[str] = []
-        for row in self._db.execute(
+        return read_rows(self._db.execute(
             "SELECT job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers,"
             " error, result, audio, cached, owner FROM jobs ORDER BY accepted_wall"
-        ):
-            try:
-                job = _job(row, now_wall, now)
-            except Exception as exc:  # another version's row, or a request past today's limits: skip it
-                if not skipped:
-                    first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                skipped.append(str(row[0])[:128])
-                continue
-            if job.state.finished:
-                if job.finished_at is not None and now - job.finished_at <= retain_s:
-                    finished.append(job)
-            else:
-                if job.state is JobState.RUNNING:  # its attempt died with the broker
-                    job.move_to(JobState.QUEUED)
-                unfinished.append(job)
-        if skipped:
-            log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),
-                        ", ".join(repr(job_id) for job_id in skipped[:5]), ", ..." if len(skipped) > 5 else "",
-                        first_error)
-        return Restored(unfinished, finished)
+        ), retain_s=retain_s)
 
     def close(self) -> None:
         try:
@@ -295,6 +273,37 @@ class Journal:
         finally:
             self._write_side(force=True)
             self._db.close()
+
+
+def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
+    """Jobs from journal rows (either backend): unfinished ones queued again, finished ones younger than retain_s."""
+    now_wall, now = time.time(), time.monotonic()
+    unfinished: list[Job] = []
+    finished: list[Job] = []
+    skipped: list[str] = []
+    running: list[str] = []
+    first_error = ""
+    for row in rows:
+        try:
+            job = _job(row, now_wall, now)
+        except Exception as exc:  # another version's row, or a request past today's limits: skip it
+            if not skipped:
+                first_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            skipped.append(str(row[0])[:128])
+            continue
+        if job.state.finished:
+            if job.finished_at is not None and now - job.finished_at <= retain_s:
+                finished.append(job)
+        else:
+            if job.state is JobState.RUNNING:  # its attempt died with the broker (or survives on its worker)
+                running.append(job.job_id)
+                job.move_to(JobState.QUEUED)
+            unfinished.append(job)
+    if skipped:
+        log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),
+                    ", ".join(repr(job_id) for job_id in skipped[:5]), ", ..." if len(skipped) > 5 else "",
+                    first_error)
+    return Restored(unfinished, finished, tuple(running))
 
 
 def _read_side(path: Path) -> Optional[dict[str, Any]]:

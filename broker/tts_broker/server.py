@@ -22,14 +22,17 @@ import zmq
 
 from tts_protocol import ProtocolError, Side
 from tts_protocol.codec import Message, RouterPort, routing_id, user_id
+from tts_protocol.messages import Ready
 
 from tts_broker import __version__
+from tts_broker.adoption import Adoption
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
 from tts_broker.core import BrokerCore
 from tts_broker.hooks import CacheHook, Hook, JournalHook
 from tts_broker.httpd import HttpServer
 from tts_broker.journal import JournalUnavailable
+from tts_broker.leader_post import LeaderPost
 from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
@@ -44,9 +47,11 @@ _BACKLOG_RETRY_MS = 1
 _BACKLOG_ACTIVE_S = 0.1  # a backlog that moved (or started) this recently is retried every _BACKLOG_RETRY_MS
 
 
-def build_hooks(settings: BrokerSettings) -> list[Hook]:
+def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -> list[Hook]:
     """The journal and the result cache, as the settings ask."""
     hooks: list[Hook] = []
+    if leader is not None:
+        hooks.append(leader.hook)
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
@@ -77,6 +82,7 @@ class Broker:
         self.state_lock = StateLock(settings.lock_folders())
         self.state_lock.acquire()
         self.curve: Optional[CurveServer] = None
+        self.leader: Optional[LeaderPost] = None
         self.metrics: Optional[MetricsHook] = None
         try:
             if settings.curve:
@@ -84,7 +90,9 @@ class Broker:
                 self.curve = CurveServer.start(self.ctx, secret_file=settings.curve_secret,
                                                client_keys=settings.client_keys, worker_keys=settings.worker_keys,
                                                admin_keys=settings.admin_keys)
-            hooks = build_hooks(settings)
+            # With a PostgreSQL journal, a standby waits here (ports not bound) until it leads.
+            self.leader = LeaderPost.take(settings) if settings.journal_url else None
+            hooks = build_hooks(settings, self.leader)
             if settings.http is not None:
                 self.metrics = MetricsHook()
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
@@ -94,6 +102,10 @@ class Broker:
             if self.metrics is not None:
                 self.metrics.attach(self.core, self.info)
             self.core.restore()
+            self.adoption = Adoption(self.core.life,
+                                     grace_s=2 * settings.heartbeat_interval_s * settings.heartbeat_liveness)
+            if self.leader is not None:  # a takeover: surviving workers may still run what the journal shows running
+                self.adoption.hold(self.leader.hook.restored_running, self.clock())
             if self.curve is not None:
                 curve = self.curve
                 for hook in self.core.hooks:
@@ -106,6 +118,8 @@ class Broker:
         except BaseException:
             if self.curve is not None:
                 self.curve.stop()
+            if self.leader is not None:
+                self.leader.close()
             self.state_lock.release()
             raise
         self._journal_retry_at = 0.0
@@ -188,6 +202,8 @@ class Broker:
                 # its backlog that soon, but a client that stays silent only costs a retry per tick.
                 backlog_busy = self.backlog.active_since(time.monotonic() - _BACKLOG_ACTIVE_S)
                 events = dict(poller.poll(_BACKLOG_RETRY_MS if backlog_busy else _POLL_MS))
+                if self.leader is not None:  # after a freeze: step down before answering anything
+                    self.leader.check(time.monotonic())
                 if self.workers.sock in events:
                     self._drain(self.workers, self._on_worker_frames)
                 if self.clients.sock in events:
@@ -195,6 +211,7 @@ class Broker:
                 now = self.clock()
                 self._guarded(self._read_cache, now)
                 self._guarded(core.tick, now)
+                self._guarded(self._failover_tick, now)
                 self._send(core.outbox.now)
                 if self.backlog:
                     self._flush_backlog()
@@ -216,6 +233,8 @@ class Broker:
     def _drain(self, port: RouterPort, handler: Callable[[list[Any]], None]) -> None:
         """Handle up to _BATCH waiting messages from one socket."""
         for _ in range(_BATCH):
+            if self.leader is not None:  # a broker that froze mid-batch answers nothing more once it wakes
+                self.leader.check(time.monotonic())
             frames = port.recv()
             if frames is None:
                 return
@@ -245,7 +264,18 @@ class Broker:
             identity, message = self.workers.parse(frames)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
-        self.core.on_worker(identity, key, message, self.clock())
+        now = self.clock()
+        self.core.on_worker(identity, key, message, now)
+        if not isinstance(message, ProtocolError) and isinstance(message.body, Ready) and message.body.running:
+            record = self.core.workers.get(identity)
+            if record is not None:
+                self.adoption.adopt(record, message.body.running, now)
+
+    def _failover_tick(self, now: float) -> None:
+        """Keep the leadership session alive; queue what surviving workers did not claim after a takeover."""
+        if self.leader is not None:
+            self.leader.renew(time.monotonic())  # the lease is real time, whatever clock drives the core
+        self.adoption.tick(now)
 
     def _read_cache(self, now: float) -> None:
         """The I/O the core set aside: read the result cache for new jobs that may have a stored answer."""

@@ -55,6 +55,13 @@ class BrokerSettings(BaseSettings):
     state_dir: str = Field(".tts-broker", description="folder for the journal and the result cache")
     journal_enabled: bool = Field(True, description="record jobs in an SQLite journal (survives restarts)")
     journal_path: Optional[str] = Field(None, description="journal file; default STATE_DIR/journal.sqlite3")
+    journal_url: Optional[str] = Field(
+        None, description="postgresql://USER:PASSWORD@HOST:PORT/DB: journal and leadership in PostgreSQL (needs the "
+        "postgres extra); brokers with the same URL elect one active, the rest stand by (docs/failover.md)"
+    )
+    leader_lease_s: float = Field(
+        3.0, ge=0.5, le=300, description="PostgreSQL journal: a silent active broker loses leadership after this"
+    )
     journal_sync: Literal["normal", "full"] = Field(
         "normal", description="normal survives a broker crash; full also survives power loss (fsync per group)"
     )
@@ -110,7 +117,7 @@ class BrokerSettings(BaseSettings):
     log_json: bool = Field(False, description="log one JSON object per line, with job_id and worker_id fields")
 
     def journal_file(self) -> Optional[Path]:
-        if not self.journal_enabled:
+        if not self.journal_enabled or self.journal_url:
             return None
         return Path(self.journal_path) if self.journal_path else Path(self.state_dir) / "journal.sqlite3"
 

@@ -81,7 +81,8 @@ class LazyCommands(click.Group):
 
 @click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="tts")
-@click.option("--broker", "broker_url", envvar="TTS_BROKER_URL", help="Broker frontend URL [env TTS_BROKER_URL].")
+@click.option("--broker", "broker_url", envvar="TTS_BROKER_URL",
+              help="Broker frontend URL, or a comma-separated list (failover) [env TTS_BROKER_URL].")
 @click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                                   case_sensitive=False))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
 from tts_protocol import routing
 from tts_protocol.messages import JobView, StatusView
+from tts_protocol.views import leadership
 
 
 def clear_screen(text: str) -> str:
@@ -39,6 +41,10 @@ def render_status(view: StatusView) -> str:
                  f"done {jobs.get('done', 0)}  failed {jobs.get('failed', 0)}  "
                  f"broker {view.broker_id} v{view.version} up {view.uptime_s:.0f}s"
                  + (click.style("  draining", fg="yellow") if view.draining else ""))
+    lead = leadership(view)
+    if lead["epoch"]:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lead["since"])) if lead["since"] else "?"
+        lines.append(f"role {lead['role']}, epoch {lead['epoch']}, since {since} UTC")
     if view.paused:
         lines.append(click.style(f"paused models: {', '.join(view.paused)}", fg="yellow"))
     supervisors = {(w.host, w.supervisor.get("pid")): w.supervisor for w in view.workers if w.supervisor}

@@ -5,6 +5,11 @@ queue and nudge the I/O thread through an inproc PUSH/PULL pair; the I/O thread 
 every reply to a concurrent.futures.Future by req_id, or by job_id through its JobTracker (tts_client.jobs),
 which carries out the retry policy. The same thread pings the broker and tells the tracker when the broker
 restarted (a new broker_id) or answers again after a silence, and enforces each request's timeout.
+
+With an endpoint list (an active broker and its standbys) the socket connects to one endpoint at a time; when
+that broker is lost (no PONG for BROKER_LOST_PINGS pings) the I/O thread closes it, dropping whatever it had
+queued, and opens a socket to the next endpoint. The first PONG there carries a new broker_id, so every
+unfinished job is resubmitted by job id (PROTOCOL.md section 9) to the broker that now answers.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any, Optional, Union
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
 from tts_protocol.curve import REFUSED, HandshakeWatch
@@ -92,22 +98,11 @@ class ClientCore:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 100_000)
-        self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self._endpoints = settings.endpoints()
+        self._endpoint_index = 0
         self._handshake: Optional[HandshakeWatch] = None
-        keys = settings.curve_keys()
-        if keys is not None:
-            keys.apply(self._sock)
-            self._handshake = HandshakeWatch(self._sock)
-        try:
-            self._sock.connect(settings.broker_url)
-        except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
-            self._sock.close(0)
-            self._ctx.term()
-            raise InvalidRequest(f"broker URL {settings.broker_url!r} is not usable ({exc}); "
-                                 "expected tcp://HOST:PORT") from exc
+        self._gone: Optional[zmq.Socket] = None  # DISCONNECTED events of the socket in use (lists, no CURVE)
+        self._sock = self._open_socket(self._endpoints[0])
         wake_addr = f"inproc://tts-client-wake-{secrets.token_hex(8)}"
         self._wake_rx = self._ctx.socket(zmq.PULL)
         self._wake_rx.bind(wake_addr)
@@ -132,6 +127,56 @@ class ClientCore:
 
         self._thread = threading.Thread(target=self._run, name="tts-client-io", daemon=True)
         self._thread.start()
+
+    def _open_socket(self, endpoint: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        keys = self.settings.curve_keys()
+        if keys is not None:
+            keys.apply(sock)
+            self._handshake = HandshakeWatch(sock)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
+            sock.close(0)
+            if self._handshake is not None:
+                self._handshake.close()
+            self._ctx.term()
+            raise InvalidRequest(f"broker URL {endpoint!r} is not usable ({exc}); "
+                                 "expected tcp://HOST:PORT") from exc
+        if len(self._endpoints) > 1 and keys is None:
+            # A broker that dies closes the connection: move on at once instead of after BROKER_LOST_PINGS
+            # pings. (Under CURVE the handshake watch is this socket's one monitor; the pings decide there.)
+            self._gone = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        return sock
+
+    def _next_endpoint(self, poller: zmq.Poller) -> None:
+        """I/O thread: the broker in use is lost; move to the next endpoint of the list with a new socket."""
+        self._endpoint_index = (self._endpoint_index + 1) % len(self._endpoints)
+        endpoint = self._endpoints[self._endpoint_index]
+        log.info("broker lost; trying %s", endpoint)
+        poller.unregister(self._sock)
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
+        if self._gone is not None:
+            poller.unregister(self._gone)
+            self._sock.disable_monitor()
+            self._gone.close(0)
+            self._gone = None
+        self._sock.close(0)
+        self._outbox.clear()  # meant for the lost broker; unfinished jobs are resubmitted to the next one
+        self._sock = self._open_socket(endpoint)
+        poller.register(self._sock, zmq.POLLIN)
+        if self._gone is not None:
+            poller.register(self._gone, zmq.POLLIN)
+        self._last_pong = time.monotonic()  # give this endpoint its own BROKER_LOST_PINGS pings
+        self._next_ping = 0.0
+        for request in self._requests.values():  # requests still waiting go to the broker that may answer
+            if request.frames is not None:
+                self._send(request.frames)
 
     # ---- caller side (any thread) ---------------------------------------------------------------------
 
@@ -208,6 +253,8 @@ class ClientCore:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
+        if self._gone is not None:
+            poller.register(self._gone, zmq.POLLIN)
         next_tick = 0.0
         try:
             while True:
@@ -219,19 +266,38 @@ class ClientCore:
                     break
                 if events.get(self._sock, 0) & zmq.POLLIN:
                     self._receive()
+                if self._gone is not None and self._gone in events and self._disconnected():
+                    self._next_endpoint(poller)
                 self._flush()
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick(now)
                     next_tick = now + _TICK_S
+                    if self._broker_lost and len(self._endpoints) > 1 and \
+                            now - self._last_pong >= BROKER_LOST_PINGS * self.settings.ping_interval_s:
+                        self._next_endpoint(poller)
         except Exception:
             log.exception("client I/O thread failed; failing every pending call")
         finally:
             self._fail_all(ClientClosed("the client is closed"))
             if self._handshake is not None:
                 self._handshake.close()
+            if self._gone is not None:
+                self._sock.disable_monitor()
+                self._gone.close(0)
             self._sock.close(0)
             self._wake_rx.close(0)
+
+    def _disconnected(self) -> bool:
+        """Read the monitor's events; True if the connection to the broker in use closed."""
+        assert self._gone is not None
+        gone = False
+        while True:
+            try:
+                event = recv_monitor_message(self._gone, zmq.NOBLOCK)
+            except zmq.Again:
+                return gone
+            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
 
     def _drain_wake(self) -> None:
         while True:
@@ -264,7 +330,7 @@ class ClientCore:
     def _start_request(self, cmd: _RequestCmd) -> None:
         frames = encode(cmd.command, cmd.body)
         self._requests[cmd.body.req_id] = PendingRequest(cmd.future, time.monotonic() + cmd.timeout_s,
-                                                         cmd.command.name)
+                                                         cmd.command.name, frames)
         self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:

@@ -104,3 +104,4 @@ class PendingRequest:
     future: Future
     deadline: float
     what: str
+    frames: Optional[list[bytes]] = None  # sent again to the next endpoint of a list (core.py)

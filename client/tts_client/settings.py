@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tts_protocol import DEFAULT_FRONTEND
 from tts_protocol.curve import CurveKeyError, CurveKeys, curve_keys
+from tts_protocol.endpoints import split_endpoints
 
 from tts_client.retry import BACKOFF_CAP_S, BACKOFF_INITIAL_S, PING_INTERVAL_S, RESUBMIT_AFTER_S
 
@@ -24,7 +25,8 @@ class ClientSettings(BaseSettings):
     broker_url: str = Field(
         default=DEFAULT_FRONTEND,
         validation_alias=AliasChoices("TTS_BROKER_URL", "broker_url"),
-        description="The broker's frontend endpoint (clients connect here).",
+        description="The broker's frontend endpoint (clients connect here), or a comma-separated list: an active "
+        "broker and its standbys, tried one at a time (docs/failover.md).",
     )
     timeout_s: float = Field(default=300.0, ge=0, description="Default per-job timeout; 0 = wait forever.")
     request_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of ping/status/reload requests.")
@@ -65,9 +67,9 @@ class ClientSettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        if not value.startswith(_SCHEMES) or value.split("://", 1)[1] == "":
-            raise ValueError(f"broker URL {value!r} is not a ZeroMQ endpoint; expected tcp://HOST:PORT")
+        split_endpoints(value)
         return value
 
-
-_SCHEMES = ("tcp://", "ipc://", "inproc://")
+    def endpoints(self) -> list[str]:
+        """broker_url as a list (one endpoint, or an active broker and its standbys)."""
+        return split_endpoints(self.broker_url)

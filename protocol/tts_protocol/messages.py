@@ -316,6 +316,13 @@ class AdminReply(Body):
 # ---- worker -> broker ------------------------------------------------------------------------------
 
 
+class LeaseRef(Body):
+    """A lease a worker still holds (READY after it moved to another broker: docs/failover.md)."""
+
+    job_id: JobId
+    attempt: Attempt
+
+
 class Ready(Body):
     worker_id: Name
     name: Name = ""
@@ -329,6 +336,8 @@ class Ready(Body):
     licence: ShortStr = ""
     load_time_ms: NonNegInt = 0
     reload_error: Annotated[str, StringConstraints(max_length=1024)] = ""  # the last RELOAD failed: why
+    # Leases the worker still holds from a broker it lost (failover): the new active broker adopts them.
+    running: Annotated[list[LeaseRef], Field(max_length=MAX_CAPACITY)] = Field(default_factory=list)
 
 
 class Heartbeat(Body):

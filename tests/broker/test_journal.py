@@ -1,11 +1,12 @@
-"""Journal in-process on real SQLite files: group commit, and what restore() gives back after a restart."""
+"""The journal in-process, on both backends (a real SQLite file; a real PostgreSQL database of the session's
+throwaway cluster): group commit, and what restore() gives back after a restart."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -15,7 +16,7 @@ from tts_protocol.messages import ErrorInfo, Submit
 from tts_broker.jobs import Job
 from tts_broker.journal import Journal
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+pytestmark = pytest.mark.timeout(30)
 
 
 def make_job(job_id: str, *, priority: Priority = Priority.NORMAL, model: Optional[str] = None,
@@ -27,39 +28,77 @@ def make_job(job_id: str, *, priority: Priority = Priority.NORMAL, model: Option
                accepted_wall=accepted_wall or time.time())
 
 
-def rows(path: Path) -> list[tuple[str, str, int]]:
-    """(job_id, state, attempt) as a second reader sees the file: only what was committed."""
-    with sqlite3.connect(str(path)) as db:
-        return db.execute("SELECT job_id, state, attempt FROM jobs ORDER BY job_id").fetchall()
+class Backend:
+    """Opens journals of one backend and reads its rows as a second reader (only what was committed) would."""
+
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.path = tmp_path / "state" / "journal.sqlite3"  # the folder does not exist yet: Journal makes it
+        self.url = request.getfixturevalue("pg_url") if kind == "postgres" else ""
+        self._links: list[Any] = []
+
+    def open(self) -> Any:
+        if self.kind == "sqlite":
+            return Journal(self.path)
+        from tts_broker.journal_pg import PgJournal
+        from tts_broker.leadership import LeaderLink
+
+        for link in self._links:  # what a kill -9 of the last owner does: its session ends, its lock is free
+            link.close()
+        link = LeaderLink(self.url)
+        link.connect()
+        self._links.append(link)
+        journal = PgJournal(link)
+        assert link.try_lead()
+        return journal
+
+    def _sql(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(str(self.path)) as db:
+                return db.execute(statement, args).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s").replace("FROM jobs", "FROM tts_jobs")
+                               .replace("UPDATE jobs", "UPDATE tts_jobs"), args)
+            return cur.fetchall() if cur.description else []
+
+    def rows(self) -> list[tuple[str, str, int]]:
+        """(job_id, state, attempt) of every committed row."""
+        return [tuple(row) for row in self._sql("SELECT job_id, state, attempt FROM jobs ORDER BY job_id")]  # type: ignore[misc]
+
+    def set_column(self, job_id: str, column: str, value: object) -> None:
+        self._sql(f"UPDATE jobs SET {column}=? WHERE job_id=?", (value, job_id))
+
+    def close(self) -> None:
+        for link in self._links:
+            link.close()
 
 
-def set_column(path: Path, job_id: str, column: str, value: object) -> None:
-    with sqlite3.connect(str(path)) as db:
-        db.execute(f"UPDATE jobs SET {column}=? WHERE job_id=?", (value, job_id))
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.unit), "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    backend = Backend(request.param, tmp_path, request)
+    yield backend
+    backend.close()
 
 
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal.sqlite3"  # the folder does not exist yet: Journal makes it
-
-
-def test_record_is_buffered_and_flush_commits_the_group_once(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_record_is_buffered_and_flush_commits_the_group_once(store: Backend) -> None:
+    journal = store.open()
     try:
         for job_id in ("a", "b", "c"):
             journal.record(make_job(job_id), new=True)
-        assert rows(journal_path) == []
+        assert store.rows() == []
         journal.flush()
         assert journal.commits == 1
-        assert rows(journal_path) == [("a", "queued", 0), ("b", "queued", 0), ("c", "queued", 0)]
+        assert store.rows() == [("a", "queued", 0), ("b", "queued", 0), ("c", "queued", 0)]
         journal.flush()  # nothing noted: no transaction
         assert journal.commits == 1
     finally:
         journal.close()
 
 
-def test_changes_are_updates_and_a_new_job_changed_before_flush_is_one_insert(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_changes_are_updates_and_a_new_job_changed_before_flush_is_one_insert(store: Backend) -> None:
+    journal = store.open()
     try:
         old = make_job("old")
         journal.record(old, new=True)
@@ -72,21 +111,21 @@ def test_changes_are_updates_and_a_new_job_changed_before_flush_is_one_insert(jo
         journal.record(fresh)  # still the whole row of a new job
         journal.flush()
         assert journal.commits == 2
-        assert rows(journal_path) == [("fresh", "running", 2), ("old", "running", 1)]
+        assert store.rows() == [("fresh", "running", 2), ("old", "running", 1)]
     finally:
         journal.close()
 
 
-def test_close_flushes_what_is_pending(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_close_flushes_what_is_pending(store: Backend) -> None:
+    journal = store.open()
     journal.record(make_job("pending"), new=True)
     journal.close()
-    assert rows(journal_path) == [("pending", "queued", 0)]
+    assert store.rows() == [("pending", "queued", 0)]
 
 
-def test_restore_requeues_unfinished_jobs_in_acceptance_order_with_attempts_kept(journal_path: Path) -> None:
+def test_restore_requeues_unfinished_jobs_in_acceptance_order_with_attempts_kept(store: Backend) -> None:
     wall = time.time()
-    journal = Journal(journal_path)
+    journal = store.open()
     running = make_job("running", accepted_wall=wall - 5, model="piper:joe", priority=Priority.HIGH,
                        deadline_ms=60_000, speaker="joe")
     running.state, running.attempt, running.workers_tried = JobState.RUNNING, 2, ["w-1", "w-2"]
@@ -95,7 +134,7 @@ def test_restore_requeues_unfinished_jobs_in_acceptance_order_with_attempts_kept
         journal.record(job, new=True)
     journal.flush()
     # No close(): what a kill -9 leaves behind is the committed file; a second broker opens it.
-    second = Journal(journal_path)
+    second = store.open()
     try:
         restored = second.restore(retain_s=60)
     finally:
@@ -113,8 +152,8 @@ def test_restore_requeues_unfinished_jobs_in_acceptance_order_with_attempts_kept
     assert restored.unfinished[0].deadline is None
 
 
-def test_restore_keeps_finished_jobs_younger_than_retain_s_with_their_answer(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_restore_keeps_finished_jobs_younger_than_retain_s_with_their_answer(store: Backend) -> None:
+    journal = store.open()
     done = make_job("done")
     failed = make_job("failed")
     expired = make_job("expired")
@@ -129,10 +168,10 @@ def test_restore_keeps_finished_jobs_younger_than_retain_s_with_their_answer(jou
     for job in (done, failed, expired):
         journal.record(job)
     journal.close()
-    set_column(journal_path, "expired", "finished_wall", time.time() - 3600)
-    set_column(journal_path, "failed", "finished_wall", time.time() - 30)
+    store.set_column("expired", "finished_wall", time.time() - 3600)
+    store.set_column("failed", "finished_wall", time.time() - 30)
 
-    reopened = Journal(journal_path)
+    reopened = store.open()
     try:
         restored = reopened.restore(retain_s=60)
     finally:
@@ -148,15 +187,15 @@ def test_restore_keeps_finished_jobs_younger_than_retain_s_with_their_answer(jou
     assert time.monotonic() - (by_id["failed"].finished_at or 0.0) == pytest.approx(30.0, abs=1.0)
 
 
-def test_unreadable_rows_are_skipped_and_the_rest_restored(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_unreadable_rows_are_skipped_and_the_rest_restored(store: Backend) -> None:
+    journal = store.open()
     for job_id in ("good-1", "bad-request", "bad-state", "bad-workers", "good-2"):
         journal.record(make_job(job_id), new=True)
     journal.close()
-    set_column(journal_path, "bad-request", "request", b"\xc1 not msgpack")
-    set_column(journal_path, "bad-state", "state", "exploded")
-    set_column(journal_path, "bad-workers", "workers", "{not json")
-    reopened = Journal(journal_path)
+    store.set_column("bad-request", "request", b"\xc1 not msgpack")
+    store.set_column("bad-state", "state", "exploded")
+    store.set_column("bad-workers", "workers", "{not json")
+    reopened = store.open()
     try:
         restored = reopened.restore(retain_s=60)
     finally:
@@ -165,8 +204,8 @@ def test_unreadable_rows_are_skipped_and_the_rest_restored(journal_path: Path) -
     assert restored.finished == []
 
 
-def test_a_reopened_job_is_written_whole_again_and_restores_as_unfinished(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_a_reopened_job_is_written_whole_again_and_restores_as_unfinished(store: Backend) -> None:
+    journal = store.open()
     job = make_job("retry-me")
     journal.record(job, new=True)
     job.state, job.attempt = JobState.FAILED, 1
@@ -175,7 +214,7 @@ def test_a_reopened_job_is_written_whole_again_and_restores_as_unfinished(journa
     job.state, job.attempt, job.error = JobState.QUEUED, 1, None  # RETRY
     journal.record(job, new=True)
     journal.close()
-    reopened = Journal(journal_path)
+    reopened = store.open()
     try:
         restored = reopened.restore(retain_s=60)
     finally:
@@ -184,8 +223,8 @@ def test_a_reopened_job_is_written_whole_again_and_restores_as_unfinished(journa
         ("retry-me", JobState.QUEUED, 1, None)]
 
 
-def test_forget_finished_before_deletes_only_old_finished_rows(journal_path: Path) -> None:
-    journal = Journal(journal_path)
+def test_forget_finished_before_deletes_only_old_finished_rows(store: Backend) -> None:
+    journal = store.open()
     try:
         jobs = {job_id: make_job(job_id) for job_id in ("live", "recent", "old")}
         for job in jobs.values():
@@ -194,8 +233,8 @@ def test_forget_finished_before_deletes_only_old_finished_rows(journal_path: Pat
         journal.record(jobs["recent"])
         journal.record(jobs["old"])
         journal.flush()
-        set_column(journal_path, "old", "finished_wall", time.time() - 3600)
+        store.set_column("old", "finished_wall", time.time() - 3600)
         assert journal.forget_finished_before(time.time() - 60) == 1
-        assert [row[0] for row in rows(journal_path)] == ["live", "recent"]
+        assert [row[0] for row in store.rows()] == ["live", "recent"]
     finally:
         journal.close()

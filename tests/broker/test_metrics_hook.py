@@ -111,4 +111,5 @@ def test_status_document_adds_the_short_names_scripts_use() -> None:
                       workers=[{"worker_id": "w-1"}])  # type: ignore[list-item]
     doc = status_document(view)
     assert doc["queue_depth"] == 3 and doc["workers"][0]["id"] == "w-1" and doc["default_model"] is None
-    assert doc == {**view.to_wire(), "queue_depth": 3, "workers": [{**view.to_wire()["workers"][0], "id": "w-1"}]}
+    assert doc == {**view.to_wire(), "queue_depth": 3, "workers": [{**view.to_wire()["workers"][0], "id": "w-1"}],
+                   "role": "active", "epoch": 0, "since": None}  # a broker without a PostgreSQL journal

@@ -59,7 +59,8 @@ def _print_engines() -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--broker", "broker_url", help="Broker backend endpoint [env TTS_WORKER_BROKER, default "
+@click.option("--broker", "broker_url", help="Broker backend endpoint, or a comma-separated list (failover) "
+              "[env TTS_WORKER_BROKER, default "
               "tcp://127.0.0.1:5556].")
 @click.option("--engine", help="Engine name (see --list-engines) [env TTS_ENGINE, default piper].")
 @click.option("--engine-opt", "engine_opts", multiple=True, callback=_parse_engine_opts, metavar="KEY=VALUE",

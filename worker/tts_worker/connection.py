@@ -5,6 +5,12 @@ heartbeat_interval_s x heartbeat_liveness is dead; the socket is then closed (li
 new routing id, is opened after a backoff that doubles from reconnect_min_s to reconnect_max_s and resets once
 the broker talks to us again.
 
+An endpoint list (`tcp://a:5556,tcp://b:5556`: an active broker and its standbys, docs/failover.md) is tried
+one endpoint at a time: each new socket connects to one endpoint only, the next in turn, so what it queues
+(READY) can only reach that broker, and is dropped with the socket (linger 0) if that broker stays silent. A
+standby binds nothing, so its endpoint is silent and the worker moves on after the liveness timeout, at once
+while endpoints of the list are untried since a broker last answered, then with the backoff.
+
 Every message goes out through `send()`, which takes a tts_protocol.messages model and frames it with
 tts_protocol's encode: the worker never builds a frame or a body by hand.
 """
@@ -17,9 +23,11 @@ import time
 from typing import Optional
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
 from tts_protocol.curve import CurveKeys, HandshakeWatch
+from tts_protocol.endpoints import split_endpoints
 from tts_protocol.messages import BODY_TYPES, Body
 
 log = logging.getLogger(__name__)
@@ -40,11 +48,15 @@ class BrokerConnection:
         self.context = context
         self.curve = curve
         self._watch: Optional[HandshakeWatch] = None
-        self.endpoint = endpoint
+        self.endpoints = split_endpoints(endpoint)
+        self._next_endpoint = 0
+        self._untried = len(self.endpoints) - 1
+        self.endpoint = self.endpoints[0]
         self.timeout_s = timeout_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = max(backoff_min_s, backoff_max_s)
         self.socket: Optional[zmq.Socket] = None
+        self.monitor: Optional[zmq.Socket] = None  # DISCONNECTED events (endpoint lists without CURVE)
         self.routing_id = ""
         self.generation = 0  # counts sockets; a lease belongs to the generation that received it
         self.last_heard = 0.0
@@ -69,7 +81,13 @@ class BrokerConnection:
         if self.curve is not None:
             self.curve.apply(sock)
             self._watch = HandshakeWatch(sock)
+        self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+        self._next_endpoint += 1
         sock.connect(self.endpoint)
+        if len(self.endpoints) > 1 and self.curve is None:
+            # A broker that dies closes the connection: move on at once, not after the liveness timeout.
+            # (Under CURVE the handshake watch is the socket's one monitor; silence decides there.)
+            self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.socket = sock
         self.generation += 1
         self.last_heard = time.monotonic()
@@ -82,11 +100,21 @@ class BrokerConnection:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(0)
+            self.monitor = None
         self.socket.close(linger=linger_ms)
         self.socket = None
 
     def drop(self, reason: str) -> None:
         """Give up on this socket and schedule the next one after the current backoff."""
+        if self._untried > 0:  # another endpoint of the list is untried since a broker last answered
+            self._untried -= 1
+            log.warning("[%s] %s; trying the next broker of the list", self.routing_id, reason)
+            self.close()
+            self.reconnect_at = time.monotonic()
+            return
         log.warning("[%s] %s; reconnecting in %.1f s", self.routing_id, reason, self._backoff_s)
         self.close()
         self.reconnect_at = time.monotonic() + self._backoff_s
@@ -127,8 +155,20 @@ class BrokerConnection:
             self.last_heard = time.monotonic()
             if message.command is not Command.B_DISCONNECT:
                 self._backoff_s = self.backoff_min_s
+                self._untried = len(self.endpoints) - 1
             messages.append(message)
         return messages
+
+    def disconnected(self) -> bool:
+        """Read the monitor's events; True if the connection to the broker closed (it died or stopped)."""
+        gone = False
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
+        return gone
 
     @property
     def refused(self) -> bool:

@@ -52,6 +52,7 @@ from tts_worker.exit_codes import ExitCode
 from tts_worker.leases import Lease, LeaseBook
 from tts_worker.settings import WorkerSettings
 from tts_worker.stats import WorkerStats
+from tts_worker.survival import SurvivingLeases
 from tts_worker.synthesis import Chunk, Done, Failed, Task
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ class WorkerDaemon:
             backoff_min_s=self.settings.reconnect_min_s, backoff_max_s=self.settings.reconnect_max_s,
             curve=self.settings.curve_keys(),
         )
+        self.survival: Optional[SurvivingLeases] = None
+        if len(self.conn.endpoints) > 1:  # failover: running jobs outlive the broker that leased them
+            self.survival = SurvivingLeases(self.leases, keep_s=max(30.0, 10 * self.settings.broker_timeout_s),
+                                            resend_window_s=self.settings.broker_timeout_s + 1.0)
         try:
             return int(self._loop())
         finally:
@@ -180,6 +185,8 @@ class WorkerDaemon:
                 poller.register(self._wake_r, zmq.POLLIN)
                 if conn.socket is not None:
                     poller.register(conn.socket, zmq.POLLIN)
+                if conn.monitor is not None:
+                    poller.register(conn.monitor, zmq.POLLIN)
                 poller_generation = conn.generation if conn.connected else -1
             ready = dict(poller.poll(int(POLL_MAX_S * 1000)))
             if self._wake_r in ready:
@@ -187,6 +194,9 @@ class WorkerDaemon:
             if conn.socket is not None and conn.socket in ready:
                 for message in conn.receive():
                     self._dispatch(message)
+                if self.survival is not None and self.survival.held:
+                    for event in self.survival.release():  # the new broker answered: report what finished
+                        self._on_outcome(event)
             self._handle_events()
             now = time.monotonic()
             self._check_cancel_grace(now)
@@ -194,9 +204,14 @@ class WorkerDaemon:
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
-            if conn.broker_silent(now):
+            if conn.monitor is not None and conn.monitor in ready and conn.disconnected():
+                conn.drop("broker closed the connection")
+                self._orphan_leases()
+            elif conn.broker_silent(now):
                 conn.drop(REFUSED if conn.refused else f"broker silent for {self.settings.broker_timeout_s:.1f} s")
                 self._orphan_leases()
+            if self.survival is not None and self.survival.expired(now):
+                self.leases.cancel_all(now)
 
     def _leaving(self) -> bool:
         return self._stopping or self._exit_code in (ExitCode.RECYCLE, ExitCode.DRAINED)
@@ -269,10 +284,19 @@ class WorkerDaemon:
             return
         log.info("[%s] job %s attempt %d: cancel (%s)", self._tag(), cancel.job_id, cancel.attempt,
                  cancel.reason[:100] or "no reason")
+        if self.survival is not None and self.survival.forget(lease.key):
+            return  # it had finished already; its outcome was held for a broker that does not want it
         self.leases.cancel(lease, time.monotonic(), by_broker=True)
 
     def _orphan_leases(self) -> None:
-        """The broker that leased these is gone: stop them; their outcome will not be reported."""
+        """The broker that leased these is gone: stop them; their outcome will not be reported.
+
+        With an endpoint list they keep running for the next broker instead (survival.py)."""
+        if self.survival is not None:
+            self.survival.orphan(time.monotonic())
+            if len(self.leases):
+                log.info("[%s] %d job(s) in hand kept for the next broker", self._tag(), len(self.leases))
+            return
         for lease in self.leases.cancel_all(time.monotonic()):
             log.info("[%s] job %s attempt %d: abandoned (broker connection lost)", self._tag(),
                      lease.job_id, lease.attempt)
@@ -314,6 +338,12 @@ class WorkerDaemon:
 
     def _on_outcome(self, event: Done | Failed) -> None:
         assert self.conn is not None
+        if self.survival is not None:
+            lease_now = self.leases.get(event.key)
+            if lease_now is not None and not self._reportable(lease_now) and self.survival.hold(lease_now, event):
+                log.info("[%s] job %s attempt %d: finished while between brokers; held for the next one",
+                         self._tag(), *event.key)
+                return
         lease = self.leases.close(event.key)
         if lease is None:
             log.warning("[%s] job %s attempt %d: outcome for a lease not in hand", self._tag(), *event.key)
@@ -339,6 +369,8 @@ class WorkerDaemon:
                      event.gen_ms, len(event.pcm))
         else:
             self._fail(lease, event.code, event.message, event.retryable)
+        if self.survival is not None and self._reportable(lease):
+            self.survival.sent(lease, event)
         self._check_recycle()
 
     def _fail(self, lease: Lease, code: ErrorCode, message: str, retryable: bool) -> None:
@@ -387,6 +419,7 @@ class WorkerDaemon:
             sample_rate=min(max(0, info.sample_rate), MAX_SAMPLE_RATE), licence=info.licence[:MAX_STR],
             load_time_ms=max(0, self.stats.load_time_ms),
             reload_error=(self.stats.reload_error or "")[:1000],
+            running=self.survival.announce(self.conn.generation) if self.survival is not None else [],
         ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
                  info.capacity)

@@ -86,13 +86,19 @@ export class TtsClient {
   private ticker: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly watch: BrokerWatch;
+  private readonly endpoints: string[];
+  private endpointIndex = 0;
 
   /** Throws InvalidArgumentError at once for a malformed broker URL; connects on first use. */
   constructor(options: TtsClientOptions = {}) {
     this.brokerUrl = options.brokerUrl ?? defaultBrokerUrl();
-    if (!URL_PATTERN.test(this.brokerUrl)) {
+    // A comma-separated list names an active broker and its standbys (docs/failover.md): one socket, to one
+    // endpoint at a time, moved to the next when the broker in use is lost (PROTOCOL.md section 9).
+    this.endpoints = this.brokerUrl.split(",").map((part) => part.trim()).filter((part) => part.length > 0);
+    if (this.endpoints.length === 0 || !this.endpoints.every((endpoint) => URL_PATTERN.test(endpoint))) {
       throw new InvalidArgumentError(
-        `malformed broker URL ${JSON.stringify(this.brokerUrl)}: expected e.g. tcp://127.0.0.1:5555 or ipc:///path`,
+        `malformed broker URL ${JSON.stringify(this.brokerUrl)}: expected e.g. tcp://127.0.0.1:5555 or ipc:///path` +
+          " (or a comma-separated list of them)",
       );
     }
     this.routingId = options.routingId;
@@ -109,7 +115,8 @@ export class TtsClient {
       sendHighWaterMark: options.sendHighWaterMark ?? 100_000,
     };
     this.requests = new RequestTable((frames) => this.sendFrames(frames), this.brokerUrl);
-    this.watch = new BrokerWatch(this.opts.pingIntervalMs, (frames) => this.sendFrames(frames), this.log, this.brokerUrl);
+    this.watch = new BrokerWatch(this.opts.pingIntervalMs, (frames) => this.sendFrames(frames), this.log, this.brokerUrl,
+      () => this.nextEndpoint());
     this.jobTable = new JobTable(
       { log: this.log, stats: this.stats, send: (frames) => this.sendFrames(frames), closed: () => this.isClosed },
       this.opts,
@@ -308,16 +315,36 @@ export class TtsClient {
       ...(this.curve ?? {}),
     });
     if (this.curve !== undefined) this.watchHandshakes(socket);
+    const endpoint = this.endpoints[this.endpointIndex % this.endpoints.length]!;
     try {
-      socket.connect(this.brokerUrl);
+      socket.connect(endpoint);
     } catch (err) {
       socket.close();
-      throw new InvalidArgumentError(`cannot connect to ${this.brokerUrl}: ${(err as Error).message}`, { cause: err });
+      throw new InvalidArgumentError(`cannot connect to ${endpoint}: ${(err as Error).message}`, { cause: err });
     }
     this.socket = socket;
     this.sendQueue = new SendQueue(socket);
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
+  }
+
+  /**
+   * The broker in use is lost and the URL is a list: close the socket (dropping what it had queued; ZeroMQ
+   * would deliver it to that broker only) and open one to the next endpoint. Its first PONG carries a new
+   * broker_id, so the unfinished jobs are resubmitted there by job id.
+   */
+  private nextEndpoint(): void {
+    if (this.endpoints.length < 2 || this.isClosed || this.socket === undefined) return;
+    this.endpointIndex += 1;
+    this.log.warn(`trying the next broker: ${this.endpoints[this.endpointIndex % this.endpoints.length]!}`);
+    clearInterval(this.ticker);
+    this.sendQueue?.drop();
+    this.stopWatching();
+    const old = this.socket;
+    this.socket = undefined;
+    old.close();
+    this.ensureSocket();
+    this.ensureReceiving();
   }
 
   private hasWork(): boolean {

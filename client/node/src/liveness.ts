@@ -22,6 +22,7 @@ export class BrokerWatch {
     private readonly send: (frames: Uint8Array[]) => Promise<void>,
     private readonly log: Logger,
     private readonly brokerUrl: string,
+    private readonly onLost: () => void = () => undefined,
   ) {}
 
   /** PING now, unless pings are off, one is out, or the last went out less than an interval ago. */
@@ -36,6 +37,8 @@ export class BrokerWatch {
       if (!this.lost) this.log.warn(`no PONG from ${this.brokerUrl} for ${Math.round(now - this.pingSentMs)} ms`);
       this.lost = true;
       this.pingId = undefined;
+      this.lastPingMs = -Infinity; // ping the next endpoint (if any) at once
+      this.onLost();
     }
     this.pingSoon(now);
   }

@@ -18,6 +18,7 @@ export class SendQueue {
   private head = 0;
   private pumping = false;
   private failure: Error | undefined;
+  private dropped = false;
 
   constructor(private readonly socket: Dealer) {}
 
@@ -33,6 +34,18 @@ export class SendQueue {
   /** Messages waiting for their turn. */
   get length(): number {
     return this.items.length - this.head;
+  }
+
+  /**
+   * The socket is being replaced (failover to the next endpoint): settle everything queued as sent. What was
+   * queued for a lost broker is lost either way; the jobs are resubmitted on the new socket.
+   */
+  drop(): void {
+    this.dropped = true;
+    const waiting = this.items.splice(this.head);
+    this.items.length = 0;
+    this.head = 0;
+    for (const item of waiting) item.resolve();
   }
 
   /** Reject everything still queued, and every later send, with `err`. */
@@ -53,7 +66,8 @@ export class SendQueue {
           await this.socket.send(item.frames);
           item.resolve();
         } catch (err) {
-          item.reject(this.failure ?? err);
+          if (this.dropped) item.resolve();
+          else item.reject(this.failure ?? err);
         }
         if (this.head > 1024 && this.head * 2 > this.items.length) {
           this.items.splice(0, this.head); // compact now and then instead of shift() per message

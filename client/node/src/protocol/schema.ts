@@ -119,6 +119,11 @@ const RELOAD_OUTCOME: Schema = [
   ["new_worker_id", { ...short, default: "" }],
 ];
 
+const LEASE_REF: Schema = [
+  ["job_id", jobId],
+  ["attempt", attempt],
+];
+
 const STATUS_VIEW: Schema = [
   ["broker_id", laxStr()],
   ["version", laxStr()],
@@ -236,6 +241,7 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
       ["licence", { ...short, default: "" }],
       ["load_time_ms", nonNeg(0)],
       ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
+      ["running", { kind: "list", item: LEASE_REF, maxEntries: 1024, default: () => [] }],
     ],
   ],
   [Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
