@@ -51,6 +51,9 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Result cache folder.")
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
+@click.option("--cache-shared-keys", metavar="NAMES",
+              help="Under CURVE: client key names (comma-separated, * = all) that share cache hits "
+                   "[TTS_CACHE_SHARED_KEYS; each key its own].")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write bound endpoints as JSON here once ready.")
 @click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
               help="The broker's CURVE key pair (NAME.key_secret): CURVE on both ports [TTS_CURVE_SECRET].")

@@ -143,17 +143,22 @@ class JournalHook(Hook):
 
 
 class CacheHook(Hook):
-    """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis."""
+    """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis.
 
-    def __init__(self, folder: Path, *, max_bytes: int) -> None:
+    Under CURVE a hit is scoped to the submitting key (result_cache.py); keys named in `shared_keys` (or
+    every key, with "*") share one scope: an opt-in for keys that trust each other.
+    """
+
+    def __init__(self, folder: Path, *, max_bytes: int, shared_keys: frozenset[str] = frozenset()) -> None:
         self.cache = ResultCache(folder, max_bytes=max_bytes)
+        self.shared_keys = shared_keys
         #: Whether results of this worker may be stored; under CURVE, only from keys still allowed (server.py).
         self.trusts: Callable[[WorkerRecord], bool] = lambda worker: True
 
     def lookup(self, job: Job) -> Optional[CachedAudio]:
         if job.request.cache is False:
             return None
-        key = _key(job)
+        key = self._key(job)
         hit = self.cache.get(key) if key else None
         if hit is None:
             return None
@@ -173,19 +178,27 @@ class CacheHook(Hook):
             log.warning("job %s: result of worker %s not cached: its key is no longer allowed", job.job_id,
                         worker.worker_id)
             return
-        key = _key(job)
+        key = self._key(job)
         if key:
             meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
                     "channels": body.channels, "sample_format": body.sample_format}
             self.cache.put(key, meta, job.audio_data())
 
     def reloaded(self, model: Optional[str]) -> None:
-        self.cache.clear()  # entries came from the old checkpoint
+        dropped = self.cache.clear(model)  # entries of that model came from the old checkpoint
+        log.info("result cache: reload of %s dropped %d entries", model or "every model", dropped)
 
     def status(self) -> dict[str, Any]:
         return {"cache": self.cache.stats()}
 
+    def scope(self, owner: Optional[str]) -> Optional[str]:
+        """Who may hit an entry made for `owner`: None without CURVE, else the key or the shared scope."""
+        if owner is None:
+            return None
+        if "*" in self.shared_keys or owner in self.shared_keys:
+            return "shared"
+        return f"key:{owner}"
 
-def _key(job: Job) -> Optional[str]:
-    req = job.request
-    return cache_key(req.text, req.speaker, req.voice, job.model)
+    def _key(self, job: Job) -> Optional[str]:
+        req = job.request
+        return cache_key(req.text, req.speaker, req.voice, job.model, self.scope(job.owner))

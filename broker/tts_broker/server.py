@@ -57,7 +57,8 @@ def build_hooks(settings: BrokerSettings) -> list[Hook]:
                                  accept_loss=settings.accept_journal_loss))
     cache_folder = settings.cache_folder()
     if cache_folder is not None:
-        hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024))
+        hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024,
+                               shared_keys=settings.cache_shared()))
     return hooks
 
 

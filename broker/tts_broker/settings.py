@@ -73,6 +73,14 @@ class BrokerSettings(BaseSettings):
     cache_enabled: bool = Field(True, description="serve identical deterministic requests from a result cache")
     cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
+    cache_shared_keys: Optional[str] = Field(
+        None, description="under CURVE, client key names (comma-separated, * = all) that share cache hits; "
+                          "unset = each key hits only its own results"
+    )
+
+    def cache_shared(self) -> frozenset[str]:
+        """The key names of cache_shared_keys."""
+        return frozenset(name.strip() for name in (self.cache_shared_keys or "").split(",") if name.strip())
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
     http: Optional[str] = Field(
         None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
