@@ -41,6 +41,7 @@ from tts_protocol.messages import (
     Result,
     ResultReply,
     RetryJob,
+    StatusRequest,
     StatusView,
     Submit,
     WorkerReload,
@@ -52,6 +53,7 @@ from tts_broker.auth import Principal, can_see
 from tts_broker.jobs import Job
 from tts_broker.lifecycle import Lifecycle
 from tts_broker.reloads import ReloadTracker
+from tts_broker.status_budget import fleet_summary, page
 from tts_broker.workers import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -169,8 +171,8 @@ class ClientCommands:
         self.life.outbox.client(identity, Command.JOB_STATUS_REPLY, JobStatusReply(req_id=req.req_id,
                                                                                    job=self._job_view(job, now)))
 
-    def broker_status(self, identity: bytes, req: Request, now: float) -> None:
-        status = status_view(self.life, self.info, now)
+    def broker_status(self, identity: bytes, req: StatusRequest, now: float) -> None:
+        status = status_view(self.life, self.info, now, req)
         if self.principal is not None and not self.principal.admin:
             status = status.model_copy(update={"workers": [public_worker_view(w) for w in status.workers]})
         self.life.outbox.client(identity, Command.BROKER_STATUS_REPLY,
@@ -358,8 +360,8 @@ def public_worker_view(view: WorkerView) -> WorkerView:
     return view.model_copy(update={"worker_id": alias, "name": alias, "host": "", "pid": 0})
 
 
-def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
-    """The broker's state as BROKER_STATUS reports it (PROTOCOL.md section 6)."""
+def status_view(life: Lifecycle, info: BrokerInfo, now: float, req: Optional[StatusRequest] = None) -> StatusView:
+    """The broker's state as BROKER_STATUS reports it (PROTOCOL.md section 6): one page of workers."""
     jobs = life.jobs
     running = sum(len(w.held_jobs()) for w in life.workers)
     job_fields: dict[str, Any] = {
@@ -371,6 +373,8 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
     }
     for hook in life.hooks:
         job_fields.update(hook.status())
+    views = [w.view(now) for w in life.workers]
+    shown, offset = page(views, req)
     return StatusView(
         broker_id=info.broker_id,
         version=info.version,
@@ -380,6 +384,9 @@ def status_view(life: Lifecycle, info: BrokerInfo, now: float) -> StatusView:
         queue={"depth": len(life.queue), "max": life.settings.max_queue,
                "by_priority": life.queue.depth_by_priority()},
         jobs=job_fields,
-        workers=[w.view(now) for w in life.workers],
+        workers=shown,
         paused=sorted(life.paused),
+        worker_count=len(views),
+        workers_offset=offset,
+        summary=fleet_summary(views),
     )

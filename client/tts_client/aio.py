@@ -101,8 +101,10 @@ class AsyncTtsClient(ClientBase):
     async def get_result(self, job_id: str, *, timeout_s: Optional[float] = None) -> SynthesisResult:
         return await asyncio.wrap_future(self._api.get_result(job_id, timeout_s))
 
-    async def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
-        return await asyncio.wrap_future(self._api.broker_status(timeout_s))
+    async def broker_status(self, *, timeout_s: Optional[float] = None, workers_offset: int = 0,
+                            workers_limit: Optional[int] = None, worker_prefix: Optional[str] = None) -> StatusView:
+        return await asyncio.wrap_future(self._api.broker_status(
+            timeout_s, workers_offset=workers_offset, workers_limit=workers_limit, worker_prefix=worker_prefix))
 
     async def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
         return await asyncio.wrap_future(self._api.ping(timeout_s))

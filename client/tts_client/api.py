@@ -26,6 +26,7 @@ from tts_protocol.messages import (
     ReloadReply,
     Request,
     RetryJob,
+    StatusRequest,
     StatusView,
 )
 
@@ -121,8 +122,8 @@ class ClientApi:
         reply = self._request(Command.GET_RESULT, lambda r: GetResult(req_id=r, job_id=job_id), timeout_s)
         return then(reply, lambda got: SynthesisResult.from_message(got[0].result, got[1]))
 
-    def broker_status(self, timeout_s: Optional[float]) -> "Future[StatusView]":
-        reply = self._request(Command.BROKER_STATUS, lambda r: Request(req_id=r), timeout_s)
+    def broker_status(self, timeout_s: Optional[float], **page: Any) -> "Future[StatusView]":
+        reply = self._request(Command.BROKER_STATUS, lambda r: StatusRequest(req_id=r, **page), timeout_s)
         return then(reply, lambda body: body.status)
 
     def ping(self, timeout_s: Optional[float]) -> "Future[PingReply]":

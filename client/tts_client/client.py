@@ -133,9 +133,13 @@ class TtsClient(ClientBase):
         """A finished job's audio by its id alone; NotFound once the broker no longer retains it."""
         return self._api.get_result(job_id, timeout_s).result()
 
-    def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
-        """Queue depth, job counters and every connected worker."""
-        return self._api.broker_status(timeout_s).result()
+    def broker_status(self, *, timeout_s: Optional[float] = None, workers_offset: int = 0,
+                      workers_limit: Optional[int] = None, worker_prefix: Optional[str] = None) -> StatusView:
+        """Queue depth, job counters, the fleet's summary and one page of workers (as many as fit a reply).
+
+        `worker_count` is the whole fleet; page on with workers_offset=offset+len(workers)."""
+        return self._api.broker_status(timeout_s, workers_offset=workers_offset, workers_limit=workers_limit,
+                                       worker_prefix=worker_prefix).result()
 
     def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
         """Round trip to the broker; raises BrokerUnavailable if it does not answer in time."""

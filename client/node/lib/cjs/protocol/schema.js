@@ -103,6 +103,9 @@ const STATUS_VIEW = [
     ["jobs", { kind: "map", default: () => ({}) }],
     ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
     ["paused", { kind: "strList", default: () => [] }],
+    ["worker_count", { kind: "int", default: 0 }],
+    ["workers_offset", { kind: "int", default: 0 }],
+    ["summary", { kind: "map", default: () => ({}) }],
 ];
 const RESULT = [
     ["job_id", jobId],
@@ -125,7 +128,15 @@ exports.BODY_SCHEMAS = new Map([
     [constants_js_1.Command.SUBMIT, SUBMIT],
     [constants_js_1.Command.CANCEL, [["job_id", jobId]]],
     [constants_js_1.Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
-    [constants_js_1.Command.BROKER_STATUS, [["req_id", reqId]]],
+    [
+        constants_js_1.Command.BROKER_STATUS,
+        [
+            ["req_id", reqId],
+            ["workers_offset", { kind: "int", min: 0, max: 2 ** 31, default: 0 }],
+            ["workers_limit", { kind: "int", min: 0, max: 10_000, nullable: true, default: null }],
+            ["worker_prefix", optShort],
+        ],
+    ],
     [constants_js_1.Command.PING, [["req_id", reqId]]],
     [
         constants_js_1.Command.RELOAD,

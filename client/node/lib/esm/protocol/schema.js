@@ -98,6 +98,9 @@ const STATUS_VIEW = [
     ["jobs", { kind: "map", default: () => ({}) }],
     ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
     ["paused", { kind: "strList", default: () => [] }],
+    ["worker_count", { kind: "int", default: 0 }],
+    ["workers_offset", { kind: "int", default: 0 }],
+    ["summary", { kind: "map", default: () => ({}) }],
 ];
 const RESULT = [
     ["job_id", jobId],
@@ -120,7 +123,15 @@ export const BODY_SCHEMAS = new Map([
     [Command.SUBMIT, SUBMIT],
     [Command.CANCEL, [["job_id", jobId]]],
     [Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
-    [Command.BROKER_STATUS, [["req_id", reqId]]],
+    [
+        Command.BROKER_STATUS,
+        [
+            ["req_id", reqId],
+            ["workers_offset", { kind: "int", min: 0, max: 2 ** 31, default: 0 }],
+            ["workers_limit", { kind: "int", min: 0, max: 10_000, nullable: true, default: null }],
+            ["worker_prefix", optShort],
+        ],
+    ],
     [Command.PING, [["req_id", reqId]]],
     [
         Command.RELOAD,
