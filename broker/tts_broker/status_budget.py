@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 
 import msgpack
 
+from tts_protocol import routing
 from tts_protocol.messages import StatusRequest, WorkerView
 
 #: What one worker's free-form stats (warm speakers, engine_stats, supervisor) may add to a view, in bytes.
@@ -82,8 +83,9 @@ def fleet_summary(views: Iterable[WorkerView]) -> dict[str, Any]:
         totals["draining"] += view.state == "draining"
         if view.state != "draining":
             totals["idle_slots"] += max(0, view.capacity - view.busy)
-        keys = [view.engine, f"{view.engine}:{view.model}"] if view.model else [view.engine]
-        for key in keys:
+        for key in routing.served_keys(view.engine, view.model):
+            if key is None:
+                continue
             counter = by_key.get(key)
             if counter is None:
                 counter = by_key[key] = collections.Counter()

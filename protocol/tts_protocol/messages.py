@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from tts_protocol import routing
 from tts_protocol.constants import SAMPLE_FORMAT, Command, JobState, Priority
 
 # ---- limits (PROTOCOL.md section 3, "Limits"): every number and size a peer sends has a ceiling ----------
@@ -296,8 +297,7 @@ class StatusView(Body):
         """How many workers serve `routing_key` (nil: any), from the summary: the whole fleet, not this page."""
         by_key = self.summary.get("by_key")
         if not isinstance(by_key, dict):  # a broker without summaries: count this page
-            return sum(1 for w in self.workers
-                       if routing_key is None or routing_key in (w.engine, f"{w.engine}:{w.model}"))
+            return sum(1 for w in self.workers if routing.serves(w.engine, w.model, routing_key))
         if routing_key is None:
             return int(self.summary.get("workers", 0))
         entry = by_key.get(routing_key)
@@ -387,7 +387,9 @@ class Disconnect(Body):
 # ---- broker -> worker ------------------------------------------------------------------------------
 
 
-class Job(Body):
+class JobAssignment(Body):
+    """B_JOB: one attempt of a job leased to a worker (the broker's own Job record is tts_broker.jobs.Job)."""
+
     job_id: JobId
     attempt: Attempt
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -438,7 +440,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.W_RESULT: WorkerResult,
     Command.W_FAIL: Fail,
     Command.W_DISCONNECT: Disconnect,
-    Command.B_JOB: Job,
+    Command.B_JOB: JobAssignment,
     Command.B_CANCEL: CancelLease,
     Command.B_HEARTBEAT: Empty,
     Command.B_DISCONNECT: Disconnect,
