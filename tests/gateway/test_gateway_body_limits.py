@@ -28,7 +28,7 @@ CHUNK = b"x" * (1 << 20)
 def post(gateway: GatewayProc, headers: dict[str, str], *, chunked: bool) -> tuple[int, dict[str, object]]:
     """POST /v1/audio/speech with a BODY_MB body, sending until the gateway answers or stops reading."""
     host, port = gateway.url.removeprefix("http://").split(":")
-    lines = [f"POST /v1/audio/speech HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    lines = ["POST /v1/audio/speech HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {BODY_MB << 20}")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
