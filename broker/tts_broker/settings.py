@@ -44,7 +44,8 @@ class BrokerSettings(BaseSettings):
         0, ge=0, description="jobs of one client running at once; the rest wait their turn (0 = no cap)"
     )
     allow_high_priority: Literal["all", "none", "admin"] = Field(
-        "all", description="who may submit priority high: all, none (downgraded to normal), admin (admin keys)"
+        "all", description="who may submit priority high: all, none (downgraded to normal), admin (admin keys); "
+                           "unset: admin under CURVE, all without"
     )
     result_ttl_s: float = Field(300.0, ge=0, description="how long finished jobs and results are kept")
     max_retained_bytes: int = Field(256 * 1024 * 1024, ge=0, description="audio kept for finished jobs")
@@ -114,6 +115,9 @@ class BrokerSettings(BaseSettings):
             raise ValueError("CURVE (curve_secret) needs both client_keys and worker_keys folders")
         if not self.curve_secret and any(folders):
             raise ValueError("key folders are given but no curve_secret: CURVE would be off")
+        if self.curve_secret and "allow_high_priority" not in self.model_fields_set:
+            # Under CURVE clients are separate trust domains: one key's high priority would starve the others.
+            object.__setattr__(self, "allow_high_priority", "admin")
         return self
     log_json: bool = Field(False, description="log one JSON object per line, with job_id and worker_id fields")
 
