@@ -297,12 +297,15 @@ INVALID: list[tuple[str, bytes, list[bytes], bool, str]] = [
 FILENAMES = [
     {"stream_index": 1, "id": 1, "ext": "wav", "expected": "1_1.wav"},
     {"stream_index": 0, "id": "intro-line", "ext": "flac", "expected": "0_intro-line.flac"},
-    {"stream_index": 2, "id": "../../etc/passwd", "ext": "wav", "expected": "2__.._etc_passwd.wav"},
-    {"stream_index": "..", "id": ".hidden", "ext": "ogg", "expected": "__hidden.ogg"},
-    {"stream_index": 3, "id": "héllo wörld", "ext": "mp3", "expected": "3_h_llo_w_rld.mp3"},
-    {"stream_index": 4, "id": "", "ext": "wav", "expected": "4__.wav"},
-    {"stream_index": 6, "id": "a\U0001F600b", "ext": "wav", "expected": "6_a_b.wav"},
-    {"stream_index": 5, "id": "x" * 80, "ext": "wav", "expected": "5_" + "x" * 64 + ".wav"},
+    {"stream_index": 2, "id": "../../etc/passwd", "ext": "wav", "expected": "2__.._etc_passwd-3754d6cb.wav"},
+    {"stream_index": "..", "id": ".hidden", "ext": "ogg", "expected": "_-5ec1f7e7_hidden-16924190.ogg"},
+    {"stream_index": 3, "id": "h\u00e9llo w\u00f6rld", "ext": "mp3", "expected": "3_h_llo_w_rld-a1003f7d.mp3"},
+    {"stream_index": 4, "id": "", "ext": "wav", "expected": "4__-e3b0c442.wav"},
+    {"stream_index": 6, "id": "a\U0001F600b", "ext": "wav", "expected": "6_a_b-6fba5b2e.wav"},
+    {"stream_index": 5, "id": "x" * 80, "ext": "wav", "expected": "5_" + "x" * 55 + "-d929cdee.wav"},
+    # two unsafe ids that made-safe alone would share one file (issue 19): the digest tells them apart
+    {"stream_index": 7, "id": "a/b", "ext": "wav", "expected": "7_a_b-c14cddc0.wav"},
+    {"stream_index": 7, "id": "a?b", "ext": "wav", "expected": "7_a_b-c2a7b64a.wav"},
 ]
 
 
