@@ -13,7 +13,9 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
   tts_queue_oldest_age_seconds; the GPU worker's minReplicaCount is 0 (scale to zero);
 - compose.yaml: broker + piper-worker + gateway, the journal on a named volume, the GPU worker only under a
   profile with an NVIDIA device reservation;
-- the Dockerfiles: FROM first, the GPU one on nvidia/cuda, no weights copied or downloaded into an image.
+- the Dockerfiles: FROM first, the GPU one on nvidia/cuda, no weights copied or downloaded into an image;
+- the systemd units: LimitNOFILE on broker and worker; the broker's RestartPreventExitStatus holds 2, 4 and 5
+  (usage, state dir locked, state dir unusable: exits a restart cannot fix).
 
     python scripts/check_deploy.py [DEPLOY_DIR]      exit 0 when all hold, 1 with the list of failures
 """
@@ -165,6 +167,27 @@ def check_dockerfile(path: Path, check: Checker, *, gpu: bool) -> None:
                f"{path.name}: installs this checkout (pip install '.[...]'), not a registry release")
 
 
+def unit_settings(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a systemd unit (the last one wins), comments skipped."""
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith(("#", ";")):
+            found[key.strip()] = value.strip()
+    return found
+
+
+def check_systemd(folder: Path, check: Checker) -> None:
+    broker = unit_settings(folder / "tts-broker.service")
+    worker = unit_settings(folder / "tts-worker.service")
+    for name, unit in (("tts-broker.service", broker), ("tts-worker.service", worker)):
+        check.need(unit.get("LimitNOFILE", "").isdigit() and int(unit["LimitNOFILE"]) >= 4096,
+                   f"{name}: LimitNOFILE of at least 4096")
+    prevent = set(broker.get("RestartPreventExitStatus", "").split())
+    check.need({"2", "4", "5"} <= prevent,
+               "tts-broker.service: RestartPreventExitStatus=2 4 5 (a restart cannot fix these exits)")
+
+
 def main(argv: list[str]) -> int:
     deploy = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "deploy"
     check = Checker()
@@ -173,11 +196,13 @@ def main(argv: list[str]) -> int:
     check_compose(deploy / "compose.yaml", check)
     check_dockerfile(deploy / "Dockerfile.cpu", check, gpu=False)
     check_dockerfile(deploy / "Dockerfile.gpu", check, gpu=True)
+    check_systemd(deploy / "systemd", check)
     if check.failures:
         for failure in check.failures:
             print(f"check_deploy: FAIL {failure}", file=sys.stderr)
         return 1
-    print(f"check_deploy: ok ({len(objects)} Kubernetes objects, compose.yaml, 2 Dockerfiles)")
+    print(f"check_deploy: ok ({len(objects)} Kubernetes objects, compose.yaml, 2 Dockerfiles, "
+          "systemd units)")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Optional
 
@@ -12,6 +13,7 @@ from tts_protocol import TtsError
 from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
+from tts_broker.fdlimit import raise_nofile
 from tts_broker.httpd import parse_listen
 from tts_broker.server import Broker
 from tts_broker.settings import BrokerSettings
@@ -65,6 +67,10 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
               help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
 @click.option("--http", metavar="HOST:PORT",
               help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
+@click.option("--http-max-connections", type=int,
+              help="HTTP connections at once, at most a quarter of the descriptor limit [TTS_HTTP_MAX_CONNECTIONS].")
+@click.option("--http-idle-timeout-s", type=float,
+              help="Close an HTTP connection silent this long, headers included [TTS_HTTP_IDLE_TIMEOUT_S].")
 @click.option("--http-token-file", type=click.Path(dir_okay=False, exists=True),
               help="Bearer tokens (one a line) that /metrics and /api/* require [TTS_HTTP_TOKEN_FILE; open].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -88,6 +94,9 @@ def main(**flags: Optional[Any]) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--http") from exc
     configure_logging(settings.log_level, json_lines=settings.log_json, component="broker")
+    soft, hard = raise_nofile()
+    logging.getLogger("tts_broker").info("descriptor limit %s (hard %s): about that many clients, workers and "
+                                         "HTTP connections at once", soft, hard)
     try:
         broker = Broker(settings)
     except BrokerStartError as exc:

@@ -26,6 +26,7 @@ from tts_protocol.messages import Disconnect, Empty
 from tts_broker import __version__
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
+from tts_broker.fdlimit import DescriptorHook
 from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCommands
 from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
 from tts_broker.httpd import HttpServer
@@ -48,7 +49,7 @@ _B_HEARTBEAT = encode(Command.B_HEARTBEAT, Empty())
 
 def build_hooks(settings: BrokerSettings) -> list[Hook]:
     """The journal and the result cache, as the settings ask."""
-    hooks: list[Hook] = []
+    hooks: list[Hook] = [DescriptorHook()]
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
@@ -126,7 +127,9 @@ class Broker:
         self.http_url: Optional[str] = None
         if self.metrics is not None and settings.http is not None:
             self.metrics.tick(time.monotonic())  # /api/status has a snapshot from the first request on
-            self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens())
+            self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens(),
+                                   max_connections=settings.http_max_connections,
+                                   idle_timeout_s=settings.http_idle_timeout_s)
             try:
                 self.http_url = self.http.start()
             except OSError:

@@ -86,6 +86,12 @@ class BrokerSettings(BaseSettings):
     http: Optional[str] = Field(
         None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
     )
+    http_max_connections: int = Field(
+        256, ge=1, description="HTTP connections at once (at most a quarter of the descriptor limit); more are closed"
+    )
+    http_idle_timeout_s: float = Field(
+        15.0, gt=0, description="an HTTP connection that sends nothing this long (headers included) is closed"
+    )
     http_token_file: Optional[str] = Field(
         None, description="file of bearer tokens (one a line) that /metrics and /api/* then require; unset = open"
     )

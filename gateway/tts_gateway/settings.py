@@ -88,6 +88,12 @@ class GatewaySettings(BaseSettings):
         default=True, description="Answer 503 at once when the broker has no worker for the model.")
     status_cache_s: float = Field(
         default=1.0, ge=0, description="How long a broker status (workers, voices) is reused.")
+    max_connections: int = Field(
+        default=512, ge=1, description="HTTP connections and requests at once; beyond, new ones get 503.")
+    idle_timeout_s: float = Field(
+        default=15.0, gt=0,
+        description="Close a connection that has not sent a whole request this long after connecting, or stays "
+                    "idle this long between requests.")
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP requests may finish.")
     ready_file: Optional[Path] = Field(

@@ -83,3 +83,15 @@ def test_large_bodies_are_refused_before_they_are_read(broker: BrokerProc, chunk
     grown_mb = (process.memory_info().rss - before) / 2**20
     assert grown_mb < 16, f"the gateway grew by {grown_mb:.0f} MiB for {BODY_MB} MiB bodies"
     assert process.is_running() and gateway.proc.alive()
+
+
+def test_a_connection_that_sends_no_request_is_closed(broker: BrokerProc,
+                                                      gateway_factory: Callable[..., GatewayProc]) -> None:
+    """Item 12 for the gateway: silent connections no longer hold a descriptor for ever (idle timeout 1 s)."""
+    gateway = gateway_factory(broker, MODELS="tts-1=tone", REQUIRE_WORKER="false", IDLE_TIMEOUT_S="1")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as silent, \
+            socket.create_connection((host, int(port)), timeout=20) as slow:
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers begun, never finished
+        assert silent.recv(1) == b""  # closed by the gateway well within the 20 s socket timeout
+        assert slow.recv(1) == b""
