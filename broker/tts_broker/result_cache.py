@@ -46,18 +46,18 @@ def cache_key(text: str, speaker: Optional[str], voice: Mapping[str, Any], model
     return hashlib.sha256(msgpack.packb(fields, use_bin_type=True)).hexdigest()
 
 
-def _producer(meta: Any) -> Optional[tuple[str, str]]:
+def producer(meta: Any) -> Optional[tuple[str, str]]:
     if isinstance(meta, dict) and isinstance(meta.get("engine"), str):
         model = meta.get("model")
         return meta["engine"], model if isinstance(model, str) else ""
     return None
 
 
-def _made_by(producer: Optional[tuple[str, str]], routing_key: str) -> bool:
-    """Whether an entry from `producer` (engine, model) is stale after a RELOAD of `routing_key`."""
-    if producer is None:
+def made_by(origin: Optional[tuple[str, str]], routing_key: Optional[str]) -> bool:
+    """Whether an entry from `origin` (engine, model) is stale after a RELOAD of `routing_key` (None: all)."""
+    if origin is None or routing_key is None:
         return True  # unknown origin: drop it rather than serve a stale voice
-    engine, model = producer
+    engine, model = origin
     return routing_key in (engine, f"{engine}:{model}")
 
 
@@ -84,15 +84,15 @@ class ResultCache:
         for path in self.folder.glob(f"*/*{_SUFFIX}"):
             try:
                 stat = path.stat()
-                producer = _producer(_read_header(path))
+                origin = producer(_read_header(path))
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, struct.error, msgpack.UnpackException):
-                producer = None
-            entries.append((stat.st_mtime, path.stem, stat.st_size, producer))
-        for _, key, size, producer in sorted(entries, key=lambda e: e[:3]):
+                origin = None
+            entries.append((stat.st_mtime, path.stem, stat.st_size, origin))
+        for _, key, size, origin in sorted(entries, key=lambda e: e[:3]):
             self._sizes[key] = size
-            self._producers[key] = producer
+            self._producers[key] = origin
             self._bytes += size
         self._evict()
 
@@ -142,31 +142,57 @@ class ResultCache:
             return
         self._bytes += size - self._sizes.pop(key, 0)
         self._sizes[key] = size
-        self._producers[key] = _producer(meta)
+        self._producers[key] = producer(meta)
         self.stores += 1
         self._evict()
 
-    def clear(self, model: Optional[str] = None) -> int:
-        """Drop the entries a RELOAD of routing key `model` makes stale (every entry when None); how many."""
+    def has(self, key: str) -> bool:
+        """Whether an entry is indexed (memory only; `get` may still find it unreadable); a miss is counted."""
+        if key in self._sizes:
+            return True
+        self.misses += 1
+        return False
+
+    def forget(self, model: Optional[str] = None) -> list[str]:
+        """Drop from the index (at once, no disk) the entries a RELOAD of routing key `model` makes stale, every
+        entry when None; returns their keys for `remove_files`, which runs outside the broker's transitions."""
         if model is None:
-            dropped = len(self._sizes)
-            shutil.rmtree(self.folder, ignore_errors=True)
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                self._write_fault.warning("result cache: cannot recreate %s: %s", self.folder, exc)
+            stale = list(self._sizes)
             self._sizes.clear()
             self._producers.clear()
             self._bytes = 0
-            return dropped
-        stale = [key for key in self._sizes if _made_by(self._producers.get(key), model)]
+            return stale
+        stale = [key for key in self._sizes if made_by(self._producers.get(key), model)]
         for key in stale:
-            self._drop(key)
-        return len(stale)
+            self._bytes -= self._sizes.pop(key, 0)
+            self._producers.pop(key, None)
+        return stale
+
+    def remove_files(self, keys: list[str]) -> None:
+        for key in keys:
+            if key not in self._sizes:  # not stored again since
+                self._unlink(key)
+
+    def clear(self, model: Optional[str] = None) -> int:
+        """Drop the entries a RELOAD of routing key `model` makes stale (every entry when None), files included."""
+        if model is not None:
+            stale = self.forget(model)
+            self.remove_files(stale)
+            return len(stale)
+        dropped = len(self.forget())
+        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._write_fault.warning("result cache: cannot recreate %s: %s", self.folder, exc)
+        return dropped
 
     def _drop(self, key: str) -> None:
         self._bytes -= self._sizes.pop(key, 0)
         self._producers.pop(key, None)
+        self._unlink(key)
+
+    def _unlink(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:

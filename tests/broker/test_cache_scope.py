@@ -42,19 +42,23 @@ def job(job_id: str, owner: Optional[str], *, text: str = "same text", model: st
 def test_a_cache_hit_is_scoped_to_the_submitting_key(tmp_path: Path) -> None:
     hook = CacheHook(tmp_path / "cache", max_bytes=1 << 20)
     hook.completed(job("a1", "alice"), worker(), BODY)
+    hook.commit()  # the server writes entries between turns
     assert hook.lookup(job("b1", "bob")) is None, "bob hit alice's result: he can tell what she had spoken"
     assert hook.lookup(job("a2", "alice")) is not None
     hook.completed(job("n1", None), worker(), BODY)  # without CURVE: one trust domain, as before
+    hook.commit()
     assert hook.lookup(job("n2", None)) is not None
 
 
 def test_keys_that_opt_in_share_hits_and_the_others_stay_apart(tmp_path: Path) -> None:
     hook = CacheHook(tmp_path / "cache", max_bytes=1 << 20, shared_keys=frozenset({"alice", "bob"}))
     hook.completed(job("a1", "alice"), worker(), BODY)
+    hook.commit()  # the server writes entries between turns
     assert hook.lookup(job("b1", "bob")) is not None
     assert hook.lookup(job("m1", "mallory")) is None
     everyone = CacheHook(tmp_path / "all", max_bytes=1 << 20, shared_keys=frozenset({"*"}))
     everyone.completed(job("a1", "alice"), worker(), BODY)
+    everyone.commit()  # the server writes entries between turns
     assert everyone.lookup(job("m1", "mallory")) is not None
 
 
@@ -69,9 +73,13 @@ def test_reload_of_one_model_keeps_the_other_models_entries_also_after_a_restart
     folder = tmp_path / "cache"
     hook = CacheHook(folder, max_bytes=1 << 20)
     hook.completed(job("t", None, text="tone line", model="tone"), worker("tone", "tone-v1"), BODY)
+    hook.commit()  # the server writes entries between turns
     hook.completed(job("p", None, text="piper line", model="piper:joe"), worker("piper", "joe"), BODY)
+    hook.commit()  # the server writes entries between turns
     hook.completed(job("q", None, text="amy line", model="piper:amy"), worker("piper", "amy"), BODY)
+    hook.commit()  # the server writes entries between turns
     hook.reloaded("piper:joe")
+    hook.commit()
     assert hook.lookup(job("p2", None, text="piper line", model="piper:joe")) is None
     assert hook.lookup(job("t2", None, text="tone line", model="tone")) is not None
     assert hook.lookup(job("q2", None, text="amy line", model="piper:amy")) is not None
@@ -80,6 +88,7 @@ def test_reload_of_one_model_keeps_the_other_models_entries_also_after_a_restart
     assert again.lookup(job("q3", None, text="amy line", model="piper:amy")) is None
     assert again.lookup(job("t3", None, text="tone line", model="tone")) is not None
     again.reloaded(None)
+    again.commit()
     assert again.cache.stats()["entries"] == 0
 
 

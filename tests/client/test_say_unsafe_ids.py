@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import soundfile
+from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
 from conftest import ROOT, BrokerProc
-from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,9 +13,9 @@ from typing import Callable
 
 import psutil
 import pytest
+from gateway_fixtures import API_KEY, GatewayProc, gateway_factory
 
 from conftest import BrokerProc
-from gateway_fixtures import API_KEY, GatewayProc, gateway_factory
 
 __all__ = ["gateway_factory"]
 
