@@ -6,7 +6,7 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
 
 - every manifest parses; every object has apiVersion, kind, metadata.name;
 - the broker Deployment: 1 replica, strategy Recreate, its state dir on a PersistentVolumeClaim defined here,
-  a Service whose selector matches its pods, probes; the GPU worker: nvidia.com/gpu limit, readiness and
+  a Service whose selector matches its pods, probes, a token file for a non-loopback --http; the GPU worker: nvidia.com/gpu limit, readiness and
   liveness probes, weights on a read-only volume;
 - each KEDA ScaledObject (keda.sh/v1alpha1): targets a Deployment defined here, min <= max, prometheus
   triggers with serverAddress, a numeric threshold and a query on tts_queue_depth or
@@ -90,6 +90,11 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
         mounts = [m.get("mountPath") for c in containers(broker) for m in c.get("volumeMounts", [])]
         env = {e.get("name"): e.get("value") for c in containers(broker) for e in c.get("env", [])}
         check.need(env.get("TTS_STATE_DIR") in mounts, "tts-broker: TTS_STATE_DIR is the mounted volume")
+        command = [str(a) for c in containers(broker) for a in c.get("command", []) + c.get("args", [])]
+        token_file = env.get("TTS_HTTP_TOKEN_FILE")
+        if "--http" in command and not command[command.index("--http") + 1].startswith("127.0.0.1"):
+            check.need(token_file and any(token_file.startswith(f"{m}/") for m in mounts),
+                       "tts-broker: a non-loopback --http has TTS_HTTP_TOKEN_FILE on a mounted Secret")
         check.need(all(c.get("readinessProbe") and c.get("livenessProbe") for c in containers(broker)),
                    "tts-broker: readiness and liveness probes")
         labels = dig(broker, "spec", "template", "metadata", "labels") or {}

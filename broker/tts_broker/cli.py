@@ -67,6 +67,9 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
               help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
 @click.option("--http", metavar="HOST:PORT",
               help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
+@click.option("--metrics-models", metavar="KEYS",
+              help="Routing keys always labelled in /metrics (e.g. a model that scales from zero) "
+                   "[TTS_METRICS_MODELS]; others only while a worker serves them, else `other`.")
 @click.option("--http-max-connections", type=int,
               help="HTTP connections at once, at most a quarter of the descriptor limit [TTS_HTTP_MAX_CONNECTIONS].")
 @click.option("--http-idle-timeout-s", type=float,

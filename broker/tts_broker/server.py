@@ -89,7 +89,7 @@ class Broker:
                                                admin_keys=settings.admin_keys)
             hooks = build_hooks(settings)
             if settings.http is not None:
-                self.metrics = MetricsHook()
+                self.metrics = MetricsHook(pinned_models=settings.metrics_pinned())
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
             self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
             hooks.append(self.backlog)  # for its status fields

@@ -86,6 +86,14 @@ class BrokerSettings(BaseSettings):
     http: Optional[str] = Field(
         None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
     )
+    metrics_models: Optional[str] = Field(
+        None, description="routing keys (comma-separated) always labelled in /metrics, e.g. a model that scales "
+                          "from zero workers; other keys are labelled only while a worker serves them, else `other`"
+    )
+
+    def metrics_pinned(self) -> list[str]:
+        return [key.strip() for key in (self.metrics_models or "").split(",") if key.strip()]
+
     http_max_connections: int = Field(
         256, ge=1, description="HTTP connections at once (at most a quarter of the descriptor limit); more are closed"
     )
