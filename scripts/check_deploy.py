@@ -6,8 +6,8 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
 
 - every manifest parses; every object has apiVersion, kind, metadata.name;
 - the broker Deployment: 1 replica, strategy Recreate, its state dir on a PersistentVolumeClaim defined here,
-  a Service whose selector matches its pods, probes, a token file for a non-loopback --http; the GPU worker: nvidia.com/gpu limit, readiness and
-  liveness probes, weights on a read-only volume;
+  a Service whose selector matches its pods, probes, a token file for a non-loopback --http; the GPU worker:
+  nvidia.com/gpu limit, readiness and liveness probes, weights on a read-only volume;
 - each KEDA ScaledObject (keda.sh/v1alpha1): targets a Deployment defined here, min <= max, prometheus
   triggers with serverAddress, a numeric threshold and a query on tts_queue_depth or
   tts_queue_oldest_age_seconds; the GPU worker's minReplicaCount is 0 (scale to zero);

@@ -45,8 +45,11 @@ class HttpServer:
     """The HTTP side of the broker, in a daemon thread: start() returns once it listens, stop() ends it."""
 
     def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = (),
-                 max_connections: int = 256, idle_timeout_s: float = 15.0) -> None:
+                 max_connections: int = 256, idle_timeout_s: float = 15.0, curve: bool = False) -> None:
         self.metrics = metrics
+        # Under CURVE the views show what CURVE hides from non-admin keys (worker routing ids, hosts, pids,
+        # every key's job ids): without tokens, the data endpoints are refused rather than served to anyone.
+        self._closed = curve and not tokens
         self.guard = ConnectionGuard(min(max_connections, max(8, nofile_soft() // 4)), idle_timeout_s)
         # Bearer tokens for the data endpoints (/metrics, /api/*); none = open (bind it to loopback then).
         self._tokens = [t.encode("utf-8") for t in tokens]
@@ -89,7 +92,7 @@ class HttpServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = web.Application(middlewares=[self._auth] if self._tokens else [])
+        app = web.Application(middlewares=[self._auth] if self._tokens or self._closed else [])
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._asset),
@@ -113,7 +116,10 @@ class HttpServer:
             host = f"[{self.host}]" if ":" in self.host else self.host
             self.url = f"http://{host}:{port}/"
             log.info("HTTP listening on %s (dashboard /, metrics /metrics, status /api/status)", self.url)
-            if not self._tokens and not _loopback(self.host):
+            if self._closed:
+                log.warning("HTTP under CURVE without --http-token-file: /metrics and /api/* answer 403 (they "
+                            "would show worker routing ids, hosts, pids and every key's job ids to anyone)")
+            elif not self._tokens and not _loopback(self.host):
                 log.warning("!!! SECURITY: --http %s is reachable from other hosts and has no --http-token-file: "
                             "anyone who reaches it reads job ids, worker hosts, pids and routing ids. Give it a "
                             "token file (docs/security.md). !!!", self.url)
@@ -133,6 +139,9 @@ class HttpServer:
         """With tokens, /metrics and /api/* need `Authorization: Bearer TOKEN` (Prometheus' credentials) or
         `?token=TOKEN` (the dashboard page passes on its own query string). The page shell, its static assets
         and /healthz carry no data and stay open."""
+        if self._closed and (request.path == "/metrics" or request.path.startswith("/api/")):
+            return web.Response(status=403, text="CURVE is on: these views show worker and job details only with "
+                                                 "a bearer token (--http-token-file)\n")
         if request.path == "/metrics" or request.path.startswith("/api/"):
             header = request.headers.get("Authorization", "")
             given = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")

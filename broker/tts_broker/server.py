@@ -123,7 +123,7 @@ class Broker:
             self.metrics.tick(clock())  # /api/status has a snapshot from the first request on
             self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens(),
                                    max_connections=settings.http_max_connections,
-                                   idle_timeout_s=settings.http_idle_timeout_s)
+                                   idle_timeout_s=settings.http_idle_timeout_s, curve=settings.curve)
             try:
                 self.http_url = self.http.start()
             except OSError:
