@@ -13,11 +13,9 @@ from typing import Callable
 
 import psutil
 import pytest
-from gateway_fixtures import API_KEY, GatewayProc, gateway_factory
 
-from conftest import BrokerProc
-
-__all__ = ["gateway_factory"]
+from gatewaykit import API_KEY, GatewayProc
+from harness import BrokerProc
 
 pytestmark = pytest.mark.timeout(120)
 
