@@ -89,8 +89,8 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
     async def authorized(credentials: Credentials) -> None:  # async: FastAPI runs sync ones in a thread
         gateway.check_token(credentials)
 
-    async def create_speech(body: Any) -> Response:
-        return await speak(gateway, body)
+    async def create_speech(body: Any, request: Request) -> Response:
+        return await speak(gateway, body, request)
 
     # The body's model is built at run time, so its annotation is set here rather than written in the code.
     create_speech.__annotations__["body"] = SpeechRequest

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
 
-from conftest import ROOT, BrokerProc
+from harness import ROOT, BrokerProc, tone_frames
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +28,7 @@ def say(broker: BrokerProc, text: str, line_id: str, out: Path) -> Path:
     return Path(run.stdout.strip())
 
 
-def test_two_unsafe_ids_get_two_files(broker: BrokerProc, tone_workers, tmp_path: Path) -> None:  # noqa: F811
+def test_two_unsafe_ids_get_two_files(broker: BrokerProc, tone_workers, tmp_path: Path) -> None:
     tone_workers(broker)
     out = tmp_path / "out"
     first = say(broker, "One short line.", "a/b", out)
