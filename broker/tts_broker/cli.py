@@ -98,8 +98,6 @@ def main(**flags: Optional[Any]) -> None:
             raise click.BadParameter(str(exc), param_hint="--http") from exc
     configure_logging(settings.log_level, json_lines=settings.log_json, component="broker")
     soft, hard = raise_nofile()
-    logging.getLogger("tts_broker").info("descriptor limit %s (hard %s): about that many clients, workers and "
-                                         "HTTP connections at once", soft, hard)
     try:
         broker = Broker(settings)
     except BrokerStartError as exc:
@@ -114,6 +112,9 @@ def main(**flags: Optional[Any]) -> None:
     except OSError as exc:  # the HTTP port
         click.echo(f"tts-broker: {exc}", err=True)
         sys.exit(EXIT_BIND)
+    # Said once the start can no longer fail: a refused start stays one line on stderr.
+    logging.getLogger("tts_broker").info("descriptor limit %s (hard %s): about that many clients, workers and "
+                                         "HTTP connections at once", soft, hard)
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)
