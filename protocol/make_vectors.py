@@ -40,7 +40,10 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
     ),
     ("cancel", Command.CANCEL, {"job_id": "job-1"}, None),
     ("job_status", Command.JOB_STATUS, {"req_id": "r1", "job_id": "job-1"}, None),
-    ("broker_status", Command.BROKER_STATUS, {"req_id": "r2"}, None),
+    ("broker_status", Command.BROKER_STATUS, {"req_id": "r2", "workers_offset": 0, "workers_limit": None,
+                                              "worker_prefix": None}, None),
+    ("broker_status_page", Command.BROKER_STATUS, {"req_id": "r2", "workers_offset": 100, "workers_limit": 50,
+                                                   "worker_prefix": "gpu-box/"}, None),
     ("ping", Command.PING, {"req_id": "r3"}, None),
     ("reload", Command.RELOAD,
      {"req_id": "r4", "model": "fish-speech", "options": {"checkpoint": "/models/s1", "model_version": "s1-mini"}},
@@ -193,6 +196,12 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
                     }
                 ],
                 "paused": ["fish-speech"],
+                "worker_count": 1,
+                "workers_offset": 0,
+                "summary": {"workers": 1, "capacity": 1, "busy": 1, "idle_slots": 0, "draining": 0,
+                            "by_key": {"tone": {"workers": 1, "capacity": 1, "busy": 1},
+                                       "tone:tone-v1": {"workers": 1, "capacity": 1, "busy": 1}},
+                            "keys_omitted": 0},
             },
         },
         None,
@@ -300,12 +309,15 @@ INVALID: list[tuple[str, bytes, list[bytes], bool, str]] = [
 FILENAMES = [
     {"stream_index": 1, "id": 1, "ext": "wav", "expected": "1_1.wav"},
     {"stream_index": 0, "id": "intro-line", "ext": "flac", "expected": "0_intro-line.flac"},
-    {"stream_index": 2, "id": "../../etc/passwd", "ext": "wav", "expected": "2__.._etc_passwd.wav"},
-    {"stream_index": "..", "id": ".hidden", "ext": "ogg", "expected": "__hidden.ogg"},
-    {"stream_index": 3, "id": "héllo wörld", "ext": "mp3", "expected": "3_h_llo_w_rld.mp3"},
-    {"stream_index": 4, "id": "", "ext": "wav", "expected": "4__.wav"},
-    {"stream_index": 6, "id": "a\U0001F600b", "ext": "wav", "expected": "6_a_b.wav"},
-    {"stream_index": 5, "id": "x" * 80, "ext": "wav", "expected": "5_" + "x" * 64 + ".wav"},
+    {"stream_index": 2, "id": "../../etc/passwd", "ext": "wav", "expected": "2__.._etc_passwd-3754d6cb.wav"},
+    {"stream_index": "..", "id": ".hidden", "ext": "ogg", "expected": "_-5ec1f7e7_hidden-16924190.ogg"},
+    {"stream_index": 3, "id": "h\u00e9llo w\u00f6rld", "ext": "mp3", "expected": "3_h_llo_w_rld-a1003f7d.mp3"},
+    {"stream_index": 4, "id": "", "ext": "wav", "expected": "4__-e3b0c442.wav"},
+    {"stream_index": 6, "id": "a\U0001F600b", "ext": "wav", "expected": "6_a_b-6fba5b2e.wav"},
+    {"stream_index": 5, "id": "x" * 80, "ext": "wav", "expected": "5_" + "x" * 55 + "-d929cdee.wav"},
+    # two unsafe ids that made-safe alone would share one file (issue 19): the digest tells them apart
+    {"stream_index": 7, "id": "a/b", "ext": "wav", "expected": "7_a_b-c14cddc0.wav"},
+    {"stream_index": 7, "id": "a?b", "ext": "wav", "expected": "7_a_b-c2a7b64a.wav"},
 ]
 
 

@@ -6,8 +6,8 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
 
 - every manifest parses; every object has apiVersion, kind, metadata.name;
 - the broker Deployment: 1 replica, strategy Recreate, its state dir on a PersistentVolumeClaim defined here,
-  a Service whose selector matches its pods, probes; the GPU worker: nvidia.com/gpu limit, readiness and
-  liveness probes, weights on a read-only volume;
+  a Service whose selector matches its pods, probes, a token file for a non-loopback --http; the GPU worker:
+  nvidia.com/gpu limit, readiness and liveness probes, weights on a read-only volume;
 - each KEDA ScaledObject (keda.sh/v1alpha1): targets a Deployment defined here, min <= max, prometheus
   triggers with serverAddress, a numeric threshold and a query on tts_queue_depth or
   tts_queue_oldest_age_seconds; the GPU worker's minReplicaCount is 0 (scale to zero);
@@ -16,7 +16,9 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
 - the gateway Deployment: readiness on /health, API keys from a Secret, a Service; a ServiceMonitor that selects
   the broker's metrics port; the GPU workers' weights on a PersistentVolumeClaim defined here;
 - the Dockerfiles: FROM first (after build arguments), the GPU one on nvidia/cuda (the BASE argument's default),
-  no weights copied or downloaded into an image.
+  no weights copied or downloaded into an image;
+- the systemd units: LimitNOFILE on broker and worker; the broker's RestartPreventExitStatus holds 2, 4 and 5
+  (usage, state dir locked, state dir unusable: exits a restart cannot fix).
 
     python scripts/check_deploy.py [DEPLOY_DIR]      exit 0 when all hold, 1 with the list of failures
 """
@@ -91,6 +93,11 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
         mounts = [m.get("mountPath") for c in containers(broker) for m in c.get("volumeMounts", [])]
         env = {e.get("name"): e.get("value") for c in containers(broker) for e in c.get("env", [])}
         check.need(env.get("TTS_STATE_DIR") in mounts, "tts-broker: TTS_STATE_DIR is the mounted volume")
+        command = [str(a) for c in containers(broker) for a in c.get("command", []) + c.get("args", [])]
+        token_file = env.get("TTS_HTTP_TOKEN_FILE")
+        if "--http" in command and not command[command.index("--http") + 1].startswith("127.0.0.1"):
+            check.need(token_file and any(token_file.startswith(f"{m}/") for m in mounts),
+                       "tts-broker: a non-loopback --http has TTS_HTTP_TOKEN_FILE on a mounted Secret")
         check.need(all(c.get("readinessProbe") and c.get("livenessProbe") for c in containers(broker)),
                    "tts-broker: readiness and liveness probes")
         labels = dig(broker, "spec", "template", "metadata", "labels") or {}
@@ -211,6 +218,27 @@ def check_dockerfile(path: Path, check: Checker, *, gpu: bool) -> None:
                f"{path.name}: installs this checkout (pip install '.[...]'), not a registry release")
 
 
+def unit_settings(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a systemd unit (the last one wins), comments skipped."""
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith(("#", ";")):
+            found[key.strip()] = value.strip()
+    return found
+
+
+def check_systemd(folder: Path, check: Checker) -> None:
+    broker = unit_settings(folder / "tts-broker.service")
+    worker = unit_settings(folder / "tts-worker.service")
+    for name, unit in (("tts-broker.service", broker), ("tts-worker.service", worker)):
+        check.need(unit.get("LimitNOFILE", "").isdigit() and int(unit["LimitNOFILE"]) >= 4096,
+                   f"{name}: LimitNOFILE of at least 4096")
+    prevent = set(broker.get("RestartPreventExitStatus", "").split())
+    check.need({"2", "4", "5"} <= prevent,
+               "tts-broker.service: RestartPreventExitStatus=2 4 5 (a restart cannot fix these exits)")
+
+
 def main(argv: list[str]) -> int:
     deploy = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "deploy"
     check = Checker()
@@ -219,11 +247,13 @@ def main(argv: list[str]) -> int:
     check_compose(deploy / "compose.yaml", check)
     check_dockerfile(deploy / "Dockerfile.cpu", check, gpu=False)
     check_dockerfile(deploy / "Dockerfile.gpu", check, gpu=True)
+    check_systemd(deploy / "systemd", check)
     if check.failures:
         for failure in check.failures:
             print(f"check_deploy: FAIL {failure}", file=sys.stderr)
         return 1
-    print(f"check_deploy: ok ({len(objects)} Kubernetes objects, compose.yaml, 2 Dockerfiles)")
+    print(f"check_deploy: ok ({len(objects)} Kubernetes objects, compose.yaml, 2 Dockerfiles, "
+          "systemd units)")
     return 0
 
 

@@ -117,11 +117,13 @@ class BrokerProc:
         self.proc: Optional[Proc] = None
         self.starts = 0
         self.http: Optional[str] = None  # base URL of `--http`, from the ready file
+        self.wrapper: list[str] = []  # a command the broker runs under, e.g. ["prlimit", "--nofile=256:256", "--"]
 
     def start(self, extra_args: Optional[list[str]] = None) -> "BrokerProc":
         self.starts += 1
         ready = self.tmp / f"broker-ready-{self.starts}.json"
-        args = [sys.executable, "-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend,
+        args = [*self.wrapper, sys.executable, "-m", "tts_broker", "--frontend", self.frontend, "--backend",
+                self.backend,
                 "--ready-file", str(ready), "--log-level", "DEBUG", "--state-dir", str(self.state_dir),
                 *self.extra_args, *(extra_args or [])]
         self.proc = Proc(args, self.tmp / f"broker-{self.starts}.log")

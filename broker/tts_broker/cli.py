@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Optional
 
@@ -12,6 +13,7 @@ from tts_protocol import TtsError
 from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
+from tts_broker.fdlimit import raise_nofile
 from tts_broker.httpd import parse_listen
 from tts_broker.leadership import LeadershipLost
 from tts_broker.server import Broker
@@ -55,6 +57,9 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Result cache folder.")
 @click.option("--no-cache", "cache_enabled", flag_value=False, default=None, help="Turn the result cache off.")
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
+@click.option("--cache-shared-keys", metavar="NAMES",
+              help="Under CURVE: client key names (comma-separated, * = all) that share cache hits "
+                   "[TTS_CACHE_SHARED_KEYS; each key its own].")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write bound endpoints as JSON here once ready.")
 @click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
               help="The broker's CURVE key pair (NAME.key_secret): CURVE on both ports [TTS_CURVE_SECRET].")
@@ -66,6 +71,13 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
               help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
 @click.option("--http", metavar="HOST:PORT",
               help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
+@click.option("--metrics-models", metavar="KEYS",
+              help="Routing keys always labelled in /metrics (e.g. a model that scales from zero) "
+                   "[TTS_METRICS_MODELS]; others only while a worker serves them, else `other`.")
+@click.option("--http-max-connections", type=int,
+              help="HTTP connections at once, at most a quarter of the descriptor limit [TTS_HTTP_MAX_CONNECTIONS].")
+@click.option("--http-idle-timeout-s", type=float,
+              help="Close an HTTP connection silent this long, headers included [TTS_HTTP_IDLE_TIMEOUT_S].")
 @click.option("--http-token-file", type=click.Path(dir_okay=False, exists=True),
               help="Bearer tokens (one a line) that /metrics and /api/* require [TTS_HTTP_TOKEN_FILE; open].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -90,6 +102,7 @@ def main(**flags: Optional[Any]) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--http") from exc
     configure_logging(settings.log_level, json_lines=settings.log_json, component="broker")
+    soft, hard = raise_nofile()
     try:
         broker = Broker(settings)
     except BrokerStartError as exc:
@@ -104,6 +117,9 @@ def main(**flags: Optional[Any]) -> None:
     except OSError as exc:  # the HTTP port
         click.echo(f"tts-broker: {exc}", err=True)
         sys.exit(EXIT_BIND)
+    # Said once the start can no longer fail: a refused start stays one line on stderr.
+    logging.getLogger("tts_broker").info("descriptor limit %s (hard %s): about that many clients, workers and "
+                                         "HTTP connections at once", soft, hard)
     broker.install_signal_handlers()
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)

@@ -42,6 +42,7 @@ from tts_protocol.messages import (
     Result,
     ResultReply,
     RetryJob,
+    StatusRequest,
     Submit,
     WorkerReload,
     WorkerResult,
@@ -173,8 +174,8 @@ class ClientCommands:
         self.outbox.client(call.identity, Command.JOB_STATUS_REPLY,
                            JobStatusReply(req_id=req.req_id, job=self._job_view(call, job)))
 
-    def broker_status(self, call: Call, req: Request) -> None:
-        status = status_view(self.state, self.info, call.now)
+    def broker_status(self, call: Call, req: StatusRequest) -> None:
+        status = status_view(self.state, self.info, call.now, req=req)
         if not call.admin:
             status = status.model_copy(update={"workers": [public_worker_view(w) for w in status.workers]})
         self.outbox.client(call.identity, Command.BROKER_STATUS_REPLY,

@@ -23,7 +23,7 @@ from tts_protocol.messages import Ready, WorkerResult
 
 from tts_broker.jobs import Job
 from tts_broker.journal import Journal, JournalUnavailable, Restored
-from tts_broker.result_cache import ResultCache, cache_key
+from tts_broker.result_cache import ResultCache, cache_key, made_by, producer
 from tts_broker.workers import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -227,26 +227,32 @@ class CacheHook(Hook):
     """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis.
 
     The disk is touched only in `lookup` and `commit`, which the server calls between turns: `completed`
-    queues the entry, RELOAD forgets the index at once and clears the folder at the next commit.
+    queues the entry, RELOAD forgets that model's entries from the index at once and deletes their files at
+    the next commit.
+
+    Under CURVE a hit is scoped to the submitting key (result_cache.py); keys named in `shared_keys` (or
+    every key, with "*") share one scope: an opt-in for keys that trust each other.
     """
 
-    def __init__(self, folder: Path, *, max_bytes: int) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int, shared_keys: frozenset[str] = frozenset()) -> None:
         self.cache = ResultCache(folder, max_bytes=max_bytes)
+        self.shared_keys = shared_keys
         #: Whether results of this worker may be stored; under CURVE, only from keys still allowed (server.py).
         self.trusts: Callable[[WorkerRecord], bool] = lambda worker: True
         self._writes: list[tuple[str, dict[str, Any], Job]] = []
         self._clear = False
+        self._stale: list[str] = []  # entries forgotten by a RELOAD whose files are deleted at the next commit
 
     def may_answer(self, job: Job) -> bool:
         if job.request.cache is False:
             return False
-        key = _key(job)
+        key = self._key(job)
         return key is not None and self.cache.has(key)
 
     def lookup(self, job: Job) -> Optional[CachedAudio]:
         if job.request.cache is False:
             return None
-        key = _key(job)
+        key = self._key(job)
         hit = self.cache.get(key) if key else None
         if hit is None:
             return None
@@ -266,21 +272,29 @@ class CacheHook(Hook):
             log.warning("job %s: result of worker %s not cached: its key is no longer allowed", job.job_id,
                         worker.worker_id)
             return
-        key = _key(job)
+        key = self._key(job)
         if key:
             meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
                     "channels": body.channels, "sample_format": body.sample_format}
             self._writes.append((key, meta, job))
 
     def reloaded(self, model: Optional[str]) -> None:
-        self._writes.clear()  # entries came from the old checkpoint
-        self.cache.forget()
-        self._clear = True
+        # Entries of that model came from the old checkpoint; other models' entries stay.
+        self._writes = [w for w in self._writes if not made_by(producer(w[1]), model)]
+        if model is None:
+            self.cache.forget()
+            self._stale.clear()
+            self._clear = True
+        else:
+            self._stale += self.cache.forget(model)
+        log.info("result cache: reload of %s forgets its entries", model or "every model")
 
     def commit(self) -> None:
         if self._clear:
             self._clear = False
             self.cache.clear()
+        stale, self._stale = self._stale, []
+        self.cache.remove_files(stale)
         writes, self._writes = self._writes, []
         for key, meta, job in writes:
             self.cache.put(key, meta, job.audio_data())
@@ -291,7 +305,14 @@ class CacheHook(Hook):
     def close(self) -> None:
         self.commit()
 
+    def scope(self, owner: Optional[str]) -> Optional[str]:
+        """Who may hit an entry made for `owner`: None without CURVE, else the key or the shared scope."""
+        if owner is None:
+            return None
+        if "*" in self.shared_keys or owner in self.shared_keys:
+            return "shared"
+        return f"key:{owner}"
 
-def _key(job: Job) -> Optional[str]:
-    req = job.request
-    return cache_key(req.text, req.speaker, req.voice, job.model)
+    def _key(self, job: Job) -> Optional[str]:
+        req = job.request
+        return cache_key(req.text, req.speaker, req.voice, job.model, self.scope(job.owner))

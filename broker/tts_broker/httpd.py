@@ -3,12 +3,17 @@
 The thread runs an aiohttp server on its own asyncio loop. It reads only the MetricsHook's latest Snapshot
 (an immutable object the broker loop replaces about every half second) and prometheus-client's thread-safe
 metric objects, so a slow or hostile HTTP client can never block or change the broker's state.
+
+Nor can it take the broker's descriptors: connections beyond `max_connections` (at most a quarter of the
+descriptor limit) are closed as soon as they are accepted, a connection that sends nothing for
+`idle_timeout_s` (headers included) is closed, and accept() errors (EMFILE) are logged once a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -19,7 +24,9 @@ from typing import Any, Optional, Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tts_broker.fdlimit import nofile_soft
 from tts_broker.metrics import MetricsHook
+from tts_broker.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 class HttpServer:
     """The HTTP side of the broker, in a daemon thread: start() returns once it listens, stop() ends it."""
 
-    def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = ()) -> None:
+    def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = (),
+                 max_connections: int = 256, idle_timeout_s: float = 15.0, curve: bool = False) -> None:
         self.metrics = metrics
+        # Under CURVE the views show what CURVE hides from non-admin keys (worker routing ids, hosts, pids,
+        # every key's job ids): without tokens, the data endpoints are refused rather than served to anyone.
+        self._closed = curve and not tokens
+        self.guard = ConnectionGuard(min(max_connections, max(8, nofile_soft() // 4)), idle_timeout_s)
         # Bearer tokens for the data endpoints (/metrics, /api/*); none = open (bind it to loopback then).
         self._tokens = [t.encode("utf-8") for t in tokens]
         self.host, self.port = parse_listen(listen)
@@ -80,7 +92,7 @@ class HttpServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = web.Application(middlewares=[self._auth] if self._tokens else [])
+        app = web.Application(middlewares=[self._auth] if self._tokens or self._closed else [])
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._asset),
@@ -89,18 +101,35 @@ class HttpServer:
             web.get("/api/dashboard", self._dashboard),
             web.get("/healthz", self._healthz),
         ])
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               keepalive_timeout=self.guard.idle_timeout_s)
         await runner.setup()
+        self._loop.set_exception_handler(self.guard.loop_exception)
+        server: Optional[asyncio.AbstractServer] = None
         try:
             sock = _listening_socket(self.host, self.port)
             port = sock.getsockname()[1]
-            await web.SockSite(runner, sock).start()
+            handler_factory = runner.server
+            assert handler_factory is not None
+            server = await self._loop.create_server(lambda: GuardedProtocol(handler_factory(), self.guard),
+                                                    sock=sock)
             host = f"[{self.host}]" if ":" in self.host else self.host
             self.url = f"http://{host}:{port}/"
             log.info("HTTP listening on %s (dashboard /, metrics /metrics, status /api/status)", self.url)
+            if self._closed:
+                log.warning("HTTP under CURVE without --http-token-file: /metrics and /api/* answer 403 (they "
+                            "would show worker routing ids, hosts, pids and every key's job ids to anyone)")
+            elif not self._tokens and not _loopback(self.host):
+                log.warning("!!! SECURITY: --http %s is reachable from other hosts and has no --http-token-file: "
+                            "anyone who reaches it reads job ids, worker hosts, pids and routing ids. Give it a "
+                            "token file (docs/security.md). !!!", self.url)
+            log.info("HTTP: at most %d connections, %.0f s idle timeout", self.guard.max_connections,
+                     self.guard.idle_timeout_s)
             self._ready.set()
             await self._stopped.wait()
         finally:
+            if server is not None:
+                server.close()
             await runner.cleanup()
 
     # ---- handlers --------------------------------------------------------------------------------
@@ -110,6 +139,9 @@ class HttpServer:
         """With tokens, /metrics and /api/* need `Authorization: Bearer TOKEN` (Prometheus' credentials) or
         `?token=TOKEN` (the dashboard page passes on its own query string). The page shell, its static assets
         and /healthz carry no data and stay open."""
+        if self._closed and (request.path == "/metrics" or request.path.startswith("/api/")):
+            return web.Response(status=403, text="CURVE is on: these views show worker and job details only with "
+                                                 "a bearer token (--http-token-file)\n")
         if request.path == "/metrics" or request.path.startswith("/api/"):
             header = request.headers.get("Authorization", "")
             given = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
@@ -144,6 +176,97 @@ class HttpServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
+
+
+class ConnectionGuard:
+    """Counts the HTTP connections, refuses those past the cap, and rate-limits the loop's accept errors."""
+
+    def __init__(self, max_connections: int, idle_timeout_s: float) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.open = 0
+        self.refused = 0
+        self.timed_out = 0
+        self._refusals = LogThrottle(log, interval_s=60.0)
+        self._accept_errors = LogThrottle(log, interval_s=60.0)
+
+    def admit(self) -> bool:
+        if self.open >= self.max_connections:
+            self.refused += 1
+            self._refusals.warning("HTTP: %d connections open, the cap: new ones closed at once (%d so far)",
+                                   self.open, self.refused)
+            return False
+        self.open += 1
+        return True
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The loop's handler: accept() failures (out of descriptors) one line a minute, no traceback."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            self._accept_errors.error("HTTP accept() fails: %s (the descriptor limit? `tts status --json`, "
+                                      "jobs.nofile)", exc)
+            return
+        loop.default_exception_handler(context)
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """aiohttp's protocol for one connection, closed past the cap or after idle_timeout_s without a byte."""
+
+    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.admitted = False
+        self.transport: Optional[asyncio.Transport] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.guard.admit():
+            transport.abort()
+            return
+        self.admitted = True
+        self._arm()
+        self.inner.connection_made(transport)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.guard.idle_timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.guard.timed_out += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        result: Optional[bool] = self.inner.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._arm()  # a slow reader of a large answer is not idle
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.admitted:
+            self.guard.open -= 1
+            self.inner.connection_lost(exc)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -9,6 +9,9 @@ Faults: a commit that fails (disk full, a database another program holds locked,
 JournalUnavailable and keeps its rows pending, so the next flush() writes them; the server keeps the messages
 that wait for the commit and refuses new jobs until a flush succeeds again.
 
+Size: the file uses auto_vacuum=INCREMENTAL, and pruning (journal_max_audio_mb, result_ttl_s) gives the
+freed pages back at once, so the file stays near what it holds instead of its largest size ever.
+
 Loss detection: the table `journal_meta` holds a random `generation` and `seq`, the number of the last
 commit, written in the same transaction as the rows. Both are also copied to a side file `<journal>.seq`
 after commits. At start the journal must have at least the side file's seq of the same generation: a file
@@ -112,6 +115,7 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: steadier latency
+            _incremental_vacuum_on(db, path)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise JournalCorrupt(f"journal {path} failed its integrity check: {check}")
@@ -229,7 +233,16 @@ class Journal:
             raise JournalUnavailable(_describe(exc)) from exc
         if cur.rowcount:
             self.audio_bytes = self._audio_total()
+            self._give_back()
         return cur.rowcount
+
+    def _give_back(self) -> None:
+        """Return the pages of deleted rows to the file system: without it the file keeps its largest size."""
+        try:
+            self._db.executescript("PRAGMA incremental_vacuum;")  # sqlite3_exec steps it to the end
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the shrink reaches the main file
+        except sqlite3.Error as exc:
+            log.warning("journal: incremental vacuum failed, retried after the next prune: %s", _describe(exc))
 
     def prune_audio(self, max_bytes: int) -> int:
         """Delete the oldest finished jobs with audio until their audio fits `max_bytes`; returns jobs deleted."""
@@ -253,6 +266,7 @@ class Journal:
         self.pruned_jobs += len(doomed)
         self.pruned_bytes += freed
         self.audio_bytes = self._audio_total()
+        self._give_back()
         log.info("journal: %d oldest finished jobs (%d audio bytes) pruned to keep audio under %d bytes",
                  len(doomed), freed, max_bytes)
         return len(doomed)
@@ -304,6 +318,17 @@ def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
                     ", ".join(repr(job_id) for job_id in skipped[:5]), ", ..." if len(skipped) > 5 else "",
                     first_error)
     return Restored(unfinished, finished, tuple(running))
+
+
+def _incremental_vacuum_on(db: sqlite3.Connection, path: Path) -> None:
+    """auto_vacuum=INCREMENTAL, so pruned audio shrinks the file (a journal of an older version: one VACUUM)."""
+    if int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+        return
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:  # the file exists already: it takes a VACUUM
+        if db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None:
+            log.info("journal %s: converting to incremental vacuum (one VACUUM)", path)
+        db.execute("VACUUM")
 
 
 def _read_side(path: Path) -> Optional[dict[str, Any]]:

@@ -32,6 +32,7 @@ from tts_protocol.views import status_document
 
 from tts_broker.hooks import Hook
 from tts_broker.jobs import Job
+from tts_broker.metrics_labels import RoutingLabels
 from tts_broker.status import BrokerInfo, BrokerState, status_view
 from tts_broker.workers import WorkerRecord
 
@@ -137,7 +138,10 @@ class MetricsHook(Hook):
     bench_metrics.py); the HTTP thread reads only the copies in the latest snapshot, so a scrape is consistent.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pinned_models: Iterable[str] = ()) -> None:
+        #: Which routing keys become `model` labels (metrics_labels.py): a client cannot mint series.
+        self.labels = RoutingLabels(pinned_models)
+        self._now = 0.0  # the clock at the last tick (events carry no time)
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot: Snapshot = EMPTY
         self._life: Optional[BrokerState] = None
@@ -158,18 +162,20 @@ class MetricsHook(Hook):
     def attach(self, life: BrokerState, info: BrokerInfo) -> None:
         """Give the hook the state it snapshots; the server calls this once, after building the core."""
         self._life, self._info = life, info
+        if life.settings.default_model:  # jobs that name no model go there: a key operators query
+            self.labels.pinned |= {life.settings.default_model}
 
     # ---- events, from the broker loop ----------------------------------------------------------
 
     def recorded(self, job: Job, *, new: bool) -> None:
         state = job.state
         if new and state is JobState.QUEUED:
-            self._jobs[(model_label(job.model), "queued")] += 1
+            self._jobs[(self._label(job.model), "queued")] += 1
         elif state is JobState.RUNNING:
             if job.attempt > 1:
-                self._retries[model_label(job.model)] += 1
+                self._retries[self._label(job.model)] += 1
         elif state.finished:
-            model = model_label(job.model)
+            model = self._label(job.model)
             if new:  # answered from the result cache: accepted and done at once
                 self._jobs[(model, "queued")] += 1
             self._jobs[(model, state.value)] += 1
@@ -183,7 +189,7 @@ class MetricsHook(Hook):
         if histogram is None:
             histogram = self._gen[labels] = _Histogram()
         histogram.observe(gen_s)
-        model = model_label(job.model)
+        model = self._label(job.model)
         latency = self._latency.get(model)
         if latency is None:
             latency = self._latency[model] = _Histogram()
@@ -196,6 +202,7 @@ class MetricsHook(Hook):
         self._rtf[worker.worker_id] = (spent + gen_s, spoken + audio_s)
 
     def tick(self, now: float) -> None:
+        self._now = now
         if now >= self._next_snapshot and self._life is not None:
             self._next_snapshot = now + SNAPSHOT_EVERY_S
             try:
@@ -215,11 +222,12 @@ class MetricsHook(Hook):
         depth: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
         for priority, key, count, oldest_at in life.queue.levels():
-            model = model_label(key)
+            model = self.labels.label(key, life.workers, now)
             depth[(model, priority.value)] = depth.get((model, priority.value), 0) + count
             oldest[model] = max(oldest.get(model, 0.0), now - oldest_at)
         workers = tuple(self._worker_figures(w) for w in life.workers)
         self._forget_gone_workers(workers)
+        self._forget_gone_models(now)
         fields = status["jobs"]
         cache = fields.get("cache") if isinstance(fields.get("cache"), dict) else None
         journal_commits = fields.get("journal_commits") if fields.get("journal") else None
@@ -256,6 +264,24 @@ class MetricsHook(Hook):
             cpu_percent=float(_num(stats, "cpu_percent")), gpu_mem_bytes=int(_num(stats, "gpu_mem_bytes")),
             real_time_factor=round(spent / spoken, 4) if spoken > 0 else None,
         )
+
+    def _label(self, key: Optional[str]) -> str:
+        life = self._life
+        return self.labels.label(key, life.workers if life is not None else None, self._now)
+
+    def _forget_gone_models(self, now: float) -> None:
+        """Drop the series of routing keys no worker has served for a while (they were counted as themselves)."""
+        assert self._life is not None
+        self.labels.refresh(self._life.workers, now)
+        kept = self.labels.kept()
+        for key in [k for k in self._jobs if k[0] not in kept]:
+            del self._jobs[key]
+        for model in [m for m in self._retries if m not in kept]:
+            del self._retries[model]
+        for key in [k for k in self._dead if k[0] not in kept]:
+            del self._dead[key]
+        for model in [m for m in self._latency if m not in kept]:
+            del self._latency[model]
 
     def _forget_gone_workers(self, workers: tuple[WorkerFigures, ...]) -> None:
         """Drop the histogram series of workers that left, so a scrape lists only connected workers."""

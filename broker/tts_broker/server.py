@@ -29,6 +29,7 @@ from tts_broker.adoption import Adoption
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
 from tts_broker.core import BrokerCore
+from tts_broker.fdlimit import DescriptorHook
 from tts_broker.hooks import CacheHook, Hook, JournalHook
 from tts_broker.httpd import HttpServer
 from tts_broker.journal import JournalUnavailable
@@ -49,7 +50,7 @@ _BACKLOG_ACTIVE_S = 0.1  # a backlog that moved (or started) this recently is re
 
 def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -> list[Hook]:
     """The journal and the result cache, as the settings ask."""
-    hooks: list[Hook] = []
+    hooks: list[Hook] = [DescriptorHook()]
     if leader is not None:
         hooks.append(leader.hook)
     journal_file = settings.journal_file()
@@ -60,7 +61,8 @@ def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -
                                  accept_loss=settings.accept_journal_loss))
     cache_folder = settings.cache_folder()
     if cache_folder is not None:
-        hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024))
+        hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024,
+                               shared_keys=settings.cache_shared()))
     return hooks
 
 
@@ -94,7 +96,7 @@ class Broker:
             self.leader = LeaderPost.take(settings) if settings.journal_url else None
             hooks = build_hooks(settings, self.leader)
             if settings.http is not None:
-                self.metrics = MetricsHook()
+                self.metrics = MetricsHook(pinned_models=settings.metrics_pinned())
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
             self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
             hooks.append(self.backlog)  # for its status fields
@@ -132,7 +134,9 @@ class Broker:
         self.http_url: Optional[str] = None
         if self.metrics is not None and settings.http is not None:
             self.metrics.tick(clock())  # /api/status has a snapshot from the first request on
-            self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens())
+            self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens(),
+                                   max_connections=settings.http_max_connections,
+                                   idle_timeout_s=settings.http_idle_timeout_s, curve=settings.curve)
             try:
                 self.http_url = self.http.start()
             except OSError:

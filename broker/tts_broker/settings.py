@@ -44,7 +44,8 @@ class BrokerSettings(BaseSettings):
         0, ge=0, description="jobs of one client running at once; the rest wait their turn (0 = no cap)"
     )
     allow_high_priority: Literal["all", "none", "admin"] = Field(
-        "all", description="who may submit priority high: all, none (downgraded to normal), admin (admin keys)"
+        "all", description="who may submit priority high: all, none (downgraded to normal), admin (admin keys); "
+                           "unset: admin under CURVE, all without"
     )
     result_ttl_s: float = Field(300.0, ge=0, description="how long finished jobs and results are kept")
     max_retained_bytes: int = Field(256 * 1024 * 1024, ge=0, description="audio kept for finished jobs")
@@ -80,9 +81,31 @@ class BrokerSettings(BaseSettings):
     cache_enabled: bool = Field(True, description="serve identical deterministic requests from a result cache")
     cache_dir: Optional[str] = Field(None, description="result cache folder; default STATE_DIR/results")
     cache_max_mb: int = Field(1024, ge=1, description="result cache size bound")
+    cache_shared_keys: Optional[str] = Field(
+        None, description="under CURVE, client key names (comma-separated, * = all) that share cache hits; "
+                          "unset = each key hits only its own results"
+    )
+
+    def cache_shared(self) -> frozenset[str]:
+        """The key names of cache_shared_keys."""
+        return frozenset(name.strip() for name in (self.cache_shared_keys or "").split(",") if name.strip())
     ready_file: Optional[str] = Field(None, description="write bound endpoints as JSON here once ready")
     http: Optional[str] = Field(
         None, description="HOST:PORT for /metrics, /api/status and the dashboard (port 0 = a free one; off if unset)"
+    )
+    metrics_models: Optional[str] = Field(
+        None, description="routing keys (comma-separated) always labelled in /metrics, e.g. a model that scales "
+                          "from zero workers; other keys are labelled only while a worker serves them, else `other`"
+    )
+
+    def metrics_pinned(self) -> list[str]:
+        return [key.strip() for key in (self.metrics_models or "").split(",") if key.strip()]
+
+    http_max_connections: int = Field(
+        256, ge=1, description="HTTP connections at once (at most a quarter of the descriptor limit); more are closed"
+    )
+    http_idle_timeout_s: float = Field(
+        15.0, gt=0, description="an HTTP connection that sends nothing this long (headers included) is closed"
     )
     http_token_file: Optional[str] = Field(
         None, description="file of bearer tokens (one a line) that /metrics and /api/* then require; unset = open"
@@ -113,6 +136,9 @@ class BrokerSettings(BaseSettings):
             raise ValueError("CURVE (curve_secret) needs both client_keys and worker_keys folders")
         if not self.curve_secret and any(folders):
             raise ValueError("key folders are given but no curve_secret: CURVE would be off")
+        if self.curve_secret and "allow_high_priority" not in self.model_fields_set:
+            # Under CURVE clients are separate trust domains: one key's high priority would starve the others.
+            object.__setattr__(self, "allow_high_priority", "admin")
         return self
     log_json: bool = Field(False, description="log one JSON object per line, with job_id and worker_id fields")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Protocol
 
-from tts_protocol.messages import StatusView, WorkerView
+from tts_protocol.messages import StatusRequest, StatusView, WorkerView
 
 from tts_broker.hooks import Hooks
 from tts_broker.jobs import JobTable
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
+from tts_broker.status_budget import fleet_summary, page
 from tts_broker.workers import WorkerRecord, WorkerRegistry
 
 
@@ -47,8 +48,8 @@ def public_worker_view(view: WorkerView) -> WorkerView:
 
 
 def status_view(state: BrokerState, info: BrokerInfo, now: float,
-                workers: Optional[list[WorkerRecord]] = None) -> StatusView:
-    """The broker's state as BROKER_STATUS reports it (PROTOCOL.md section 6)."""
+                workers: Optional[list[WorkerRecord]] = None, *, req: Optional[StatusRequest] = None) -> StatusView:
+    """The broker's state as BROKER_STATUS reports it (PROTOCOL.md section 6): one page of workers."""
     jobs, settings = state.jobs, state.settings
     connected = list(state.workers) if workers is None else workers
     running = sum(len(w.held_jobs()) for w in connected)
@@ -60,6 +61,8 @@ def status_view(state: BrokerState, info: BrokerInfo, now: float,
         "journal": None, "journal_commits": 0, "journal_fault": None, "cache": None,
     }
     job_fields.update(state.hooks.status())
+    views = [w.view(now) for w in connected]
+    shown, offset = page(views, req)
     return StatusView(
         broker_id=info.broker_id,
         version=info.version,
@@ -69,6 +72,9 @@ def status_view(state: BrokerState, info: BrokerInfo, now: float,
         queue={"depth": len(state.queue), "max": settings.max_queue,
                "by_priority": state.queue.depth_by_priority()},
         jobs=job_fields,
-        workers=[w.view(now) for w in connected],
+        workers=shown,
         paused=sorted(state.paused),
+        worker_count=len(views),
+        workers_offset=offset,
+        summary=fleet_summary(views),
     )

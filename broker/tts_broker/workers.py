@@ -17,6 +17,7 @@ from tts_protocol import routing
 from tts_protocol.messages import Ready, WorkerView
 
 from tts_broker.jobs import Job
+from tts_broker.status_budget import bounded_stats
 
 Lease = tuple[str, int]  # (job_id, attempt)
 
@@ -32,6 +33,8 @@ class WorkerRecord:
     leases: dict[Lease, Optional[Job]] = dataclasses.field(default_factory=dict)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     warm: frozenset[str] = frozenset()
+    #: warm, engine_stats and supervisor as views show them: within status_budget.WORKER_STATS_BUDGET bytes.
+    shown: tuple[list[str], dict[str, Any], dict[str, Any]] = ([], {}, {})
     jobs_done: int = 0
     jobs_failed: int = 0
     key: Optional[str] = None  # ZAP User-Id ("worker:NAME") of its connection under CURVE
@@ -65,10 +68,13 @@ class WorkerRecord:
         return [job for job in self.leases.values() if job is not None]
 
     def update_stats(self, stats: dict[str, Any]) -> None:
-        self.stats = stats
+        # Only the figures the broker reads are kept: a heartbeat may carry megabytes within the limits.
+        self.stats = {k: v for k, v in stats.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and len(k) <= 64}
         warm = stats.get("warm")
         if isinstance(warm, list):
             self.warm = frozenset(str(name) for name in warm[:256])
+        self.shown = bounded_stats(stats)
 
     def view(self, now: float) -> WorkerView:
         stats = self.stats
@@ -96,9 +102,9 @@ class WorkerRecord:
             gpu_mem_bytes=int(num("gpu_mem_bytes")),
             load_time_ms=int(num("load_time_ms", ready.load_time_ms)),
             last_seen_ms=int((now - self.last_seen) * 1000),
-            warm=sorted(self.warm),
-            engine_stats=engine if isinstance(engine := stats.get("engine"), dict) else {},
-            supervisor=sup if isinstance(sup := stats.get("supervisor"), dict) else {},
+            warm=self.shown[0],
+            engine_stats=self.shown[1],
+            supervisor=self.shown[2],
         )
 
 

@@ -26,6 +26,7 @@ from tts_protocol.messages import (
     ReloadReply,
     Request,
     RetryJob,
+    StatusRequest,
     StatusView,
 )
 
@@ -133,9 +134,15 @@ class ClientApi:
         reply = self._request(Command.GET_RESULT, lambda r: GetResult(req_id=r, job_id=job_id), timeout_s)
         return then(reply, lambda got: SynthesisResult.from_message(got[0].result, got[1]))
 
-    def broker_status(self, *, timeout_s: Optional[float] = None) -> "Future[StatusView]":
-        """Queue depth, job counters and every connected worker."""
-        reply = self._request(Command.BROKER_STATUS, lambda r: Request(req_id=r), timeout_s)
+    def broker_status(self, *, timeout_s: Optional[float] = None, workers_offset: int = 0,
+                      workers_limit: Optional[int] = None, worker_prefix: Optional[str] = None
+                      ) -> "Future[StatusView]":
+        """Queue depth, job counters, the fleet's summary and one page of workers (as many as fit a reply).
+
+        `worker_count` is the whole fleet; page on with workers_offset=workers_offset+len(workers)."""
+        reply = self._request(Command.BROKER_STATUS, lambda r: StatusRequest(
+            req_id=r, workers_offset=workers_offset, workers_limit=workers_limit, worker_prefix=worker_prefix),
+            timeout_s)
         return then(reply, lambda body: body.status)
 
     def ping(self, *, timeout_s: Optional[float] = None) -> "Future[PingReply]":

@@ -213,7 +213,7 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
                 return EXIT_JOB_FAILED
             if not announced:
                 try:
-                    registered = len(client.broker_status().workers)
+                    registered = client.broker_status().worker_count
                 except TtsClientError:
                     continue
                 if registered >= expected:

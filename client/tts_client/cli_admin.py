@@ -10,7 +10,6 @@ from typing import Optional
 
 import click
 
-from tts_protocol import routing
 from tts_protocol.constants import JobState
 from tts_protocol.curve import CurveKeyError, generate
 from tts_protocol.views import status_document
@@ -174,21 +173,20 @@ def health(ctx: click.Context, model: Optional[str], as_json: bool) -> None:
     settings: ClientSettings = ctx.obj
     view = client_for(ctx).broker_status()
     key = model or settings.model or view.default_model
-    serving = [w for w in view.workers if routing.serves(w.engine, w.model, key)]
+    serving = view.serving(key)  # the summary covers the whole fleet; the worker list is one page
     healthy = bool(serving) and not view.draining
     if view.draining:
         reason = "broker is draining"
     elif serving:
-        reason = f"{len(serving)} worker(s) serve {key or 'any model'}"
+        reason = f"{serving} worker(s) serve {key or 'any model'}"
     else:
         reason = f"no connected worker serves {key or 'any model'}"
     if as_json:
-        click.echo(json.dumps({"healthy": healthy, "model": key, "workers": len(serving), "reason": reason,
+        click.echo(json.dumps({"healthy": healthy, "model": key, "workers": serving, "reason": reason,
                                "broker_id": view.broker_id}))
     else:
         click.secho(f"{'healthy' if healthy else 'unhealthy'}: {reason}", fg="green" if healthy else "red")
     sys.exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
-
 
 
 @click.command("get")

@@ -35,6 +35,9 @@ def render_status(view: StatusView) -> str:
         lines.append("  ".join(cells))
     if not rows:
         lines.append(click.style("no workers connected", fg="yellow"))
+    elif view.worker_count > len(rows):
+        lines.append(click.style(f"workers {view.workers_offset + 1}-{view.workers_offset + len(rows)} of "
+                                 f"{view.worker_count} shown (the rest would not fit one reply)", dim=True))
     queue, jobs = view.queue, view.jobs
     lines.append("")
     lines.append(f"queue {queue.get('depth', 0)}/{queue.get('max', '?')}  running {jobs.get('running', 0)}  "

@@ -40,6 +40,7 @@ from tts_protocol.messages import (
     Reload,
     Request,
     RetryJob,
+    StatusRequest,
     Submit,
 )
 
@@ -73,7 +74,8 @@ class _CancelCmd:
     job_id: str
 
 
-RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, Reload, GetResult, DrainWorker, ModelRequest]
+RequestBody = Union[JobStatusRequest, JobsRequest, RetryJob, Request, StatusRequest, Reload, GetResult, DrainWorker,
+                    ModelRequest]
 """A request's body: it names the req_id its reply will carry."""
 
 

@@ -48,7 +48,7 @@ def wait_for_workers(expected: int, timeout_s: float, watch_pid: Optional[int] =
     last_seen = -1
     while time.monotonic() < deadline and _alive(watch_pid):
         try:
-            seen = len(client.broker_status(timeout_s=2).workers)
+            seen = client.broker_status(timeout_s=2).worker_count
         except TtsClientError:
             seen = -1
         if seen != last_seen and seen >= 0:

@@ -175,7 +175,7 @@ def health_check(timeout_s: float = 2.0) -> bool:
     except Exception as exc:
         log.debug("health check failed: %s", exc)
         return False
-    return bool(status.workers)
+    return status.serving(None) > 0
 
 
 def get_worker_status() -> dict[str, Any]:

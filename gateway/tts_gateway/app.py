@@ -28,6 +28,7 @@ from tts_gateway.encoding import (
     UNSUPPORTED_FORMATS,
 )
 from tts_gateway.errors import ApiError, ErrorBody, bad_request
+from tts_gateway.guard import RequestGuard
 from tts_gateway.schema import Health, ModelList, ModelObject, VoiceList, speech_request_model
 from tts_gateway.settings import GatewaySettings
 from tts_gateway.speech import speak
@@ -45,6 +46,7 @@ SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
 ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad input: body, model, voice, format, speed or input length."},
     401: {"model": ErrorBody, "description": "Missing or unknown bearer token."},
+    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes (refused before reading)."},
     429: {"model": ErrorBody, "description": "Too many requests in progress, or the broker's queue is full."},
     502: {"model": ErrorBody, "description": "The job failed on the broker's side (poison job, internal)."},
     503: {"model": ErrorBody, "description": "The broker is not answering, or no worker serves the model."},
@@ -76,6 +78,9 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
     app = FastAPI(title="tts-broker HTTP gateway", version="1",
                   description="OpenAI-compatible speech synthesis in front of a tts-broker.", lifespan=lifespan)
     app.state.gateway = gateway
+    # Outermost: the key and the body's size are checked before FastAPI reads the body (guard.py).
+    app.add_middleware(RequestGuard, check_token=gateway.check_token,
+                       max_body_bytes=settings.body_limit_bytes())
     app.add_exception_handler(ApiError, errors.api_error_handler)
     app.add_exception_handler(TtsClientError, errors.client_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
@@ -84,8 +89,8 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
     async def authorized(credentials: Credentials) -> None:  # async: FastAPI runs sync ones in a thread
         gateway.check_token(credentials)
 
-    async def create_speech(body: Any) -> Response:
-        return await speak(gateway, body)
+    async def create_speech(body: Any, request: Request) -> Response:
+        return await speak(gateway, body, request)
 
     # The body's model is built at run time, so its annotation is set here rather than written in the code.
     create_speech.__annotations__["body"] = SpeechRequest
@@ -121,9 +126,10 @@ def create_app(settings: GatewaySettings, client_settings: Optional[ClientSettin
         if status is None:
             return JSONResponse(Health(status="broker_unavailable").model_dump(), status_code=503)
         models = {m["id"]: m["workers"] for m in gateway.catalog.models(status)}
-        body = Health(status="ok" if status.workers else "no_workers", broker_id=status.broker_id,
-                      workers=len(status.workers), models=models)
-        return JSONResponse(body.model_dump(), status_code=200 if status.workers else 503)
+        workers = status.serving(None)  # the fleet summary: the worker list is one page
+        body = Health(status="ok" if workers else "no_workers", broker_id=status.broker_id,
+                      workers=workers, models=models)
+        return JSONResponse(body.model_dump(), status_code=200 if workers else 503)
 
     def openapi() -> dict[str, Any]:
         # FastAPI documents a 422 for every body; this gateway answers bad input 400, as OpenAI does.

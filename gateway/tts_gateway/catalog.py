@@ -90,13 +90,12 @@ class Catalog:
             return self._status
 
     async def workers_for(self, route: ModelRoute) -> int:
-        return sum(1 for w in (await self.status()).workers if serves(w, route.routing_key))
+        return (await self.status()).serving(route.routing_key)  # the summary: the whole fleet
 
     def models(self, status: Optional[StatusView]) -> list[dict[str, Any]]:
         """OpenAI's model objects, plus the routing key and how many workers serve it now."""
-        workers = status.workers if status is not None else []
         return [{"id": r.name, "object": "model", "created": 0, "owned_by": "tts-broker",
-                 "routing_key": r.routing_key, "workers": sum(1 for w in workers if serves(w, r.routing_key))}
+                 "routing_key": r.routing_key, "workers": status.serving(r.routing_key) if status else 0}
                 for r in self.routes.values()]
 
     def voices(self, status: Optional[StatusView]) -> list[dict[str, Any]]:

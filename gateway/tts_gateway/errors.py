@@ -106,7 +106,7 @@ async def http_exception_handler(_request: Request, exc: Exception) -> JSONRespo
     """Starlette's own HTTP errors (404 unknown path, 405 wrong method) in OpenAI's shape."""
     status = int(getattr(exc, "status_code", 500))
     detail = getattr(exc, "detail", None) or "error"
-    code = {404: "not_found", 405: "method_not_allowed"}.get(status)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(status)
     return ApiError(status, str(detail), type=INVALID_REQUEST if status < 500 else SERVER, code=code,
                     headers=getattr(exc, "headers", None)).response()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tts_client.settings import ClientSettings
+from tts_gateway.conn_limits import protocol_class
 from tts_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def serve(settings: GatewaySettings, client_settings: Optional[ClientSettings] =
 
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
-                            server_header=False)
+                            server_header=False, limit_concurrency=settings.max_connections,
+                            timeout_keep_alive=max(1, int(settings.idle_timeout_s)),
+                            http=protocol_class(settings.idle_timeout_s))
     # uvicorn re-raises the stop signal once it has shut down, to the handler it found installed; a no-op one
     # makes SIGTERM/SIGINT a clean stop (exit 0) instead of death by signal (143) after the graceful shutdown.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -76,6 +76,10 @@ class GatewaySettings(BaseSettings):
         default=0, ge=0, le=192_000,
         description="Resample response_format=pcm to this rate (OpenAI's is 24000); 0 = the engine's own rate.")
     max_input_chars: int = Field(default=4096, ge=1, le=1_000_000, description="Longest `input` accepted.")
+    max_body_bytes: Optional[int] = Field(
+        default=None, ge=1024,
+        description="Largest request body; larger ones get 413 before they are read (default: 6 bytes per "
+                    "max_input_chars, JSON's worst case, plus 64 KiB).")
     request_timeout_s: float = Field(
         default=120.0, gt=0, description="Whole-request limit: the job's deadline and the client's timeout.")
     max_concurrent_requests: int = Field(
@@ -84,10 +88,20 @@ class GatewaySettings(BaseSettings):
         default=True, description="Answer 503 at once when the broker has no worker for the model.")
     status_cache_s: float = Field(
         default=1.0, ge=0, description="How long a broker status (workers, voices) is reused.")
+    max_connections: int = Field(
+        default=512, ge=1, description="HTTP connections and requests at once; beyond, new ones get 503.")
+    idle_timeout_s: float = Field(
+        default=15.0, gt=0,
+        description="Close a connection that has not sent a whole request this long after connecting, or stays "
+                    "idle this long between requests.")
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP requests may finish.")
     ready_file: Optional[Path] = Field(
         default=None, description="Write the bound URL as JSON here once listening (for scripts and tests).")
+
+    def body_limit_bytes(self) -> int:
+        """max_body_bytes, or what the longest accepted input needs as JSON (\\uXXXX escapes) with room to spare."""
+        return self.max_body_bytes or 6 * self.max_input_chars + 64 * 1024
 
     @field_validator("models", "voices", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 from fastapi.responses import Response, StreamingResponse
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from tts_client.aio import AsyncSynthesisStream
@@ -47,8 +48,12 @@ class AudioStreamResponse(StreamingResponse):
             await self._on_close()
 
 
-async def speak(gateway: Gateway, body: Any) -> Response:
-    """Validate and route one speech request, then answer it with audio."""
+async def speak(gateway: Gateway, body: Any, request: Optional[Request] = None) -> Response:
+    """Validate and route one speech request, then answer it with audio.
+
+    Until the answer starts (the first audio chunk, or the whole file), the caller hanging up cancels the job
+    on the broker and frees the request's slot: nobody would read the audio.
+    """
     settings = gateway.settings
     text: str = body.input
     if not text.strip():
@@ -67,16 +72,45 @@ async def speak(gateway: Gateway, body: Any) -> Response:
         await gateway.require_worker(route)
         job = Job(gateway, text=text, speaker=speaker, route=route, voice=voice)
         if body.stream_format == "sse":
-            response = await job.sse(fmt)
+            answer = job.sse(fmt)
         elif fmt.streams:
-            response = await job.streamed(fmt)
+            answer = job.streamed(fmt)
         else:
-            return await job.whole(fmt)
-        handed_over = True
+            return await unless_hung_up(request, job.whole(fmt), job.job_id)
+        response = await unless_hung_up(request, answer, job.job_id)
+        handed_over = isinstance(response, AudioStreamResponse)  # not when the caller hung up (499)
         return response
     finally:
         if not handed_over:
             gateway.in_flight.release()
+
+
+async def unless_hung_up(request: Optional[Request], answer: Awaitable[Response], job_id: str) -> Response:
+    """`answer`, or, if the caller disconnects first, cancel it (its job on the broker too) and say so."""
+    task = asyncio.ensure_future(answer)
+    if request is None:
+        return await task
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()  # the client cancels the job on the broker (AsyncTtsClient: cancelling cancels its job)
+            log.info("job %s: the caller hung up before the first audio; job cancelled", job_id)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        watch.cancel()
+    if task.cancelled():
+        return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the caller has closed the connection (the body was read already: only that can arrive)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 class Job:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from tts_protocol import routing
 from tts_protocol.constants import SAMPLE_FORMAT, Command, JobState, Priority
 
 # ---- limits (PROTOCOL.md section 3, "Limits"): every number and size a peer sends has a ceiling ----------
@@ -132,6 +133,15 @@ class Request(Body):
     """A request that carries only a correlation id (BROKER_STATUS, PING)."""
 
     req_id: ReqId
+
+
+class StatusRequest(Body):
+    """BROKER_STATUS: one page of the worker list (the counts and the per-key summary are always whole)."""
+
+    req_id: ReqId
+    workers_offset: Annotated[int, Field(ge=0, le=2**31)] = 0
+    workers_limit: Optional[Annotated[int, Field(ge=0, le=10_000)]] = None  # nil: as many as the reply holds
+    worker_prefix: Optional[Name] = None  # only workers whose name starts with this (a supervisor's own)
 
 
 class Reload(Body):
@@ -276,6 +286,22 @@ class StatusView(Body):
     jobs: dict[str, Any] = Field(default_factory=dict)
     workers: list[WorkerView] = Field(default_factory=list)
     paused: list[str] = Field(default_factory=list)
+    #: Every registered worker, also those not in this page of `workers`.
+    worker_count: int = 0
+    workers_offset: int = 0
+    #: The whole fleet in a size that does not grow with it: workers, capacity, busy, idle_slots, draining,
+    #: and by_key (routing key -> workers, capacity, busy; at most 256 keys, `keys_omitted` counts the rest).
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+    def serving(self, routing_key: Optional[str]) -> int:
+        """How many workers serve `routing_key` (nil: any), from the summary: the whole fleet, not this page."""
+        by_key = self.summary.get("by_key")
+        if not isinstance(by_key, dict):  # a broker without summaries: count this page
+            return sum(1 for w in self.workers if routing.serves(w.engine, w.model, routing_key))
+        if routing_key is None:
+            return int(self.summary.get("workers", 0))
+        entry = by_key.get(routing_key)
+        return int(entry.get("workers", 0)) if isinstance(entry, dict) else 0
 
 
 class BrokerStatusReply(Body):
@@ -397,7 +423,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.SUBMIT: Submit,
     Command.CANCEL: CancelJob,
     Command.JOB_STATUS: JobStatusRequest,
-    Command.BROKER_STATUS: Request,
+    Command.BROKER_STATUS: StatusRequest,
     Command.PING: Request,
     Command.RELOAD: Reload,
     Command.JOBS: JobsRequest,

@@ -132,9 +132,11 @@ def tts_status_json(url: str) -> dict[str, Any]:
 
 
 def _without_clock(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document minus the two figures that move with the clock alone (uptime, time since a heartbeat)."""
+    """The document minus the figures that move with the clock alone (uptime, time since a heartbeat) and the
+    count of open descriptors (the HTTP connection reading it is one)."""
     doc = json.loads(json.dumps(doc))
     doc.pop("uptime_s")
+    doc.get("jobs", {}).get("nofile", {}).pop("open", None)
     for worker in doc["workers"]:
         worker.pop("last_seen_ms")
     return doc

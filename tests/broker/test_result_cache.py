@@ -60,7 +60,7 @@ def test_put_then_get_returns_meta_and_pcm_and_counts(tmp_path: Path) -> None:
     assert files(tmp_path / "cache") == [tmp_path / "cache" / key[:2] / f"{key}.tts"]
     assert cache.get(key) == (META, pcm)
     assert cache.stats() == {"entries": 1, "bytes": entry_bytes(META, pcm), "max_bytes": 1 << 20, "hits": 1,
-                             "misses": 1, "stores": 1, "evicted": 0}
+                             "misses": 1, "stores": 1, "evicted": 0, "write_errors": 0}
 
 
 def test_put_of_the_same_key_replaces_without_double_counting(tmp_path: Path) -> None:

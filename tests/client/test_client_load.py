@@ -62,7 +62,7 @@ def test_seed_generate_audio_and_health(broker: BrokerProc, tone_workers, seed: 
     assert soundfile.info(path).frames == tone_frames("Hello, world!")
     hostile = seed_api.generate_audio("escape", "default", "../../etc/passwd", "..", str(tmp_path / "output"))
     assert Path(hostile).parent == (tmp_path / "output").resolve()
-    assert Path(hostile).name == "___.._etc_passwd.wav"
+    assert Path(hostile).name == output_filename("..", "../../etc/passwd", "wav")
     seed_api.shutdown_worker_manager()
     seed_api.shutdown_worker_manager()  # idempotent; the next call builds a fresh default client
     assert seed_api.get_worker_status()["workers"][0]["engine"] == "tone"

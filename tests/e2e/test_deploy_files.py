@@ -50,6 +50,12 @@ def test_committed_deploy_files_pass(capsys: pytest.CaptureFixture[str]) -> None
     ("kubernetes/fish-worker.yaml", "nvidia.com/gpu: 1", "example.com/gpu: 1", "nvidia.com/gpu"),
     ("compose.yaml", 'profiles: ["gpu"]', 'profiles: ["default"]', "gpu profile"),
     ("Dockerfile.gpu", "VOLUME [\"/models\"]", "COPY checkpoints /models", "no weights copied"),
+    ("kubernetes/broker.yaml", "name: TTS_HTTP_TOKEN_FILE", "name: TTS_HTTP_TOKEN_FILE_UNUSED",
+     "TTS_HTTP_TOKEN_FILE"),
+    ("systemd/tts-broker.service", "RestartPreventExitStatus=2 4 5", "RestartPreventExitStatus=2",
+     "RestartPreventExitStatus"),
+    ("systemd/tts-broker.service", "LimitNOFILE=65536", "#LimitNOFILE=65536", "tts-broker.service: LimitNOFILE"),
+    ("systemd/tts-worker.service", "LimitNOFILE=65536", "LimitNOFILE=1024", "tts-worker.service: LimitNOFILE"),
 ])
 def test_broken_copies_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, old: str, new: str,
                             message: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import zmq
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
-from tts_protocol.messages import AdminReply, Body, BrokerStatusReply, DrainWorker, Error, Request, StatusView
+from tts_protocol.messages import AdminReply, Body, BrokerStatusReply, DrainWorker, Error, StatusRequest, StatusView
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ class BrokerProbe:
         self._sock: Optional[zmq.Socket] = None
         self._seq = itertools.count(1)
 
-    def status(self) -> Optional[StatusView]:
-        reply = self._ask(Command.BROKER_STATUS, lambda r: Request(req_id=r))
+    def status(self, worker_prefix: Optional[str] = None) -> Optional[StatusView]:
+        """The broker's status with only the workers named `worker_prefix...`: a size the fleet cannot grow."""
+        reply = self._ask(Command.BROKER_STATUS, lambda r: StatusRequest(req_id=r, worker_prefix=worker_prefix))
         return reply.status if isinstance(reply, BrokerStatusReply) else None
 
     def drain(self, worker: str) -> bool:

@@ -200,7 +200,7 @@ class Supervisor:
 
     def _autoscale(self, now: float) -> None:
         assert self.autoscaler is not None and self.probe is not None
-        status = self.probe.status()
+        status = self.probe.status(worker_prefix=f"{self.settings.name}/")
         mine = {c.name for c in self.children}
         views = [w for w in status.workers if w.name in mine] if status is not None else []
         idle = sum(max(0, w.capacity - w.busy) for w in views if w.state == "idle")

@@ -1,6 +1,6 @@
 /** Output file and job id naming shared with the Python client (PROTOCOL.md section 7). */
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as path from "node:path";
 
 import { InvalidArgumentError } from "./errors.js";
@@ -16,9 +16,19 @@ export function safeNamePart(value: unknown): string {
   return text || "_";
 }
 
-/** `{streamIndex}_{id}.{ext}` with each part made safe. */
+/** safeNamePart, plus `-` and 8 hex digits of the value's SHA-256 whenever making it safe changed it,
+ * so two ids that differ only in unsafe characters (or past the 64th) never share a file. */
+export function safeFilePart(value: unknown): string {
+  const text = String(value);
+  const safe = safeNamePart(text);
+  if (safe === text) return safe;
+  const digest = createHash("sha256").update(text, "utf8").digest("hex").slice(0, 8);
+  return `${safe.slice(0, MAX_PART_CHARS - 9)}-${digest}`;
+}
+
+/** `{streamIndex}_{id}.{ext}` with each part made safe (and told apart by a digest if that changed it). */
 export function outputFilename(streamIndex: unknown, lineId: unknown, ext: string): string {
-  return `${safeNamePart(streamIndex)}_${safeNamePart(lineId)}.${safeNamePart(ext)}`;
+  return `${safeFilePart(streamIndex)}_${safeFilePart(lineId)}.${safeNamePart(ext)}`;
 }
 
 /** The absolute path of `fileName` inside `outputDir`; throws if it would resolve anywhere else. */

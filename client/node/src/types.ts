@@ -151,8 +151,21 @@ export interface WorkerView {
   last_seen_ms: number;
   /** speakers whose voice data the worker holds ready (sticky routing) */
   warm: string[];
-  /** the engine's own figures from its last heartbeat */
+  /** the engine's own figures from its last heartbeat (a map cut to the budget carries `_truncated`) */
   engine_stats: Record<string, unknown>;
+  /** the autoscaling supervisor's figures, {} without one */
+  supervisor?: Record<string, unknown>;
+}
+
+/** The fleet in a size that does not grow with it (PROTOCOL.md section 6). */
+export interface StatusSummary {
+  workers: number;
+  capacity: number;
+  busy: number;
+  idle_slots: number;
+  draining: number;
+  by_key: Record<string, { workers: number; capacity: number; busy: number }>;
+  keys_omitted: number;
 }
 
 /** Status view (PROTOCOL.md section 6), as on the wire: what getWorkerStatus() returns. */
@@ -164,7 +177,13 @@ export interface StatusView {
   default_model: string | null;
   queue: { depth?: number; max?: number; by_priority?: Record<string, number>; [key: string]: unknown };
   jobs: { running?: number; done?: number; failed?: number; retained?: number; [key: string]: unknown };
+  /** one page of workers (see worker_count, workers_offset) */
   workers: WorkerView[];
+  paused?: string[];
+  /** every registered worker, also those not in this page */
+  worker_count?: number;
+  workers_offset?: number;
+  summary?: StatusSummary;
 }
 
 /** Counters of what the client did, for monitoring and tests. */

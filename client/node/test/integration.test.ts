@@ -65,8 +65,8 @@ describe("against a real broker and tone workers", { timeout: 120_000 }, () => {
     assert.equal(wav.bitsPerSample, 16);
     assert.equal(wav.dataBytes, toneSamples("Hello, world!") * 2);
     const hostile = await generateAudio("Hi.", null, "../../etc/passwd", "..", dir);
-    assert.equal(hostile, path.join(dir, "___.._etc_passwd.wav"));
-    assert.deepEqual((await readdir(dir)).sort(), ["1_1.wav", "___.._etc_passwd.wav"]); // no temp files left
+    assert.equal(hostile, path.join(dir, "_-5ec1f7e7__.._etc_passwd-3754d6cb.wav"));
+    assert.deepEqual((await readdir(dir)).sort(), ["1_1.wav", "_-5ec1f7e7__.._etc_passwd-3754d6cb.wav"]); // no temp files left
   });
 
   test("500 jobs through createMessageChunks + processMessageChunks", { timeout: 90_000 }, async () => {

@@ -134,6 +134,9 @@ const STATUS_VIEW: Schema = [
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
   ["paused", { kind: "strList", default: () => [] }],
+  ["worker_count", { kind: "int", default: 0 }],
+  ["workers_offset", { kind: "int", default: 0 }],
+  ["summary", { kind: "map", default: () => ({}) }],
 ];
 
 const RESULT: Schema = [
@@ -159,7 +162,15 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
   [Command.SUBMIT, SUBMIT],
   [Command.CANCEL, [["job_id", jobId]]],
   [Command.JOB_STATUS, [["req_id", reqId], ["job_id", jobId]]],
-  [Command.BROKER_STATUS, [["req_id", reqId]]],
+  [
+    Command.BROKER_STATUS,
+    [
+      ["req_id", reqId],
+      ["workers_offset", { kind: "int", min: 0, max: 2 ** 31, default: 0 }],
+      ["workers_limit", { kind: "int", min: 0, max: 10_000, nullable: true, default: null }],
+      ["worker_prefix", optShort],
+    ],
+  ],
   [Command.PING, [["req_id", reqId]]],
   [
     Command.RELOAD,
