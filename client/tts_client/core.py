@@ -124,6 +124,7 @@ class ClientCore:
         self._requests: dict[str, PendingRequest] = {}
         self._outbox: collections.deque[list[bytes]] = collections.deque()
         self._broker_id: Optional[str] = None
+        self._started = time.monotonic()
         self._last_broker_msg: Optional[float] = None
         self._last_pong = time.monotonic()
         self._broker_lost = False
@@ -263,8 +264,8 @@ class ClientCore:
 
     def _start_request(self, cmd: _RequestCmd) -> None:
         frames = encode(cmd.command, cmd.body)
-        self._requests[cmd.body.req_id] = PendingRequest(cmd.future, time.monotonic() + cmd.timeout_s,
-                                                         cmd.command.name)
+        now = time.monotonic()
+        self._requests[cmd.body.req_id] = PendingRequest(cmd.future, now + cmd.timeout_s, cmd.command.name, now)
         self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:
@@ -352,10 +353,33 @@ class ClientCore:
             self._broker_lost = True
             log.debug("no PONG from %s for %.1fs", self.settings.broker_url, now - self._last_pong)
         self._jobs.tick(now)
+        self._fail_unanswered(now)
         for req_id, request in list(self._requests.items()):
             if now >= request.deadline:
                 del self._requests[req_id]
                 settle(request.future, error=self._timeout_error(f"no reply to {request.what}", now))
+
+    def _fail_unanswered(self, now: float) -> None:
+        """The connect timeout: calls waiting on a broker that has said nothing for connect_timeout_s (never,
+        or not since it went silent) fail with BrokerUnavailable, independent of each call's own timeout."""
+        limit_s = self.settings.connect_timeout_s
+        if limit_s <= 0:
+            return
+        heard = self._last_broker_msg if self._last_broker_msg is not None else self._started
+        if now - heard < limit_s:
+            return
+        silence = ("has never answered" if self._last_broker_msg is None
+                   else f"has not answered for {now - heard:.0f}s")
+
+        def error(what: str) -> BrokerUnavailable:
+            return BrokerUnavailable(f"{what}: broker {self.settings.broker_url} {silence} "
+                                     f"(connect timeout {limit_s:g}s, TTS_CLIENT_CONNECT_TIMEOUT_S)")
+
+        self._jobs.fail_unanswered(now, heard, limit_s, error)
+        for req_id, request in list(self._requests.items()):
+            if now - max(request.started, heard) >= limit_s:
+                del self._requests[req_id]
+                settle(request.future, error=error(f"no reply to {request.what}"))
 
     def _refused(self) -> None:
         """The broker refused our CURVE key: every waiting call fails now, saying so (not after its timeout)."""

@@ -25,6 +25,7 @@ class ErrorCode(str, enum.Enum):
     CONFLICT = "conflict"
     TOO_MANY_JOBS = "too_many_jobs"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    NO_AUDIO = "no_audio"
 
     @property
     def retryable(self) -> bool:

@@ -30,7 +30,7 @@ from typing import IO, Any, Mapping, Optional
 
 from tts_protocol import ErrorCode
 
-from tts_worker.engines.base import EngineError, EngineLoadError, SynthesisRequest
+from tts_worker.engines.base import NO_AUDIO_MESSAGE, EngineError, EngineLoadError, SynthesisRequest
 from tts_worker.engines.registry import LoadedEngine, close_engine, load_engine
 from tts_worker.exit_codes import ExitCode
 from tts_worker.settings import WorkerSettings
@@ -142,8 +142,8 @@ class StdioWorker:
         chunks = list(loaded.engine.synthesize(
             SynthesisRequest(job_id=job_id, text=text, speaker=speaker, voice=voice), threading.Event()))
         gen_ms = int((time.monotonic() - started) * 1000)
-        if not chunks:
-            raise StdioError(ErrorCode.ENGINE_ERROR.value, "the engine produced no audio")
+        if not any(chunk.samples.size for chunk in chunks):
+            raise StdioError(ErrorCode.NO_AUDIO.value, NO_AUDIO_MESSAGE)
         rate = chunks[0].sample_rate
         channels = 1 if chunks[0].samples.ndim == 1 else int(chunks[0].samples.shape[1])
         pcm = b"".join(chunk.to_bytes() for chunk in chunks)

@@ -37,6 +37,9 @@ export declare class TtsClient {
     private ticker;
     private closing;
     private readonly watch;
+    /** performance.now() of the last message from the broker (undefined: none yet) and of the socket's start. */
+    private lastBrokerMsgMs;
+    private socketStartMs;
     /** Throws InvalidArgumentError at once for a malformed broker URL; connects on first use. */
     constructor(options?: TtsClientOptions);
     /** A client connected to the broker; with waitMs, rejects with BrokerUnavailableError if no PONG comes. */
@@ -110,6 +113,9 @@ export declare class TtsClient {
     private onMalformed;
     /** Runs every TICK_MS while jobs are pending: the liveness PING every pingIntervalMs, quiet jobs. */
     private tick;
+    /** The connect timeout: jobs that waited connectTimeoutMs while the broker said nothing (it never answered,
+     * or went silent) fail with BrokerUnavailableError now, not at their jobTimeoutMs. */
+    private failUnanswered;
     private sendFrames;
     private shutdown;
 }

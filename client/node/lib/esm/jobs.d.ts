@@ -53,6 +53,9 @@ export declare class JobTable {
     tick(now: number): void;
     /** Give up on a job locally; with cancel, tell the broker to drop it. */
     abandon(jobId: string, err: Error, cancel: boolean): void;
+    /** Fail (and CANCEL, the broker may come back) every job that has waited limitMs since max(its start,
+     * brokerHeardMs): the broker never answered it or went silent. */
+    failUnanswered(now: number, brokerHeardMs: number, limitMs: number, error: (what: string) => Error): void;
     failAll(err: Error): void;
     /** The call's timeout: fail with the retryable error the job was waiting to retry (no CANCEL: the broker
      * holds no live job), else with TimeoutError and a CANCEL. */

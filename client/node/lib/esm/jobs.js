@@ -58,6 +58,7 @@ export class JobTable {
                 resolve,
                 reject,
                 lastHeardMs: performance.now(),
+                startedMs: performance.now(),
                 retries: 0,
                 retryTimer: undefined,
                 lastError: undefined,
@@ -152,6 +153,14 @@ export class JobTable {
         this.settle(job, err);
         if (cancel && !this.host.closed())
             this.host.send(encodeMessage(Command.CANCEL, { job_id: jobId })).catch(() => undefined);
+    }
+    /** Fail (and CANCEL, the broker may come back) every job that has waited limitMs since max(its start,
+     * brokerHeardMs): the broker never answered it or went silent. */
+    failUnanswered(now, brokerHeardMs, limitMs, error) {
+        for (const job of [...this.jobs.values()]) {
+            if (now - Math.max(job.startedMs, brokerHeardMs) >= limitMs)
+                this.abandon(job.id, error(`job ${job.id}`), true);
+        }
     }
     failAll(err) {
         for (const job of [...this.jobs.values()])

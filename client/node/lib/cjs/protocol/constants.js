@@ -93,6 +93,7 @@ exports.ErrorCode = {
     CONFLICT: "conflict",
     TOO_MANY_JOBS: "too_many_jobs",
     JOURNAL_UNAVAILABLE: "journal_unavailable",
+    NO_AUDIO: "no_audio",
 };
 exports.JOB_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 exports.MAX_TEXT_CHARS = 1_000_000;

@@ -75,6 +75,7 @@ export declare const ErrorCode: {
     readonly CONFLICT: "conflict";
     readonly TOO_MANY_JOBS: "too_many_jobs";
     readonly JOURNAL_UNAVAILABLE: "journal_unavailable";
+    readonly NO_AUDIO: "no_audio";
 };
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export declare const JOB_ID_PATTERN: RegExp;
