@@ -9,6 +9,7 @@ import click
 import zmq
 
 from tts_protocol import TtsError
+from tts_protocol.errors import one_line
 from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
@@ -78,7 +79,7 @@ def main(**flags: Optional[Any]) -> None:
     try:
         settings = BrokerSettings(**overrides)
     except Exception as exc:  # pydantic ValidationError: show it as a usage error
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(one_line(exc)) from exc
     if settings.http is not None:
         try:
             parse_listen(settings.http)

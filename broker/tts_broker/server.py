@@ -36,6 +36,7 @@ from tts_broker.outbox import Outgoing
 from tts_broker.reloads import ReloadTracker
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import StateLock
+from tts_broker.wrong_port import answer_misdirected_client
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,9 @@ class Broker:
         try:
             _, message = self.workers.parse(frames)
         except ProtocolError as exc:
+            if worker is None and answer_misdirected_client(self.workers, frames, self.frontend_endpoint):
+                log.debug("peer %r sent a client message to the worker port; told it the frontend", identity)
+                return
             log.warning("worker %s: malformed message dropped: %s", worker.worker_id if worker else repr(identity),
                         exc)
             return

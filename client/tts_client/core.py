@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import ipaddress
 import logging
 import queue
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -22,7 +24,7 @@ from typing import Any, Optional, Union
 import zmq
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
-from tts_protocol.curve import REFUSED, HandshakeWatch
+from tts_protocol.curve import HandshakeWatch
 from tts_protocol.messages import (
     DrainWorker,
     Error,
@@ -86,6 +88,26 @@ class _RequestCmd:
 _Cmd = Union[_SubmitCmd, _CancelCmd, _RequestCmd, None]  # None = close
 
 
+def _check_resolves(url: str) -> None:
+    """BrokerUnavailable now for a tcp:// host name that does not resolve: ZeroMQ would retry it silently and
+    the calls would end as "not answering"."""
+    if not url.startswith("tcp://"):
+        return
+    host = url[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if not host or host == "*":
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise BrokerUnavailable(f"broker host {host!r} in {url} does not resolve ({reason})") from exc
+
+
 class ClientCore:
     """Owns the socket and the I/O thread; shared by TtsClient and AsyncTtsClient."""
 
@@ -96,16 +118,20 @@ class ClientCore:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
-        self._handshake: Optional[HandshakeWatch] = None
         keys = settings.curve_keys()
         if keys is not None:
             keys.apply(self._sock)
-            self._handshake = HandshakeWatch(self._sock)
+        # Watched with or without keys: a keyless client at a CURVE port learns so from its handshake.
+        self._handshake: Optional[HandshakeWatch] = HandshakeWatch(self._sock, curve=keys is not None)
+        try:
+            _check_resolves(settings.broker_url)
+        except BrokerUnavailable:
+            self._close_early()
+            raise
         try:
             self._sock.connect(settings.broker_url)
         except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
-            self._sock.close(0)
-            self._ctx.term()
+            self._close_early()
             raise InvalidRequest(f"broker URL {settings.broker_url!r} is not usable ({exc}); "
                                  "expected tcp://HOST:PORT") from exc
         wake_addr = f"inproc://tts-client-wake-{secrets.token_hex(8)}"
@@ -133,6 +159,12 @@ class ClientCore:
 
         self._thread = threading.Thread(target=self._run, name="tts-client-io", daemon=True)
         self._thread.start()
+
+    def _close_early(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+        self._sock.close(0)
+        self._ctx.term()
 
     # ---- caller side (any thread) ---------------------------------------------------------------------
 
@@ -342,8 +374,9 @@ class ClientCore:
             self._jobs.resubmit_all(f"broker {self.settings.broker_url} answers again", now, new_broker=False)
 
     def _tick(self, now: float) -> None:
-        if self._handshake is not None and self._handshake.poll():
-            self._refused()
+        failure = self._handshake.poll() if self._handshake is not None else None
+        if failure is not None:
+            self._handshake_failed(failure)
         interval_s = self.settings.ping_interval_s
         if now >= self._next_ping:
             self._next_ping = now + interval_s
@@ -381,17 +414,19 @@ class ClientCore:
                 del self._requests[req_id]
                 settle(request.future, error=error(f"no reply to {request.what}"))
 
-    def _refused(self) -> None:
-        """The broker refused our CURVE key: every waiting call fails now, saying so (not after its timeout)."""
-        error = BrokerUnavailable(f"{REFUSED} (broker {self.settings.broker_url})")
+    def _handshake_failed(self, failure: str) -> None:
+        """The handshake failed (refused key, CURVE mismatch, wrong broker key): every waiting call fails now,
+        saying which (not "not answering" after its timeout)."""
+        error = BrokerUnavailable(f"{failure} (broker {self.settings.broker_url})")
         self._jobs.fail_all(error)
         for request in self._requests.values():
             settle(request.future, error=error)
         self._requests.clear()
 
     def _timeout_error(self, what: str, now: float) -> ClientTimeout:
-        if self._handshake is not None and self._handshake.poll():
-            return BrokerUnavailable(f"{what}: {REFUSED} (broker {self.settings.broker_url})")
+        failure = self._handshake.poll() if self._handshake is not None else None
+        if failure is not None:
+            return BrokerUnavailable(f"{what}: {failure} (broker {self.settings.broker_url})")
         quiet_s = BROKER_LOST_PINGS * self.settings.ping_interval_s
         if self._last_broker_msg is None or now - self._last_broker_msg > quiet_s:
             return BrokerUnavailable(f"{what}: broker {self.settings.broker_url} is not answering")

@@ -68,7 +68,7 @@ class BrokerConnection:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         if self.curve is not None:
             self.curve.apply(sock)
-            self._watch = HandshakeWatch(sock)
+        self._watch = HandshakeWatch(sock, curve=self.curve is not None)  # keyless at a CURVE port: say so
         sock.connect(self.endpoint)
         self.socket = sock
         self.generation += 1
@@ -131,10 +131,16 @@ class BrokerConnection:
         return messages
 
     @property
+    def handshake_failure(self) -> Optional[str]:
+        """Why this socket's handshake fails (refused key, CURVE mismatch, wrong broker key), if it does."""
+        return self._watch.poll() if self._watch is not None else None
+
+    @property
     def refused(self) -> bool:
         """True once the broker refused this socket's CURVE key (REFUSED says what to check)."""
-        return self._watch is not None and self._watch.poll()
+        return self._watch is not None and self._watch.poll() is not None and self._watch.refused
 
     def broker_silent(self, now: float) -> bool:
-        """Time to give up on this socket: the broker is silent too long, or it refused our CURVE key."""
-        return self.socket is not None and (now - self.last_heard > self.timeout_s or self.refused)
+        """Time to give up on this socket: the broker is silent too long, or the handshake failed."""
+        return self.socket is not None and (now - self.last_heard > self.timeout_s
+                                            or self.handshake_failure is not None)

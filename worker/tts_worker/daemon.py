@@ -32,7 +32,6 @@ from typing import Any, Mapping, Optional
 import zmq
 
 from tts_protocol import Command, ErrorCode, Message
-from tts_protocol.curve import REFUSED
 from tts_protocol.messages import (
     CancelLease,
     Disconnect,
@@ -195,7 +194,7 @@ class WorkerDaemon:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
             if conn.broker_silent(now):
-                conn.drop(REFUSED if conn.refused else f"broker silent for {self.settings.broker_timeout_s:.1f} s")
+                conn.drop(conn.handshake_failure or f"broker silent for {self.settings.broker_timeout_s:.1f} s")
                 self._orphan_leases()
 
     def _leaving(self) -> bool:

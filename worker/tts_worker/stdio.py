@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Optional
 
 from tts_protocol import ErrorCode
+from tts_protocol.errors import one_line
 
 from tts_worker.engines.base import NO_AUDIO_MESSAGE, EngineError, EngineLoadError, SynthesisRequest
 from tts_worker.engines.registry import LoadedEngine, close_engine, load_engine
@@ -116,7 +117,7 @@ class StdioWorker:
             try:
                 settings = WorkerSettings.model_validate({**self.settings.model_dump(), **updates})
             except ValueError as exc:
-                raise StdioError("bad_request", _one_line(exc)) from exc
+                raise StdioError("bad_request", one_line(exc)) from exc
         merged = {**self.options, **options}
         # Like a RELOAD in the daemon (engine_host.reload): load the new engine first and swap it in only once
         # it works, so a bad load_model answers load_failed and leaves the working engine and its options.
@@ -206,14 +207,6 @@ def _check_writable(path: Path) -> None:
             pass
     except OSError as exc:
         raise StdioError("bad_request", f"cannot write output_path {str(path)!r}: {exc.strerror or exc}") from exc
-
-
-def _one_line(exc: Exception) -> str:
-    """A settings error in one line: pydantic's messages without its documentation-URL footer."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors())
-    return str(exc).splitlines()[0]
 
 
 def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
