@@ -331,4 +331,5 @@ def test_settings_errors_are_one_line(tmp_path: Path) -> None:
         assert run.returncode == 2, run.stderr
         text = run.stderr.strip()
         assert "errors.pydantic.dev" not in text and "Traceback" not in text, text
-        assert len([line for line in text.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]) == 1, text
+        said = [line for line in text.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]
+        assert len(said) == 1, text
