@@ -59,12 +59,12 @@ demo: $(STAMP)
 	echo "starting: tts up --workers $(DEMO_WORKERS) --engine $(DEMO_ENGINE) (log: $$state/stack.log)"; \
 	$(VENV)/bin/tts up --workers $(DEMO_WORKERS) --engine $(DEMO_ENGINE) \
 		--frontend $(DEMO_FRONTEND) --backend $(DEMO_BACKEND) \
-		--broker-opt state-dir="$$state/broker" >"$$state/stack.log" 2>&1 & \
+		--broker-opt state-dir="$$state/broker" --ready-file "$$state/up.json" >"$$state/stack.log" 2>&1 & \
 	up_pid=$$!; \
 	trap stop EXIT; \
 	trap 'exit 130' INT TERM; \
 	$(PY) -m tts_client.demo --broker $(DEMO_FRONTEND) --workers $(DEMO_WORKERS) --wait-s $(DEMO_WAIT_S) \
-		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid"
+		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid" --stack-ready-file "$$state/up.json"
 
 # Lint first: it takes seconds and fails before the minutes of tests. Settings: [tool.ruff], [tool.mypy].
 lint: $(STAMP)

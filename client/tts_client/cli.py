@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import sys
@@ -134,9 +135,12 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 @click.option("--http", "http_listen", metavar="HOST:PORT", default="127.0.0.1:0",
               help="Where the broker serves its dashboard, /metrics and /api/status (port 0 = a free one).")
 @click.option("--no-http", is_flag=True, help="Do not start the broker's HTTP side.")
+@click.option("--ready-file", type=click.Path(dir_okay=False),
+              help="Once the broker is up, write its broker_id, endpoints and dashboard here as JSON (so a script "
+                   "can check it talks to this stack's broker, not another one on the same port).")
 def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
        drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str,
-       gateway_listen: Optional[str], http_listen: str, no_http: bool) -> None:
+       gateway_listen: Optional[str], http_listen: str, no_http: bool, ready_file: Optional[str]) -> None:
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
     if gateway_listen is not None:
@@ -167,6 +171,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
         if ready.get("http"):
             note(f"dashboard {ready['http']}  (metrics {ready['http']}metrics, status {ready['http']}api/status)")
+        if ready_file is not None:
+            _write_json_atomically(Path(ready_file), {**ready, "up_pid": os.getpid()})
         stack.start_workers()
         note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
         served = stack.start_gateway()
@@ -180,6 +186,12 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         stack.stop(on_step=note)
         note("stopped")
     sys.exit(code)
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _say(message: str, **style: Any) -> None:
