@@ -32,6 +32,8 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--default-model", help="Routing key for jobs that name no model (ENGINE or ENGINE:MODEL).")
 @click.option("--unroutable-timeout-s", type=float, help="Fail jobs no worker serves after this long (0 = wait).")
 @click.option("--result-ttl-s", type=float, help="How long finished jobs and their audio are kept.")
+@click.option("--dead-letter-ttl-s", type=float,
+              help="How long failed jobs (dead letters) are kept, apart from results; journaled (default 7 days).")
 @click.option("--max-worker-capacity", type=int, help="READY capacity above this is clamped to it.")
 @click.option("--max-result-bytes", type=int, help="Largest audio of one job; bigger fails with too_large.")
 @click.option("--max-client-queued", type=int, help="Queued jobs per client before too_many_jobs (0 = no cap).")

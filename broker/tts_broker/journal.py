@@ -220,10 +220,13 @@ class Journal:
         self._side_written = now
         self._side_stale = False
 
-    def forget_finished_before(self, wall: float) -> int:
+    def forget_finished_before(self, wall: float, *, failed_before: Optional[float] = None) -> int:
+        """Delete jobs finished before `wall`; failed ones (dead letters) only if finished before failed_before."""
+        failed_wall = wall if failed_before is None else min(wall, failed_before)
         try:
-            cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND finished_wall < ?",
-                                   (wall,))
+            cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND ((state != ? AND"
+                                   " finished_wall < ?) OR (state = ? AND finished_wall < ?))",
+                                   (JobState.FAILED.value, wall, JobState.FAILED.value, failed_wall))
         except sqlite3.Error as exc:
             raise JournalUnavailable(_describe(exc)) from exc
         if cur.rowcount:
@@ -259,8 +262,10 @@ class Journal:
     def _audio_total(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(audio)), 0) FROM jobs").fetchone()[0])
 
-    def restore(self, *, retain_s: float) -> Restored:
-        """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept."""
+    def restore(self, *, retain_s: float, dead_letter_s: Optional[float] = None) -> Restored:
+        """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept,
+        failed ones (dead letters) younger than dead_letter_s (default retain_s)."""
+        keep_failed_s = retain_s if dead_letter_s is None else max(retain_s, dead_letter_s)
         now_wall, now = time.time(), time.monotonic()
         unfinished: list[Job] = []
         finished: list[Job] = []
@@ -277,7 +282,8 @@ class Journal:
                 skipped.append(str(row[0])[:128])
                 continue
             if job.state.finished:
-                if job.finished_at is not None and now - job.finished_at <= retain_s:
+                keep_s = keep_failed_s if job.state is JobState.FAILED else retain_s
+                if job.finished_at is not None and now - job.finished_at <= keep_s:
                     finished.append(job)
             else:
                 job.state = JobState.QUEUED

@@ -50,7 +50,7 @@ class Lifecycle(Dispatching):
     def __init__(self, settings: BrokerSettings, hooks: Sequence[Hook] = ()) -> None:
         self.settings = settings
         self.jobs = JobTable(ttl_s=settings.result_ttl_s, max_jobs=settings.max_retained_jobs,
-                             max_bytes=settings.max_retained_bytes)
+                             max_bytes=settings.max_retained_bytes, dead_letter_ttl_s=settings.dead_letter_ttl_s)
         self.queue = JobQueue()
         self.workers = WorkerRegistry()
         self.hooks = list(hooks)

@@ -53,7 +53,7 @@ def build_hooks(settings: BrokerSettings) -> list[Hook]:
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
-                                 result_ttl_s=settings.result_ttl_s,
+                                 result_ttl_s=settings.result_ttl_s, dead_letter_ttl_s=settings.dead_letter_ttl_s,
                                  max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024,
                                  accept_loss=settings.accept_journal_loss))
     cache_folder = settings.cache_folder()
