@@ -14,8 +14,7 @@ from tts_broker.jobs import JobTable
 from tts_client import TtsClient
 from tts_client.errors import JobFailed, RemoteError
 
-from conftest import BrokerProc, wait_for
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import BrokerProc, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

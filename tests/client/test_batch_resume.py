@@ -17,8 +17,7 @@ from tts_client import TtsClient
 from tts_client.batchfile import BatchLine
 from tts_client.batchrun import BatchDefaults, batch_job_id
 
-from conftest import ROOT, BrokerProc, wait_for
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,8 +17,7 @@ import pytest
 from tts_client import TtsClient, seed_api
 from tts_client.errors import BrokerUnavailable
 
-from conftest import ROOT, BrokerProc, wait_for
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,8 +18,7 @@ from tts_client import TtsClient
 from tts_client.audio import output_format, write_pcm
 from tts_client.errors import InvalidRequest, JobFailed
 
-from conftest import ROOT, BrokerProc
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, BrokerProc
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc
 
 pytestmark = pytest.mark.timeout(150)
 
