@@ -68,7 +68,7 @@ async def speak(gateway: Gateway, body: Any) -> Response:
         job = Job(gateway, text=text, speaker=speaker, route=route, voice=voice)
         if body.stream_format == "sse":
             response = await job.sse(fmt)
-        elif fmt.streams:
+        elif streams(fmt, body):
             response = await job.streamed(fmt)
         else:
             return await job.whole(fmt)
@@ -77,6 +77,15 @@ async def speak(gateway: Gateway, body: Any) -> Response:
     finally:
         if not handed_over:
             gateway.in_flight.release()
+
+
+def streams(fmt: AudioFormat, body: Any) -> bool:
+    """Whether to answer chunk by chunk: pcm always; wav only when the caller asked to stream (an explicit
+    `stream_format: "audio"`), since a streamed WAV header cannot know its sizes and a file handed over whole
+    (`speech.create(...).write_to_file("a.wav")`) must tell the truth."""
+    if not fmt.streams:
+        return False
+    return fmt.name != "wav" or "stream_format" in getattr(body, "model_fields_set", ())
 
 
 class Job:
