@@ -106,3 +106,23 @@ def main(**flags: Optional[Any]) -> None:
     if settings.ready_file:
         broker.write_ready_file(settings.ready_file)
     broker.run()
+
+
+def _document_settings(command: click.Command) -> None:
+    """Append `[env TTS_NAME; default VALUE]` to every flag's help that does not say it yet, from BrokerSettings:
+    one source for the defaults and env names, so `tts-broker --help` cannot drift from the settings."""
+    prefix = str(BrokerSettings.model_config.get("env_prefix", ""))
+    fields = BrokerSettings.model_fields
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name not in fields or "[env" in (param.help or ""):
+            continue
+        field = fields[param.name]
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else ("on" if default is True else "off" if default is False
+                                                 else str(default))
+        env = f"{prefix}{param.name}".upper()
+        said = (param.help or "").replace(f" [{env}]", "").rstrip()
+        param.help = f"{said} [env {env}; default {shown}]".lstrip()
+
+
+_document_settings(main)
