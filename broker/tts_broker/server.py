@@ -126,6 +126,7 @@ class Broker:
             except OSError:
                 self.close()
                 raise
+            self.info.dashboard = self.http_url  # `tts status --json` and /api/status name the dashboard
 
     @property
     def broker_id(self) -> str:

@@ -276,6 +276,7 @@ class StatusView(Body):
     jobs: dict[str, Any] = Field(default_factory=dict)
     workers: list[WorkerView] = Field(default_factory=list)
     paused: list[str] = Field(default_factory=list)
+    dashboard: Optional[str] = None
 
 
 class BrokerStatusReply(Body):

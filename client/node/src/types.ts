@@ -168,6 +168,8 @@ export interface StatusView {
   queue: { depth?: number; max?: number; by_priority?: Record<string, number>; [key: string]: unknown };
   jobs: { running?: number; done?: number; failed?: number; retained?: number; [key: string]: unknown };
   workers: WorkerView[];
+  /** The broker's dashboard base URL (`--http`), null when it serves none. */
+  dashboard: string | null;
 }
 
 /** Counters of what the client did, for monitoring and tests. */

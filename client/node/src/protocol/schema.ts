@@ -129,6 +129,7 @@ const STATUS_VIEW: Schema = [
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
   ["paused", { kind: "strList", default: () => [] }],
+  ["dashboard", { kind: "str", nullable: true, default: null }],
 ];
 
 const RESULT: Schema = [
