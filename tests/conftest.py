@@ -18,7 +18,7 @@ import pytest
 
 from tts_client import TtsClient
 
-from harness import BrokerProc, Proc, TrackedContext, registered_workers, wait_for
+from harness import BrokerProc, FakeClock, InProcBroker, Proc, TrackedContext, registered_workers, wait_for
 
 
 @pytest.fixture
@@ -134,3 +134,26 @@ def tone_workers(start_worker: Callable[..., Proc], make_client: Callable[..., T
         return proc
 
     return start
+
+
+@pytest.fixture
+def inproc_broker_factory(tmp_path: Path) -> Iterator[Callable[..., InProcBroker]]:
+    """inproc_broker_factory(fake_clock=False, **settings): an InProcBroker; all are stopped at teardown."""
+    started: list[InProcBroker] = []
+
+    def make(*, fake_clock: bool = False, **settings: object) -> InProcBroker:
+        folder = tmp_path / f"inproc-{len(started)}"
+        folder.mkdir()
+        b = InProcBroker(folder, FakeClock() if fake_clock else None, **settings)
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.close()
+
+
+@pytest.fixture
+def inproc_broker(inproc_broker_factory: Callable[..., InProcBroker]) -> InProcBroker:
+    """An in-process broker with default settings and the real clock."""
+    return inproc_broker_factory()
