@@ -24,12 +24,13 @@ DEMO_BACKEND ?= tcp://127.0.0.1:5556
 DEMO_OUTPUT ?= output
 DEMO_WAIT_S ?= 180
 
-.PHONY: help install demo lint test test-unit test-python test-node test-extra clean
+.PHONY: help install demo lint test test-fast test-unit test-python test-node test-extra clean
 
 help:
 	@echo "make demo   - start a local broker + $(DEMO_WORKERS) $(DEMO_ENGINE) workers, speak the seed example into ./$(DEMO_OUTPUT)/, stop"
 	@echo "make test   - lint, pytest, then the Node client's tests, then scripts/test-*.sh"
 	@echo "make lint   - ruff check . and mypy on the five packages (also for Python 3.10)"
+	@echo "make test-fast - lint, pytest and the Node tests, without the heavy scripts/test-*.sh suites"
 	@echo "make test-unit - the fast in-process tests only (pytest -m unit)"
 	@echo "make clean  - remove output/, caches and the demo state (keeps .venv)"
 
@@ -60,12 +61,12 @@ demo: $(STAMP)
 	echo "starting: tts up --workers $(DEMO_WORKERS) --engine $(DEMO_ENGINE) (log: $$state/stack.log)"; \
 	$(VENV)/bin/tts up --workers $(DEMO_WORKERS) --engine $(DEMO_ENGINE) \
 		--frontend $(DEMO_FRONTEND) --backend $(DEMO_BACKEND) \
-		--broker-opt state-dir="$$state/broker" >"$$state/stack.log" 2>&1 & \
+		--broker-opt state-dir="$$state/broker" --ready-file "$$state/up.json" >"$$state/stack.log" 2>&1 & \
 	up_pid=$$!; \
 	trap stop EXIT; \
 	trap 'exit 130' INT TERM; \
 	$(PY) -m tts_client.demo --broker $(DEMO_FRONTEND) --workers $(DEMO_WORKERS) --wait-s $(DEMO_WAIT_S) \
-		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid"
+		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid" --stack-ready-file "$$state/up.json"
 
 # Lint first: it takes seconds and fails before the minutes of tests. Settings: [tool.ruff], [tool.mypy].
 # mypy twice: at [tool.mypy]'s python_version, and at 3.10, the oldest Python pyproject.toml accepts. The same
@@ -76,6 +77,10 @@ lint: $(STAMP)
 	$(PY) -m mypy --python-version 3.10
 
 test: lint test-python test-node test-extra
+
+# Everything but the heavy suites of scripts/test-*.sh (Chromium for the dashboard, docker-compose for deploy/,
+# portaudio and the 2.9 GB Fish Speech venv, the packed Node tarball): lint, pytest and the Node client's tests.
+test-fast: lint test-python test-node
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit -q

@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from tts_protocol import Command, body_for, decode, encode, output_filename
+from tts_protocol import Command, ErrorCode, body_for, decode, encode, output_filename
 
 HERE = Path(__file__).resolve().parent / "vectors"
 
@@ -137,6 +137,19 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
         Command.ERROR,
         {"job_id": "job-1", "req_id": None, "code": "queue_full", "message": "queue is full (10000 jobs)",
          "retryable": True},
+        None,
+    ),
+    (
+        "error_no_audio",
+        Command.ERROR,
+        {"job_id": "job-2", "req_id": None, "code": "no_audio",
+         "message": "the engine produced no audio for this text (nothing speakable in it?)", "retryable": False},
+        None,
+    ),
+    (
+        "worker_fail_no_audio",
+        Command.W_FAIL,
+        {"job_id": "job-2", "attempt": 1, "code": "no_audio", "message": "no audio", "retryable": False},
         None,
     ),
     (
@@ -340,6 +353,8 @@ def main() -> None:
         got = output_filename(case["stream_index"], case["id"], case["ext"])
         assert got == case["expected"], (case, got)
     (HERE / "filenames.json").write_text(json.dumps(FILENAMES, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    codes = {code.value: code.retryable for code in ErrorCode}  # every codec must know exactly these
+    (HERE / "error_codes.json").write_text(json.dumps(codes, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {len(manifest)} vectors and {len(FILENAMES)} file-name cases to {HERE}")
 
 

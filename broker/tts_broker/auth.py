@@ -78,7 +78,18 @@ class KeyFolder:
         self._lock = threading.Lock()
         if not folder.is_dir():
             raise ValueError(f"{role} key folder {folder} does not exist")
+        secrets_here = self._secret_files()
+        if secrets_here:
+            # An allowlist is copied around and read by others; a secret key in it is a leak waiting to happen.
+            raise ValueError(f"{role} key folder {folder} holds a secret key file ({secrets_here[0]}): an allowlist "
+                             "holds public NAME.key files only; move NAME.key_secret out (it stays with its peer)")
         self.refresh()
+
+    def _secret_files(self) -> list[Path]:
+        try:
+            return sorted(self.folder / e.name for e in os.scandir(self.folder) if e.name.endswith(".key_secret"))
+        except OSError:
+            return []
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
         try:
@@ -104,6 +115,9 @@ class KeyFolder:
                     log.warning("%s key file %s ignored: %s", self.role, path, exc)
             if self._signature is not None:
                 log.info("%s keys reloaded from %s: %d keys", self.role, self.folder, len(names))
+                for secret in self._secret_files():
+                    log.error("%s key folder holds a secret key file %s: move it out (an allowlist holds public "
+                              "NAME.key files only)", self.role, secret)
             self._signature, self._names = signature, names
 
     def lookup(self, z85_key: bytes) -> Optional[str]:

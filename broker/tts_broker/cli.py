@@ -10,6 +10,7 @@ import click
 import zmq
 
 from tts_protocol import TtsError
+from tts_protocol.errors import one_line
 from tts_protocol.logjson import configure_logging
 
 from tts_broker import __version__
@@ -34,6 +35,8 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--default-model", help="Routing key for jobs that name no model (ENGINE or ENGINE:MODEL).")
 @click.option("--unroutable-timeout-s", type=float, help="Fail jobs no worker serves after this long (0 = wait).")
 @click.option("--result-ttl-s", type=float, help="How long finished jobs and their audio are kept.")
+@click.option("--dead-letter-ttl-s", type=float,
+              help="How long failed jobs (dead letters) are kept, apart from results; journaled (default 7 days).")
 @click.option("--max-worker-capacity", type=int, help="READY capacity above this is clamped to it.")
 @click.option("--max-result-bytes", type=int, help="Largest audio of one job; bigger fails with too_large.")
 @click.option("--max-client-queued", type=int, help="Queued jobs per client before too_many_jobs (0 = no cap).")
@@ -95,7 +98,7 @@ def main(**flags: Optional[Any]) -> None:
     try:
         settings = BrokerSettings(**overrides)
     except Exception as exc:  # pydantic ValidationError: show it as a usage error
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(one_line(exc)) from exc
     if settings.http is not None:
         try:
             parse_listen(settings.http)
@@ -129,3 +132,23 @@ def main(**flags: Optional[Any]) -> None:
         click.echo(f"tts-broker: stepped down (epoch {broker.leader.link.epoch if broker.leader else 0}): {exc}",
                    err=True)
         sys.exit(exc.exit_code)
+
+
+def _document_settings(command: click.Command) -> None:
+    """Append `[env TTS_NAME; default VALUE]` to every flag's help that does not say it yet, from BrokerSettings:
+    one source for the defaults and env names, so `tts-broker --help` cannot drift from the settings."""
+    prefix = str(BrokerSettings.model_config.get("env_prefix", ""))
+    fields = BrokerSettings.model_fields
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name not in fields or "[env" in (param.help or ""):
+            continue
+        field = fields[param.name]
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else ("on" if default is True else "off" if default is False
+                                                 else str(default))
+        env = f"{prefix}{param.name}".upper()
+        said = (param.help or "").replace(f" [{env}]", "").rstrip()
+        param.help = f"{said} [env {env}; default {shown}]".lstrip()
+
+
+_document_settings(main)

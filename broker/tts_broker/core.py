@@ -49,7 +49,7 @@ class BrokerCore:
         self.settings = settings
         self.info = info or BrokerInfo(broker_id="b-core", version="0", started_at=0.0)
         self.jobs = JobTable(ttl_s=settings.result_ttl_s, max_jobs=settings.max_retained_jobs,
-                             max_bytes=settings.max_retained_bytes)
+                             max_bytes=settings.max_retained_bytes, dead_letter_ttl_s=settings.dead_letter_ttl_s)
         self.queue = JobQueue()
         self.workers = WorkerRegistry()
         self.leases = LeaseBook(self.jobs, job_timeout_s=settings.job_timeout_s,

@@ -168,16 +168,17 @@ class JournalHook(Hook):
     durable = True
 
     def __init__(self, path: Path, *, synchronous: str, result_ttl_s: float, max_audio_bytes: int = 0,
-                 accept_loss: bool = False) -> None:
+                 accept_loss: bool = False, dead_letter_ttl_s: float = 0.0) -> None:
         self.journal = Journal(path, synchronous=synchronous, accept_loss=accept_loss)
         self._result_ttl_s = result_ttl_s
+        self._dead_letter_ttl_s = max(dead_letter_ttl_s, result_ttl_s)
         self._max_audio_bytes = max_audio_bytes
         self._next_purge = 0.0
         self.fault: Optional[str] = None
         self.faults = 0
 
     def restore(self) -> Restored:
-        return self.journal.restore(retain_s=self._result_ttl_s)
+        return self.journal.restore(retain_s=self._result_ttl_s, dead_letter_s=self._dead_letter_ttl_s)
 
     def recorded(self, job: Job, *, new: bool) -> None:
         self.journal.record(job, new=new)
@@ -189,7 +190,9 @@ class JournalHook(Hook):
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_EVERY_S
             try:
-                self.journal.forget_finished_before(time.time() - self._result_ttl_s)
+                now_wall = time.time()
+                self.journal.forget_finished_before(now_wall - self._result_ttl_s,
+                                                    failed_before=now_wall - self._dead_letter_ttl_s)
                 if self._max_audio_bytes:
                     self.journal.prune_audio(self._max_audio_bytes)
             except JournalUnavailable as exc:

@@ -30,7 +30,8 @@ from tts_broker.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html",
+           "favicon.svg": "image/svg+xml"}
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -96,6 +97,7 @@ class HttpServer:
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._asset),
+            web.get("/favicon.ico", self._favicon),  # browsers ask for it whatever the page links
             web.get("/metrics", self._metrics),
             web.get("/api/status", self._status),
             web.get("/api/dashboard", self._dashboard),
@@ -160,6 +162,10 @@ class HttpServer:
             raise web.HTTPNotFound(text=f"no asset {name}")
         return web.Response(body=self._assets[name], content_type=_STATIC[name], charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
+
+    async def _favicon(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._assets["favicon.svg"], content_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

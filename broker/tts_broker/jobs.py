@@ -148,9 +148,12 @@ class JobTable:
     result instead of a second synthesis.
     """
 
-    def __init__(self, *, ttl_s: float, max_jobs: int, max_bytes: int) -> None:
+    def __init__(self, *, ttl_s: float, max_jobs: int, max_bytes: int, dead_letter_ttl_s: float = 0.0) -> None:
         self._live: dict[str, Job] = {}
         self._finished: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        # Failed jobs (no audio) kept apart, for dead_letter_ttl_s: the dead-letter list outlives results.
+        self._dead: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._dead_ttl_s = dead_letter_ttl_s
         self._finished_bytes = 0
         self._ttl_s = ttl_s
         self._max_jobs = max_jobs
@@ -162,7 +165,10 @@ class JobTable:
         self._deadlines: list[tuple[float, str]] = []  # whole-job deadlines of live jobs, checked lazily
 
     def get(self, job_id: str) -> Optional[Job]:
-        return self._live.get(job_id) or self._finished.get(job_id)
+        return self._live.get(job_id) or self._finished.get(job_id) or self._dead.get(job_id)
+
+    def _is_dead_letter(self, job: Job) -> bool:
+        return self._dead_ttl_s > 0 and job.state is JobState.FAILED
 
     def add(self, job: Job) -> None:
         self._live[job.job_id] = job
@@ -191,7 +197,13 @@ class JobTable:
             self.done_total += 1
         else:
             self.failed_total += 1
-        if self._max_jobs == 0 or self._ttl_s == 0:
+        if self._max_jobs == 0:
+            return
+        if self._is_dead_letter(job):
+            self._dead[job.job_id] = job
+            self._trim(now)
+            return
+        if self._ttl_s == 0:
             return
         self._finished[job.job_id] = job
         self._finished_bytes += job.audio_bytes
@@ -199,6 +211,9 @@ class JobTable:
 
     def retain(self, job: Job) -> None:
         """Keep a finished job restored from the journal (no counters touched)."""
+        if self._is_dead_letter(job):
+            self._dead[job.job_id] = job
+            return
         self._finished[job.job_id] = job
         self._finished_bytes += job.audio_bytes
 
@@ -206,12 +221,13 @@ class JobTable:
         """Take a finished job out of retention so it can run again (RETRY)."""
         if self._finished.pop(job.job_id, None) is not None:
             self._finished_bytes -= job.audio_bytes
+        self._dead.pop(job.job_id, None)
         self._live[job.job_id] = job
         self._watch_deadline(job)
 
     def recent(self, state: Optional[JobState], limit: int, *, owner: Optional[str] = None) -> list[Job]:
         """Newest jobs first, live and retained, optionally of one state and of one owner."""
-        pool: Iterable[Job] = itertools.chain(self._live.values(), self._finished.values())
+        pool: Iterable[Job] = itertools.chain(self._live.values(), self._finished.values(), self._dead.values())
         if state is not None:
             pool = (job for job in pool if job.state is state)
         if owner is not None:
@@ -225,7 +241,7 @@ class JobTable:
         finished jobs are retained. A job of `state` older than the scanned ones is not listed.
         """
         pool: list[Job] = []
-        for table in (self._live, self._finished):
+        for table in (self._live, self._finished, self._dead):
             found = 0
             for job in itertools.islice(reversed(table.values()), scan):
                 if state is None or job.state is state:
@@ -239,6 +255,12 @@ class JobTable:
         self._trim(now)
 
     def _trim(self, now: float) -> None:
+        dead = self._dead
+        while dead:
+            oldest = next(iter(dead.values()))
+            if now - (oldest.finished_at or now) <= self._dead_ttl_s and len(dead) <= self._max_jobs:
+                break
+            dead.popitem(last=False)
         finished = self._finished
         while finished:
             job_id, oldest = next(iter(finished.items()))
@@ -260,7 +282,11 @@ class JobTable:
 
     @property
     def retained_count(self) -> int:
-        return len(self._finished)
+        return len(self._finished) + len(self._dead)
+
+    @property
+    def dead_letter_count(self) -> int:
+        return len(self._dead)
 
     @property
     def retained_bytes(self) -> int:

@@ -225,10 +225,13 @@ class Journal:
         self._side_written = now
         self._side_stale = False
 
-    def forget_finished_before(self, wall: float) -> int:
+    def forget_finished_before(self, wall: float, *, failed_before: Optional[float] = None) -> int:
+        """Delete jobs finished before `wall`; failed ones (dead letters) only if finished before failed_before."""
+        failed_wall = wall if failed_before is None else min(wall, failed_before)
         try:
-            cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND finished_wall < ?",
-                                   (wall,))
+            cur = self._db.execute("DELETE FROM jobs WHERE finished_wall IS NOT NULL AND ((state != ? AND"
+                                   " finished_wall < ?) OR (state = ? AND finished_wall < ?))",
+                                   (JobState.FAILED.value, wall, JobState.FAILED.value, failed_wall))
         except sqlite3.Error as exc:
             raise JournalUnavailable(_describe(exc)) from exc
         if cur.rowcount:
@@ -274,12 +277,13 @@ class Journal:
     def _audio_total(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(audio)), 0) FROM jobs").fetchone()[0])
 
-    def restore(self, *, retain_s: float) -> Restored:
-        """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept."""
+    def restore(self, *, retain_s: float, dead_letter_s: Optional[float] = None) -> Restored:
+        """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept,
+        failed ones (dead letters) younger than dead_letter_s (default retain_s)."""
         return read_rows(self._db.execute(
             "SELECT job_id, request, model, state, attempt, accepted_wall, deadline_wall, finished_wall, workers,"
             " error, result, audio, cached, owner FROM jobs ORDER BY accepted_wall"
-        ), retain_s=retain_s)
+        ), retain_s=retain_s, dead_letter_s=dead_letter_s)
 
     def close(self) -> None:
         try:
@@ -289,8 +293,11 @@ class Journal:
             self._db.close()
 
 
-def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
-    """Jobs from journal rows (either backend): unfinished ones queued again, finished ones younger than retain_s."""
+def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float,
+              dead_letter_s: Optional[float] = None) -> Restored:
+    """Jobs from journal rows (either backend): unfinished ones queued again, finished ones younger than retain_s,
+    failed ones (dead letters) younger than dead_letter_s (default retain_s)."""
+    keep_failed_s = retain_s if dead_letter_s is None else max(retain_s, dead_letter_s)
     now_wall, now = time.time(), time.monotonic()
     unfinished: list[Job] = []
     finished: list[Job] = []
@@ -306,7 +313,8 @@ def read_rows(rows: Iterable[tuple[Any, ...]], *, retain_s: float) -> Restored:
             skipped.append(str(row[0])[:128])
             continue
         if job.state.finished:
-            if job.finished_at is not None and now - job.finished_at <= retain_s:
+            keep_s = keep_failed_s if job.state is JobState.FAILED else retain_s
+            if job.finished_at is not None and now - job.finished_at <= keep_s:
                 finished.append(job)
         else:
             if job.state is JobState.RUNNING:  # its attempt died with the broker (or survives on its worker)

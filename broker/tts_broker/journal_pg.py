@@ -184,11 +184,11 @@ class PgJournal:
         row = self.link.conn.execute("SELECT COALESCE(SUM(octet_length(audio)), 0) FROM tts_jobs").fetchone()
         return int(row[0])
 
-    def restore(self, *, retain_s: float) -> Restored:
+    def restore(self, *, retain_s: float, dead_letter_s: Optional[float] = None) -> Restored:
         """Read jobs back: unfinished ones become queued again; finished ones younger than retain_s are kept."""
         rows = self.link.conn.execute(_SELECT).fetchall()
         self.link.ok()
-        return read_rows(rows, retain_s=retain_s)
+        return read_rows(rows, retain_s=retain_s, dead_letter_s=dead_letter_s)
 
     def close(self) -> None:
         try:

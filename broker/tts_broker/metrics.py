@@ -30,6 +30,7 @@ from tts_protocol.constants import JobState
 from tts_protocol.messages import WorkerResult
 from tts_protocol.views import status_document
 
+from tts_broker.dashrows import job_row
 from tts_broker.hooks import Hook
 from tts_broker.jobs import Job
 from tts_broker.metrics_labels import RoutingLabels
@@ -217,8 +218,8 @@ class MetricsHook(Hook):
         assert life is not None and info is not None
         status = status_document(status_view(life, info, now))
         jobs = life.jobs
-        recent = [job.view(now).to_wire() for job in jobs.latest(RECENT_JOBS)]
-        failures = [job.view(now).to_wire() for job in jobs.latest(RECENT_FAILURES, JobState.FAILED)]
+        recent = [job_row(job, now) for job in jobs.latest(RECENT_JOBS)]
+        failures = [job_row(job, now) for job in jobs.latest(RECENT_FAILURES, JobState.FAILED)]
         depth: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
         for priority, key, count, oldest_at in life.queue.levels():
@@ -252,7 +253,9 @@ class MetricsHook(Hook):
         return {"t": round(wall, 3), "done": fields.get("done", 0), "failed": fields.get("failed", 0),
                 "queued": status["queue"].get("depth", 0), "running": fields.get("running", 0),
                 "p50_ms": _quantile(totals, 0.5), "p95_ms": _quantile(totals, 0.95),
-                "gen_ms": round(sum(g for _, g in window) / len(window), 1) if window else None}
+                "gen_ms": round(sum(g for _, g in window) / len(window), 1) if window else None,
+                # acceptance to result less generation: the time a job waited (queue, dispatch, transfer)
+                "wait_ms": round(sum(max(t - g, 0.0) for t, g in window) / len(window), 1) if window else None}
 
     def _worker_figures(self, worker: WorkerRecord) -> WorkerFigures:
         stats = worker.stats

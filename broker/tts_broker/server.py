@@ -39,6 +39,7 @@ from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import StateLock
 from tts_broker.status import BrokerInfo
+from tts_broker.wrong_port import answer_misdirected_client
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -
     journal_file = settings.journal_file()
     if journal_file is not None:
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
-                                 result_ttl_s=settings.result_ttl_s,
+                                 result_ttl_s=settings.result_ttl_s, dead_letter_ttl_s=settings.dead_letter_ttl_s,
                                  max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024,
                                  accept_loss=settings.accept_journal_loss))
     cache_folder = settings.cache_folder()
@@ -142,6 +143,7 @@ class Broker:
             except OSError:
                 self.close()
                 raise
+            self.info.dashboard = self.http_url  # `tts status --json` and /api/status name the dashboard
 
     @property
     def broker_id(self) -> str:
@@ -268,6 +270,10 @@ class Broker:
             identity, message = self.workers.parse(frames)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
+            if self.core.workers.get(identity) is None and answer_misdirected_client(self.workers, frames,
+                                                                                     self.frontend_endpoint):
+                log.debug("peer %r sent a client message to the worker port; told it the frontend", identity)
+                return
         now = self.clock()
         self.core.on_worker(identity, key, message, now)
         if not isinstance(message, ProtocolError) and isinstance(message.body, Ready) and message.body.running:

@@ -48,6 +48,10 @@ class BrokerSettings(BaseSettings):
                            "unset: admin under CURVE, all without"
     )
     result_ttl_s: float = Field(300.0, ge=0, description="how long finished jobs and results are kept")
+    dead_letter_ttl_s: float = Field(
+        7 * 86400.0, ge=0,
+        description="how long failed jobs (the dead letters: `tts jobs --failed`, `tts retry`, `tts get`) are kept,"
+                    " apart from finished audio and its result_ttl_s; journaled; 0 = as long as results")
     max_retained_bytes: int = Field(256 * 1024 * 1024, ge=0, description="audio kept for finished jobs")
     max_retained_jobs: int = Field(100_000, ge=0, description="finished jobs kept for status/resubmit")
     sticky_max_wait_s: float = Field(2.0, ge=0, description="warm-speaker routing never delays a job longer")

@@ -15,13 +15,14 @@ from tts_broker.status_budget import fleet_summary, page
 from tts_broker.workers import WorkerRecord, WorkerRegistry
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class BrokerInfo:
     """Who this broker is, for PONG and the status view."""
 
     broker_id: str
     version: str
     started_at: float  # monotonic
+    dashboard: Optional[str] = None  # the --http base URL, once it listens
 
 
 class BrokerState(Protocol):
@@ -55,6 +56,7 @@ def status_view(state: BrokerState, info: BrokerInfo, now: float,
     running = sum(len(w.held_jobs()) for w in connected)
     job_fields: dict[str, Any] = {
         "running": running, "live": jobs.live_count, "done": jobs.done_total, "failed": jobs.failed_total,
+        "dead_letters": jobs.dead_letter_count,
         "retained": jobs.retained_count, "retained_bytes": jobs.retained_bytes,
         "retained_max_bytes": settings.max_retained_bytes, "retained_dropped": jobs.evicted,
         "retained_dropped_bytes": jobs.evicted_bytes,
@@ -77,4 +79,5 @@ def status_view(state: BrokerState, info: BrokerInfo, now: float,
         worker_count=len(views),
         workers_offset=offset,
         summary=fleet_summary(views),
+        dashboard=info.dashboard,
     )

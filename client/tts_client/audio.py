@@ -41,6 +41,26 @@ def format_for_path(path: PathLike, default: str = "wav") -> str:
     return check_format(suffix) if suffix else check_format(default)
 
 
+def output_format(path: PathLike, fmt: str | None, default: str = "wav") -> str:
+    """The format to write `path` in: the extension's; `fmt` (else `default`) for a name without one.
+
+    A `fmt` that contradicts the extension (`--format wav -o x.mp3`) is refused with InvalidRequest rather than
+    writing one format under another's name; so is an extension that is no audio format we write.
+    """
+    suffix = Path(path).suffix
+    if not suffix:
+        return check_format(fmt or default)
+    try:
+        by_name = check_format(suffix)
+    except InvalidRequest:
+        raise InvalidRequest(f"{Path(path).name}: {suffix!r} is not an audio format we write; use one of "
+                             f"{', '.join('.' + f for f in FORMATS)}") from None
+    if fmt is not None and check_format(fmt) != by_name:
+        raise InvalidRequest(f"format {check_format(fmt)} conflicts with the file name {Path(path).name} "
+                             f"({by_name}); drop the format or change the extension")
+    return by_name
+
+
 def safe_output_path(output_dir: PathLike, filename: str) -> Path:
     """output_dir/filename, refused (UnsafePath) if it would resolve anywhere but directly inside output_dir.
 
@@ -101,7 +121,7 @@ def write_pcm(path: PathLike, pcm: bytes, sample_rate: int, channels: int = 1, f
     import soundfile
 
     target = Path(path)
-    name = check_format(fmt) if fmt else format_for_path(target)
+    name = output_format(target, fmt)
     container, subtype = FORMATS[name]
     target.parent.mkdir(parents=True, exist_ok=True)
     samples = pcm_frames(pcm, channels)

@@ -2,38 +2,39 @@
 
 Exit codes: 0 ok, 1 a job failed (also: no worker serves the model, every told worker failed to reload),
 2 usage error (bad URL, options, empty text, unwritable output folder), 3 broker unavailable, 4 (`tts health`)
-the broker answers but no connected worker serves the model.
+the broker answers but no connected worker serves the model, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 from pydantic import ValidationError
 
-from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND, Priority
 
 from tts_client import __version__, cli_admin
 from tts_client.audio import (
     FORMATS,
     check_format,
     check_writable_dir,
-    format_for_path,
     line_output_path,
-    save_line,
+    output_format,
     save_result,
 )
-from tts_client.batchfile import BatchLine, read_batch
+from tts_client.batchfile import read_batch
+from tts_client.batchrun import BatchDefaults, run_batch
 from tts_client.cli_common import (
+    EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -46,9 +47,8 @@ from tts_client.cli_common import (
     require_route,
 )
 from tts_client.cli_tables import render_jobs, render_status  # noqa: F401 (re-exported)
-from tts_client.client import JobHandle, TtsClient
+from tts_client.client import TtsClient
 from tts_client.errors import (
-    BrokerUnavailable,
     InvalidRequest,
     TtsClientError,
 )
@@ -136,9 +136,12 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 @click.option("--http", "http_listen", metavar="HOST:PORT", default="127.0.0.1:0",
               help="Where the broker serves its dashboard, /metrics and /api/status (port 0 = a free one).")
 @click.option("--no-http", is_flag=True, help="Do not start the broker's HTTP side.")
+@click.option("--ready-file", type=click.Path(dir_okay=False),
+              help="Once the broker is up, write its broker_id, endpoints and dashboard here as JSON (so a script "
+                   "can check it talks to this stack's broker, not another one on the same port).")
 def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional[str], frontend: str, backend: str,
        drain_grace_s: float, broker_opts: tuple[str, ...], child_log_level: str,
-       gateway_listen: Optional[str], http_listen: str, no_http: bool) -> None:
+       gateway_listen: Optional[str], http_listen: str, no_http: bool, ready_file: Optional[str]) -> None:
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
     if gateway_listen is not None:
@@ -169,6 +172,8 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         note(f"broker {ready.get('broker_id', '?')} listening: clients {frontend}, workers {backend}")
         if ready.get("http"):
             note(f"dashboard {ready['http']}  (metrics {ready['http']}metrics, status {ready['http']}api/status)")
+        if ready_file is not None:
+            _write_json_atomically(Path(ready_file), {**ready, "up_pid": os.getpid()})
         stack.start_workers()
         note(f"starting {workers} {engine} worker(s); `tts --broker {client_endpoint(frontend)} status` shows them")
         served = stack.start_gateway()
@@ -182,6 +187,12 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
         stack.stop(on_step=note)
         note("stopped")
     sys.exit(code)
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _say(message: str, **style: Any) -> None:
@@ -251,7 +262,7 @@ def say(ctx: click.Context, text: str, speaker: Optional[str], output_dir: Optio
     job_id = new_job_id("say")
     if output_file is not None:
         target = Path(output_file)
-        fmt = check_format(fmt) if fmt else format_for_path(target, settings.output_format)
+        fmt = output_format(target, fmt, settings.output_format)
     else:
         fmt = check_format(fmt or settings.output_format)
         target = line_output_path(output_dir or settings.output_dir, stream_index, line_id or job_id, fmt)
@@ -293,15 +304,28 @@ def _timing_line(result: SynthesisResult, wall_ms: float, first_audio_ms: Option
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Folder for the audio files.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), help="Audio format.")
 @click.option("--model", help="Routing key for every line: ENGINE or ENGINE:MODEL.")
+@click.option("--speaker", help="Speaker for lines that name none.")
+@click.option("--voice", "voice_opts", multiple=True, metavar="KEY=VALUE",
+              help="Engine voice setting for every line (a line's own \"voice\" wins; repeatable).")
+@click.option("--priority", type=click.Choice([p.value for p in Priority]), default="normal",
+              help="Queue priority of every line's job.")
+@click.option("--overwrite", is_flag=True, help="Synthesise lines whose output file exists (default: skip them).")
 @click.option("--max-in-flight", type=click.IntRange(1, 100_000), help="Jobs submitted at once.")
 @click.pass_context
 @handle_errors
 def batch(ctx: click.Context, jsonl: Any, output_dir: Optional[str], fmt: Optional[str], model: Optional[str],
+          speaker: Optional[str], voice_opts: tuple[str, ...], priority: str, overwrite: bool,
           max_in_flight: Optional[int]) -> None:
-    """Synthesise every line of JSONL ({"text", "speaker", "id"} per line) into --output-dir."""
+    """Synthesise every line of JSONL ({"text", "speaker", "id"} per line) into --output-dir.
+
+    Each line's job id is derived from the file, the line's id and its content (`tts jobs` shows it), so a
+    rerun into the same folder skips the lines already written. Ctrl-C cancels this batch's unfinished jobs.
+    """
     settings: ClientSettings = ctx.obj
     fmt = check_format(fmt or settings.output_format)
     directory = Path(output_dir or settings.output_dir)
+    defaults = BatchDefaults(speaker=speaker, voice=parse_options(voice_opts), model=model or settings.model,
+                             priority=priority)
     lines, bad = read_batch(jsonl, fmt)
     for b in bad:
         click.secho(f"{jsonl.name}:{b.line_no}: skipped: {b.reason}", fg="yellow", err=True)
@@ -309,49 +333,33 @@ def batch(ctx: click.Context, jsonl: Any, output_dir: Optional[str], fmt: Option
     client = client_for(ctx)
     if lines:
         require_broker(client)
-        require_route(client, model or settings.model)
+        require_route(client, defaults.model)
     started = time.perf_counter()
-    failures = _run_batch(client, lines, directory, fmt, model, max_in_flight or settings.max_in_flight)
+    with click.progressbar(length=len(lines), label="synthesising", file=sys.stderr) as bar:
+        outcome = run_batch(client, jsonl.name, lines, directory, fmt, defaults,
+                            max_in_flight=max_in_flight or settings.max_in_flight, overwrite=overwrite,
+                            progress=bar.update)
     elapsed = time.perf_counter() - started
+    failures = outcome.failures
     for line, exc in failures:
         click.secho(f"{jsonl.name}:{line.line_no} (id {line.line_id}): failed: {exc}", fg="red", err=True)
-    ok = len(lines) - len(failures)
-    colour = "green" if not failures and not bad else "red"
-    rate = ok / elapsed if elapsed > 0 else 0.0
-    click.secho(f"{ok} written, {len(failures)} failed, {len(bad)} bad lines in {elapsed:.1f}s "
+    colour = "green" if not failures and not bad and not outcome.interrupted else "red"
+    rate = outcome.written / elapsed if elapsed > 0 else 0.0
+    extra = f", {outcome.skipped} already written" if outcome.skipped else ""
+    if outcome.not_run:
+        extra += f", {outcome.not_run} not run"
+    click.secho(f"{outcome.written} written, {len(failures)} failed, {len(bad)} bad lines{extra} in {elapsed:.1f}s "
                 f"({rate:.1f} lines/s) -> {directory}", fg=colour, err=True)
-    if failures and ok == 0 and all(isinstance(exc, BrokerUnavailable) for _, exc in failures):
+    if outcome.interrupted:
+        click.secho(f"interrupted: cancelled {outcome.cancelled} unfinished job(s); rerun to do the rest",
+                    fg="red", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.broker_lost:
+        click.secho("the broker stopped answering; rerun once it is back (written lines are skipped)", fg="red",
+                    err=True)
         sys.exit(EXIT_UNAVAILABLE)
     if failures or bad:
         sys.exit(EXIT_JOB_FAILED)
-
-
-def _run_batch(client: TtsClient, lines: list[BatchLine], directory: Path, fmt: str, model: Optional[str],
-               max_in_flight: int) -> list[tuple[BatchLine, BaseException]]:
-    failures: list[tuple[BatchLine, BaseException]] = []
-    in_flight: dict[Future, tuple[BatchLine, JobHandle]] = {}
-    todo = iter(lines)
-    with click.progressbar(length=len(lines), label="synthesising", file=sys.stderr) as bar:
-        exhausted = False
-        while in_flight or not exhausted:
-            while not exhausted and len(in_flight) < max_in_flight:
-                line = next(todo, None)
-                if line is None:
-                    exhausted = True
-                    break
-                handle = client.submit(line.text, speaker=line.speaker, model=model, voice=line.voice)
-                in_flight[handle.future] = (line, handle)
-            if not in_flight:
-                break
-            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                line, handle = in_flight.pop(future)
-                try:
-                    save_line(handle.result(), directory, line.stream_index, line.line_id, fmt)
-                except Exception as exc:
-                    failures.append((line, exc))
-                bar.update(1)
-    return failures
 
 
 # ---- tts status / ping / reload --------------------------------------------------------------------

@@ -16,8 +16,7 @@ from tts_protocol.views import status_document
 
 from tts_client.audio import (
     FORMATS,
-    check_format,
-    format_for_path,
+    output_format,
     save_result,
 )
 from tts_client.cli_common import (
@@ -200,7 +199,7 @@ def get(ctx: click.Context, job_id: str, output_file: str, fmt: Optional[str]) -
     """Fetch a finished job's audio by its id (e.g. after `tts retry`) into a file; prints its path."""
     settings: ClientSettings = ctx.obj
     target = Path(output_file)
-    fmt = check_format(fmt) if fmt else format_for_path(target, settings.output_format)
+    fmt = output_format(target, fmt, settings.output_format)
     result = client_for(ctx).get_result(job_id)
     path = save_result(result, target, fmt)
     click.echo(str(path))

@@ -50,6 +50,8 @@ def render_status(view: StatusView) -> str:
         lines.append(f"role {lead['role']}, epoch {lead['epoch']}, since {since} UTC")
     if view.paused:
         lines.append(click.style(f"paused models: {', '.join(view.paused)}", fg="yellow"))
+    if view.dashboard:
+        lines.append(f"dashboard {view.dashboard}")
     supervisors = {(w.host, w.supervisor.get("pid")): w.supervisor for w in view.workers if w.supervisor}
     for (host, _pid), sup in sorted(supervisors.items(), key=lambda item: str(item[0])):
         lines.append(f"supervisor {host} pid {sup.get('pid', '?')}: {sup.get('workers', '?')} workers "

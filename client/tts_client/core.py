@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import ipaddress
 import logging
 import queue
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any, Optional, Union
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, ProtocolError, Side, decode, encode
-from tts_protocol.curve import REFUSED, HandshakeWatch
+from tts_protocol.curve import HandshakeWatch
 from tts_protocol.messages import (
     DrainWorker,
     Error,
@@ -94,6 +95,26 @@ class _RequestCmd:
 _Cmd = Union[_SubmitCmd, _CancelCmd, _RequestCmd, None]  # None = close
 
 
+def _check_resolves(url: str) -> None:
+    """BrokerUnavailable now for a tcp:// host name that does not resolve: ZeroMQ would retry it silently and
+    the calls would end as "not answering"."""
+    if not url.startswith("tcp://"):
+        return
+    host = url[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if not host or host == "*":
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise BrokerUnavailable(f"broker host {host!r} in {url} does not resolve ({reason})") from exc
+
+
 class ClientCore:
     """Owns the socket and the I/O thread; shared by TtsClient and AsyncTtsClient."""
 
@@ -103,7 +124,13 @@ class ClientCore:
         self._endpoints = settings.endpoints()
         self._endpoint_index = 0
         self._handshake: Optional[HandshakeWatch] = None
-        self._gone: Optional[zmq.Socket] = None  # DISCONNECTED events of the socket in use (lists, no CURVE)
+        self._gone: Optional[zmq.Socket] = None  # the handshake watch's monitor, read for closed connections (lists)
+        try:
+            for endpoint in self._endpoints:
+                _check_resolves(endpoint)
+        except BrokerUnavailable:
+            self._ctx.term()
+            raise
         self._sock = self._open_socket(self._endpoints[0])
         wake_addr = f"inproc://tts-client-wake-{secrets.token_hex(8)}"
         self._wake_rx = self._ctx.socket(zmq.PULL)
@@ -121,6 +148,7 @@ class ClientCore:
         self._requests: dict[str, PendingRequest] = {}
         self._outbox: collections.deque[list[bytes]] = collections.deque()
         self._broker_id: Optional[str] = None
+        self._started = time.monotonic()
         self._last_broker_msg: Optional[float] = None
         self._last_pong = time.monotonic()
         self._broker_lost = False
@@ -138,20 +166,19 @@ class ClientCore:
         keys = self.settings.curve_keys()
         if keys is not None:
             keys.apply(sock)
-            self._handshake = HandshakeWatch(sock)
+        # Watched with or without keys: a keyless client at a CURVE port learns so from its handshake.
+        self._handshake = HandshakeWatch(sock, curve=keys is not None)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:  # e.g. tcp://host without a port: say so instead of a ZMQError traceback
             sock.close(0)
-            if self._handshake is not None:
-                self._handshake.close()
+            self._handshake.close()
             self._ctx.term()
             raise InvalidRequest(f"broker URL {endpoint!r} is not usable ({exc}); "
                                  "expected tcp://HOST:PORT") from exc
-        if len(self._endpoints) > 1 and keys is None:
-            # A broker that dies closes the connection: move on at once instead of after BROKER_LOST_PINGS
-            # pings. (Under CURVE the handshake watch is this socket's one monitor; the pings decide there.)
-            self._gone = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if len(self._endpoints) > 1:
+            # A broker that dies closes the connection: move on at once instead of after BROKER_LOST_PINGS pings.
+            self._gone = self._handshake.socket
         return sock
 
     def _next_endpoint(self, poller: zmq.Poller) -> None:
@@ -160,14 +187,12 @@ class ClientCore:
         endpoint = self._endpoints[self._endpoint_index]
         log.info("broker lost; trying %s", endpoint)
         poller.unregister(self._sock)
+        if self._gone is not None:
+            poller.unregister(self._gone)
+            self._gone = None
         if self._handshake is not None:
             self._handshake.close()
             self._handshake = None
-        if self._gone is not None:
-            poller.unregister(self._gone)
-            self._sock.disable_monitor()
-            self._gone.close(0)
-            self._gone = None
         self._sock.close(0)
         self._outbox.clear()  # meant for the lost broker; unfinished jobs are resubmitted to the next one
         self._sock = self._open_socket(endpoint)
@@ -284,22 +309,12 @@ class ClientCore:
             self._fail_all(ClientClosed("the client is closed"))
             if self._handshake is not None:
                 self._handshake.close()
-            if self._gone is not None:
-                self._sock.disable_monitor()
-                self._gone.close(0)
             self._sock.close(0)
             self._wake_rx.close(0)
 
     def _disconnected(self) -> bool:
-        """Read the monitor's events; True if the connection to the broker in use closed."""
-        assert self._gone is not None
-        gone = False
-        while True:
-            try:
-                event = recv_monitor_message(self._gone, zmq.NOBLOCK)
-            except zmq.Again:
-                return gone
-            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
+        """True if the connection to the broker in use closed (read from the handshake watch's monitor)."""
+        return self._handshake is not None and self._handshake.take_disconnect()
 
     def _drain_wake(self) -> None:
         while True:
@@ -331,8 +346,9 @@ class ClientCore:
 
     def _start_request(self, cmd: _RequestCmd) -> None:
         frames = encode(cmd.command, cmd.body)
-        self._requests[cmd.body.req_id] = PendingRequest(cmd.future, time.monotonic() + cmd.timeout_s,
-                                                         cmd.command.name, frames)
+        now = time.monotonic()
+        self._requests[cmd.body.req_id] = PendingRequest(cmd.future, now + cmd.timeout_s, cmd.command.name, now,
+                                                         frames)
         self._send(frames)
 
     def _send(self, frames: list[bytes]) -> None:
@@ -409,8 +425,9 @@ class ClientCore:
             self._jobs.resubmit_all(f"broker {self.settings.broker_url} answers again", now, new_broker=False)
 
     def _tick(self, now: float) -> None:
-        if self._handshake is not None and self._handshake.poll():
-            self._refused()
+        failure = self._handshake.poll() if self._handshake is not None else None
+        if failure is not None:
+            self._handshake_failed(failure)
         interval_s = self.settings.ping_interval_s
         if now >= self._next_ping:
             self._next_ping = now + interval_s
@@ -420,22 +437,47 @@ class ClientCore:
             self._broker_lost = True
             log.debug("no PONG from %s for %.1fs", self.settings.broker_url, now - self._last_pong)
         self._jobs.tick(now)
+        self._fail_unanswered(now)
         for req_id, request in list(self._requests.items()):
             if now >= request.deadline:
                 del self._requests[req_id]
                 settle(request.future, error=self._timeout_error(f"no reply to {request.what}", now))
 
-    def _refused(self) -> None:
-        """The broker refused our CURVE key: every waiting call fails now, saying so (not after its timeout)."""
-        error = BrokerUnavailable(f"{REFUSED} (broker {self.settings.broker_url})")
+    def _fail_unanswered(self, now: float) -> None:
+        """The connect timeout: calls waiting on a broker that has said nothing for connect_timeout_s (never,
+        or not since it went silent) fail with BrokerUnavailable, independent of each call's own timeout."""
+        limit_s = self.settings.connect_timeout_s
+        if limit_s <= 0:
+            return
+        heard = self._last_broker_msg if self._last_broker_msg is not None else self._started
+        if now - heard < limit_s:
+            return
+        silence = ("has never answered" if self._last_broker_msg is None
+                   else f"has not answered for {now - heard:.0f}s")
+
+        def error(what: str) -> BrokerUnavailable:
+            return BrokerUnavailable(f"{what}: broker {self.settings.broker_url} {silence} "
+                                     f"(connect timeout {limit_s:g}s, TTS_CLIENT_CONNECT_TIMEOUT_S)")
+
+        self._jobs.fail_unanswered(now, heard, limit_s, error)
+        for req_id, request in list(self._requests.items()):
+            if now - max(request.started, heard) >= limit_s:
+                del self._requests[req_id]
+                settle(request.future, error=error(f"no reply to {request.what}"))
+
+    def _handshake_failed(self, failure: str) -> None:
+        """The handshake failed (refused key, CURVE mismatch, wrong broker key): every waiting call fails now,
+        saying which (not "not answering" after its timeout)."""
+        error = BrokerUnavailable(f"{failure} (broker {self.settings.broker_url})")
         self._jobs.fail_all(error)
         for request in self._requests.values():
             settle(request.future, error=error)
         self._requests.clear()
 
     def _timeout_error(self, what: str, now: float) -> ClientTimeout:
-        if self._handshake is not None and self._handshake.poll():
-            return BrokerUnavailable(f"{what}: {REFUSED} (broker {self.settings.broker_url})")
+        failure = self._handshake.poll() if self._handshake is not None else None
+        if failure is not None:
+            return BrokerUnavailable(f"{what}: {failure} (broker {self.settings.broker_url})")
         quiet_s = BROKER_LOST_PINGS * self.settings.ping_interval_s
         if self._last_broker_msg is None or now - self._last_broker_msg > quiet_s:
             return BrokerUnavailable(f"{what}: broker {self.settings.broker_url} is not answering")

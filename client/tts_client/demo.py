@@ -7,6 +7,7 @@ workers' statistics. `make demo` runs it against a stack started with `tts up`.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -66,11 +67,16 @@ def wait_for_workers(expected: int, timeout_s: float, watch_pid: Optional[int] =
 @click.option("--wait-s", type=float, default=180.0, help="How long to wait for them.")
 @click.option("--output-dir", default="output", type=click.Path(file_okay=False), help="Where the files go.")
 @click.option("--watch-pid", type=int, help="Stop waiting if this process (e.g. `tts up`) exits.")
-def main(broker_url: Optional[str], workers: int, wait_s: float, output_dir: str, watch_pid: Optional[int]) -> None:
+@click.option("--stack-ready-file", type=click.Path(dir_okay=False),
+              help="`tts up --ready-file`: wait for it, and talk only to the broker it names (its broker_id).")
+def main(broker_url: Optional[str], workers: int, wait_s: float, output_dir: str, watch_pid: Optional[int],
+         stack_ready_file: Optional[str]) -> None:
     """Run the seed's example through the broker."""
     settings = ClientSettings(broker_url=broker_url) if broker_url else ClientSettings()
     seed_api.configure(settings=settings)
     try:
+        if stack_ready_file is not None:
+            _check_own_broker(Path(stack_ready_file), wait_s, watch_pid)
         click.secho(f"waiting for {workers} worker(s) at {settings.broker_url} ...", fg="cyan", err=True)
         if not wait_for_workers(workers, wait_s, watch_pid):
             why = "the stack exited" if not _alive(watch_pid) else f"not within {wait_s:.0f}s"
@@ -91,6 +97,26 @@ def main(broker_url: Optional[str], workers: int, wait_s: float, output_dir: str
         sys.exit(EXIT_JOB_FAILED)
     finally:
         seed_api.shutdown_worker_manager()
+
+
+def _check_own_broker(ready_file: Path, wait_s: float, watch_pid: Optional[int]) -> None:
+    """Wait for `tts up`'s ready file, then make sure the broker answering is the one it started: with the
+    ports taken, `tts up` fails while another broker answers there, and the demo must not report its success."""
+    deadline = time.monotonic() + wait_s
+    while not ready_file.exists():
+        if not _alive(watch_pid):
+            click.secho("demo: `tts up` exited before its broker was ready (see its log)", fg="red", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        if time.monotonic() > deadline:
+            click.secho(f"demo: `tts up` did not start its broker within {wait_s:.0f}s", fg="red", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        time.sleep(0.1)
+    expected = json.loads(ready_file.read_text(encoding="utf-8")).get("broker_id")
+    answered = seed_api.default_client().ping(timeout_s=10).broker_id
+    if answered != expected:
+        click.secho(f"demo: the broker answering is {answered}, not {expected} that `tts up` started; another "
+                    "broker holds the address", fg="red", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 def _status_with_stats(timeout_s: float = 5.0) -> StatusView:

@@ -51,7 +51,7 @@ class JobTracker:
             settle(future, error=InvalidRequest(f"job {job_id} is already in flight in this client"))
             return
         deadline = now + timeout_s if timeout_s > 0 else None
-        job = PendingJob(request=request, future=future, sink=sink, deadline=deadline, last_heard=now)
+        job = PendingJob(request=request, future=future, sink=sink, deadline=deadline, last_heard=now, started=now)
         self._jobs[job_id] = job
         self._submit(job, now)
 
@@ -144,6 +144,19 @@ class JobTracker:
             elif now - job.last_heard >= resubmit_after_s:
                 log.debug("job %s: nothing heard for %.1fs, resubmitting", job.job_id, now - job.last_heard)
                 self._submit(job, now)
+
+    def fail_unanswered(self, now: float, broker_heard: float, connect_timeout_s: float,
+                        error: Callable[[str], Exception]) -> None:
+        """Fail every job that has waited connect_timeout_s while the broker said nothing at all (it never
+        answered this client, or went silent at broker_heard): BrokerUnavailable now, not at the call's timeout.
+        The job is also cancelled at the broker, which may come back and would otherwise run it for nobody."""
+        for job in list(self._jobs.values()):
+            if now - max(job.started, broker_heard) < connect_timeout_s:
+                continue
+            self._jobs.pop(job.job_id)
+            if self.settings.cancel_on_timeout:
+                self._send(encode(Command.CANCEL, CancelJob(job_id=job.job_id)))
+            settle(job.future, error=error(f"job {job.job_id}"))
 
     def fail_all(self, error: Exception) -> None:
         for job in self._jobs.values():

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from tts_client.ports import port_holders
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -85,7 +87,15 @@ class LocalStack:
             # One engine serves everything here; naming it lets the result cache key jobs that name no model.
             args += ["--default-model", cfg.engine]
         self.broker = self._spawn(args)
-        return _await_ready_file(self.broker, "broker", ready, timeout_s)
+        try:
+            return _await_ready_file(self.broker, "broker", ready, timeout_s)
+        except RuntimeError as exc:
+            if self.broker.returncode != _BROKER_EXIT_BIND:
+                raise
+            holders = port_holders([cfg.frontend, cfg.backend])
+            raise RuntimeError(f"the broker cannot bind {cfg.frontend} / {cfg.backend}: "
+                               + ("; ".join(holders) if holders else "the address is taken or not ours to use")
+                               ) from exc
 
     def start_gateway(self, timeout_s: float = 30.0) -> Optional[dict]:
         """Start `tts gateway` on config.gateway (if set) and wait until it listens; returns {url, pid}."""
@@ -147,6 +157,10 @@ def _configured(name: str) -> bool:
     except OSError:
         return False
     return any(line.strip().startswith(f"{name}=") for line in text.splitlines())
+
+
+_BROKER_EXIT_BIND = 3
+"""tts-broker's exit code for "cannot bind" (tts_broker.statedir.EXIT_BIND; the client does not import it)."""
 
 
 def _await_ready_file(proc: subprocess.Popen, name: str, ready: Path, timeout_s: float) -> dict:

@@ -40,6 +40,7 @@ class PendingJob:
     sink: Optional[ChunkSink]
     deadline: Optional[float]
     last_heard: float
+    started: float = 0.0
     heard_any: bool = False
     retry_at: Optional[float] = None
     last_error: Optional[Error] = None
@@ -104,4 +105,5 @@ class PendingRequest:
     future: Future
     deadline: float
     what: str
+    started: float = 0.0
     frames: Optional[list[bytes]] = None  # sent again to the next endpoint of a list (core.py)

@@ -30,6 +30,10 @@ class ClientSettings(BaseSettings):
     )
     timeout_s: float = Field(default=300.0, ge=0, description="Default per-job timeout; 0 = wait forever.")
     request_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of ping/status/reload requests.")
+    connect_timeout_s: float = Field(
+        default=10.0, ge=0,
+        description="A broker that has not answered (or stopped answering) for this long fails the waiting calls "
+                    "with BrokerUnavailable, whatever their own timeout; 0 = wait for the call's timeout.")
     ping_interval_s: float = Field(
         default=PING_INTERVAL_S, gt=0, description="How often the client pings to spot a broker restart.")
     resubmit_after_s: float = Field(

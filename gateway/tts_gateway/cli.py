@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import click
 
+from tts_protocol.errors import one_line
+
 from tts_client.cli_common import EXIT_JOB_FAILED, EXIT_USAGE, fail
 
 
@@ -39,7 +41,7 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
         settings.host_port()
         settings.tokens()
     except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError; OSError: the key file
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(one_line(exc)) from exc
     try:
         serve(settings, ctx.obj, on_listening=lambda url: click.secho(f"gateway listening on {url}", fg="cyan",
                                                                       err=True))

@@ -1,7 +1,8 @@
 """Broker PCM (s16le) -> the bytes an OpenAI response_format asks for.
 
-pcm and wav stream: a chunk goes out as soon as the broker hands it over (wav opens with a header whose sizes
-are 0xFFFFFFFF, "length unknown", as streaming WAV servers do; libsndfile, ffmpeg and Python's wave read it).
+pcm streams: a chunk goes out as soon as the broker hands it over. wav is a whole file with a true header (its
+sizes filled in), unless the caller asks to stream (`stream_format: "audio"` given explicitly): then it opens
+with a header whose sizes are 0xFFFFFFFF, "length unknown", as streaming WAV servers do.
 flac, mp3 and opus need the whole utterance (libsndfile writes their headers last), so they are encoded once
 the job is done. Ogg Opus takes only 8, 12, 16, 24 or 48 kHz, so other rates (Piper's 22,050 Hz) are
 resampled to 48 kHz first. aac is not offered: libsndfile has no AAC encoder.
@@ -34,7 +35,7 @@ class AudioFormat:
 
 RESPONSE_FORMATS: dict[str, AudioFormat] = {
     "pcm": AudioFormat("pcm", "audio/pcm", streams=True),
-    "wav": AudioFormat("wav", "audio/wav", streams=True),
+    "wav": AudioFormat("wav", "audio/wav", streams=True, container=FORMATS["wav"][0], subtype=FORMATS["wav"][1]),
     "flac": AudioFormat("flac", "audio/flac", streams=False, container=FORMATS["flac"][0],
                         subtype=FORMATS["flac"][1]),
     "mp3": AudioFormat("mp3", "audio/mpeg", streams=False, container=FORMATS["mp3"][0], subtype=FORMATS["mp3"][1]),
@@ -67,7 +68,7 @@ def resample(pcm: bytes, from_rate: int, to_rate: int, channels: int = 1) -> byt
 
 
 def encode_whole(fmt: AudioFormat, pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
-    """A complete file in a non-streaming format (flac, mp3, opus)."""
+    """A complete file (wav with its true sizes, flac, mp3, opus)."""
     rate = sample_rate
     if fmt.name == "opus" and rate not in OPUS_RATES:
         pcm, rate = resample(pcm, rate, 48000, channels), 48000

@@ -26,6 +26,7 @@ _REMOTE: dict[str, tuple[int, str]] = {
     ErrorCode.BAD_REQUEST.value: (400, INVALID_REQUEST),
     ErrorCode.PROTOCOL.value: (400, INVALID_REQUEST),
     ErrorCode.ENGINE_ERROR.value: (400, INVALID_REQUEST),  # the engine rejected it: unknown speaker, settings
+    ErrorCode.NO_AUDIO.value: (400, INVALID_REQUEST),  # the input has nothing speakable ("...", "-")
     ErrorCode.QUEUE_FULL.value: (429, RATE_LIMIT),
     ErrorCode.NO_WORKERS.value: (503, SERVER),
     ErrorCode.SHUTTING_DOWN.value: (503, SERVER),

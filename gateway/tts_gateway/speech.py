@@ -73,7 +73,7 @@ async def speak(gateway: Gateway, body: Any, request: Optional[Request] = None) 
         job = Job(gateway, text=text, speaker=speaker, route=route, voice=voice)
         if body.stream_format == "sse":
             answer = job.sse(fmt)
-        elif fmt.streams:
+        elif streams(fmt, body):
             answer = job.streamed(fmt)
         else:
             return await unless_hung_up(request, job.whole(fmt), job.job_id)
@@ -111,6 +111,15 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def streams(fmt: AudioFormat, body: Any) -> bool:
+    """Whether to answer chunk by chunk: pcm always; wav only when the caller asked to stream (an explicit
+    `stream_format: "audio"`), since a streamed WAV header cannot know its sizes and a file handed over whole
+    (`speech.create(...).write_to_file("a.wav")`) must tell the truth."""
+    if not fmt.streams:
+        return False
+    return fmt.name != "wav" or "stream_format" in getattr(body, "model_fields_set", ())
 
 
 class Job:

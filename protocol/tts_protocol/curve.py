@@ -2,8 +2,8 @@
 
 Keys are pyzmq certificate files: NAME.key holds the public key, NAME.key_secret the public and the secret
 key. The broker is the CURVE server; workers and clients are CURVE clients that know the broker's public key.
-When the broker's ZAP handler refuses a key, libzmq reports EVENT_HANDSHAKE_FAILED_AUTH on the peer's socket
-monitor: HandshakeWatch turns that into the one clear sentence every peer reports (REFUSED).
+Every peer watches its socket's handshake events (HandshakeWatch): a refused key, a keyless peer at a CURVE
+port, a wrong broker public key each become the one clear sentence every peer reports.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from zmq.utils.monitor import parse_monitor_message
 from tts_protocol.errors import TtsError
 
 REFUSED = "CURVE handshake refused by the broker: is this key in its allowlist?"
+NEEDS_CURVE = ("this broker requires CURVE: give this peer's key pair (--curve-secret NAME.key_secret) and the "
+               "broker's public key (--broker-key NAME.key)")
+NO_CURVE = "this broker does not use CURVE: drop --curve-secret and --broker-key (or is this its other port?)"
+BAD_BROKER_KEY = "the CURVE handshake failed: is --broker-key the broker's public key?"
+NOT_ZMTP = "the peer at this address does not speak ZeroMQ (is this the broker's port?)"
+_NO_DETAIL_RUN = 3
+_MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002)
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -106,41 +113,73 @@ def generate(name: str, folder: PathLike) -> tuple[Path, Path]:
 
 
 class HandshakeWatch:
-    """A socket monitor that remembers whether the broker refused this socket's CURVE handshake.
+    """A socket monitor that turns failed ZMTP handshakes into the sentence that names the mistake.
 
-    `poll()` reads pending monitor events without blocking; `refused` stays True once an
-    EVENT_HANDSHAKE_FAILED_AUTH was seen, and `succeeded` once a handshake went through.
+    `poll()` reads pending monitor events without blocking and returns the standing failure, if any:
+    EVENT_HANDSHAKE_FAILED_AUTH is a key the broker's allowlist refused (REFUSED); a mechanism mismatch is a
+    keyless peer at a CURVE port (NEEDS_CURVE) or a keyed peer at a plain one (NO_CURVE); a CURVE handshake
+    that fails without detail, again and again, is a wrong broker public key (BAD_BROKER_KEY); any other
+    protocol failure is a peer that does not speak ZMTP at all. A later successful handshake clears it.
+    `curve` says whether this socket was given CURVE keys.
     """
 
-    def __init__(self, sock: zmq.Socket) -> None:
-        self._monitor: Optional[zmq.Socket] = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    _EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_DISCONNECTED)
+
+    def __init__(self, sock: zmq.Socket, *, curve: bool = True) -> None:
+        self._monitor: Optional[zmq.Socket] = sock.get_monitor_socket(self._EVENTS)
         self._sock = sock
-        self.refused = False
+        self.curve = curve
+        self.failure: Optional[str] = None
         self.succeeded = False
-        self.protocol_error = False
+        self._no_detail = 0
+        # A socket has one monitor, so this watch also counts closed connections for the endpoint-list failover
+        # (a broker that dies or stops closes the connection: take_disconnect()).
+        self._disconnects = 0
+
+    @property
+    def refused(self) -> bool:
+        """True while the broker's allowlist refuses this socket's key."""
+        return self.failure == REFUSED
 
     @property
     def socket(self) -> Optional[zmq.Socket]:
         return self._monitor
 
-    def poll(self) -> bool:
-        """Read waiting events; True if the broker has refused this key (now or earlier)."""
+    def poll(self) -> Optional[str]:
+        """Read waiting events; the standing handshake failure (a sentence), None if there is none."""
         while self._monitor is not None:
             try:
                 frames = self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            except zmq.ZMQError:  # zmq.Again included: nothing waiting
                 break
-            except zmq.ZMQError:
-                break
-            event = parse_monitor_message(frames)["event"]
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self.refused = True
+            message = parse_monitor_message(frames)
+            event, value = message["event"], message["value"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._disconnects += 1
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.succeeded, self.refused = True, False
+                self.succeeded, self.failure, self._no_detail = True, None, 0
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.failure = REFUSED
             elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                self.protocol_error = True
-        return self.refused
+                if value == _MECHANISM_MISMATCH:
+                    self.failure = NO_CURVE if self.curve else NEEDS_CURVE
+                else:
+                    self.failure = NOT_ZMTP
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # The broker closed the handshake (EPIPE): a CURVE server does so to a wrong server key and,
+                # when it is quicker than the peer's own mismatch check, to a keyless peer. One such event is
+                # also what a broker restarting mid-handshake looks like, so only a run of them counts.
+                self._no_detail += 1
+                if self._no_detail >= _NO_DETAIL_RUN:
+                    self.failure = BAD_BROKER_KEY if self.curve else NEEDS_CURVE
+        return self.failure
+
+    def take_disconnect(self) -> bool:
+        """Read waiting events; True if the connection closed since the last call."""
+        self.poll()
+        gone, self._disconnects = self._disconnects > 0, 0
+        return gone
 
     def close(self) -> None:
         if self._monitor is None:

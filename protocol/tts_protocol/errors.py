@@ -25,6 +25,7 @@ class ErrorCode(str, enum.Enum):
     CONFLICT = "conflict"
     TOO_MANY_JOBS = "too_many_jobs"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    NO_AUDIO = "no_audio"
 
     @property
     def retryable(self) -> bool:
@@ -78,3 +79,18 @@ class ProtocolError(TtsError):
         self.job_id = job_id
         self.req_id = req_id
         self.code = code
+
+
+def one_line(exc: BaseException) -> str:
+    """A settings or validation error as one line: pydantic's messages, each with its field, without the
+    multi-line layout and documentation-URL footer of str(ValidationError)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}".removeprefix(": ")
+                     for e in errors()]
+        except Exception:  # not pydantic's errors(): fall back to the text
+            parts = []
+        if parts:
+            return "; ".join(p.replace("Value error, ", "") for p in parts)
+    return " ".join(str(exc).split())

@@ -286,6 +286,7 @@ class StatusView(Body):
     jobs: dict[str, Any] = Field(default_factory=dict)
     workers: list[WorkerView] = Field(default_factory=list)
     paused: list[str] = Field(default_factory=list)
+    dashboard: Optional[str] = None
     #: Every registered worker, also those not in this page of `workers`.
     worker_count: int = 0
     workers_offset: int = 0

@@ -17,7 +17,10 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 def test_a_key_folder_follows_files_added_removed_and_replaced(tmp_path: Path) -> None:
     folder = tmp_path / "clients"
-    public_a, _ = generate("a", folder)
+    folder.mkdir()
+    made_a, _ = generate("a", tmp_path / "secrets")  # an allowlist holds public keys only (no .key_secret)
+    public_a = folder / "a.key"
+    public_a.write_bytes(made_a.read_bytes())
     keys = KeyFolder(folder, "client")
     key_a = load_public(public_a)
     assert keys.lookup(key_a) == "a"

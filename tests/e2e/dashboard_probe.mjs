@@ -25,6 +25,9 @@ try {
   page.on("requestfailed", (req) => {
     if (!req.url().startsWith(url)) errors.push(`request to another origin: ${req.url()}`);
   });
+  page.on("response", (res) => {
+    if (res.status() >= 400) errors.push(`HTTP ${res.status()} for ${res.url()}`); // e.g. a favicon 404
+  });
   await page.goto(url);
   // Live workers with their memory: RSS comes with a worker's first heartbeat, up to a second after READY.
   await page.waitForFunction((n) => {
@@ -55,8 +58,18 @@ try {
   await page.waitForTimeout(1500); // one more poll so the charts include the batch's last second
   const final = path.join(outDir, "dashboard-final.png");
   await page.screenshot({ path: final, fullPage: true });
+  const rows = await page.$$eval("#recent-jobs tbody tr", (trs) => trs.map((tr) =>
+    [...tr.querySelectorAll("td")].map((td) => td.textContent)));
+  const failureHeights = await page.$$eval("#failures tbody tr", (trs) => trs.map((tr) => tr.getBoundingClientRect().height));
+  await page.selectOption("#job-filter", "failed");
+  await page.waitForTimeout(200);
+  const filtered = await page.$$eval("#recent-jobs tbody tr", (trs) => trs.map((tr) => tr.dataset.state));
+  await page.selectOption("#job-filter", "");
+  const charts = await page.$$eval("canvas", (cs) => cs.map((c) => c.id));
+  const favicon = await page.evaluate(async () => (await fetch("/favicon.ico")).status);
   emit({ event: "done", seen, screenshots: [mid, final].filter(Boolean), errors,
-    recentRows: await page.$$eval("#recent-jobs tbody tr", (rows) => rows.length),
+    recentRows: rows.length, rows, failureHeights, filtered, charts, favicon,
+    failedTile: await page.textContent("#jobs-failed"),
     throughput: await page.textContent("#throughput") });
 } finally {
   await context.close();

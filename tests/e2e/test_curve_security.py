@@ -273,3 +273,65 @@ def test_the_tts_cli_makes_keys_and_takes_them_as_global_options(curve_broker: B
     (keys.folder("clients") / "cli-user.key").write_bytes((tmp_path / "mine/cli-user.key").read_bytes())
     allowed = tts(*common, "status")
     assert allowed.returncode == 0, allowed.stderr
+
+
+# ---- mistakes name themselves (issue 19, item 7) ------------------------------------------------------
+
+
+def test_curve_mistakes_say_what_is_wrong_not_not_answering(curve_broker: BrokerProc, keys: Keys,
+                                                            start_worker: Callable[..., Proc]) -> None:
+    from tts_protocol.curve import BAD_BROKER_KEY, NEEDS_CURVE
+
+    app = keys.make("app", "clients")
+    keys.make("imposter", "unlisted")
+    wrong_broker_key = str(keys.folder("unlisted") / "imposter.key")
+    # A client without keys at a CURVE port: told CURVE is required, at once (not after request_timeout_s).
+    with client(curve_broker, keys, None, request_timeout_s=30.0) as c:
+        with pytest.raises(BrokerUnavailable, match="this broker requires CURVE"):
+            c.ping()
+    # A client whose --broker-key is not the broker's public key.
+    with TtsClient(curve_broker.frontend, curve_secret=str(app), broker_key=wrong_broker_key,
+                   request_timeout_s=30.0) as c:
+        with pytest.raises(BrokerUnavailable, match="is --broker-key the broker's public key"):
+            c.ping()
+    # A worker without keys says so in its log, instead of "send queue full" for ever.
+    keyless = start_worker(curve_broker, extra_args=["--single"])
+    wait_for(lambda: NEEDS_CURVE in keyless.log(), 30, what="the keyless worker's log naming CURVE")
+    wrong = start_worker(curve_broker, extra_args=["--single", "--curve-secret", str(keys.make("gpu", "workers")),
+                                                   "--broker-key", wrong_broker_key])
+    wait_for(lambda: BAD_BROKER_KEY in wrong.log(), 30, what="the worker's log naming --broker-key")
+
+
+def test_a_secret_key_in_an_allowlist_folder_stops_the_broker(keys: Keys, tmp_path: Path) -> None:
+    keys.make("app", "clients")  # the old README recipe: the key pair made inside the allowlist
+    run = subprocess.run([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
+                          "tcp://127.0.0.1:*", "--state-dir", str(tmp_path / "state"), "--curve-secret",
+                          str(keys.root / "broker/broker.key_secret"), "--client-keys", str(keys.folder("clients")),
+                          "--worker-keys", str(keys.folder("workers"))], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "app.key_secret" in lines[0] and "Traceback" not in run.stderr, run.stderr
+
+
+def test_tts_at_the_worker_port_or_an_unresolvable_host_says_so(broker: BrokerProc) -> None:
+    def tts(url: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tts_client", "--broker", url, *args], capture_output=True,
+                              text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+
+    run = tts(broker.backend, "ping")
+    assert run.returncode != 0 and "worker port" in run.stderr and broker.frontend in run.stderr, run.stderr
+    run = tts(broker.backend, "say", "hello")
+    assert run.returncode != 0 and "worker port" in run.stderr, run.stderr
+    run = tts("tcp://no..such..host:5555", "ping")
+    assert run.returncode == 3 and "does not resolve" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_settings_errors_are_one_line(tmp_path: Path) -> None:
+    for argv in (["-m", "tts_broker", "--max-queue", "-5", "--state-dir", str(tmp_path)],
+                 ["-m", "tts_worker", "--concurrency", "0", "--broker", "tcp://127.0.0.1:1"]):
+        run = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, run.stderr
+        text = run.stderr.strip()
+        assert "errors.pydantic.dev" not in text and "Traceback" not in text, text
+        said = [line for line in text.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]
+        assert len(said) == 1, text

@@ -2,7 +2,9 @@
 
 scripts/test-dashboard.sh (run by `make test-extra`) installs both; without them this test skips and says
 what is missing. The page must load from the broker alone (no other origin), list the live workers, and show
-a job count that rises while a batch runs. Screenshots are saved in the test's temp folder.
+a job count that rises while a batch runs, count failed jobs once each, name each job's line, speaker, text and
+client, filter by state, keep long errors on one line, serve a favicon. Screenshots are saved in the test's temp
+folder and copied to .cache/artifacts/dashboard/ (git-ignored), where they stay.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Callable
 import pytest
 
 from tts_client import TtsClient
+from tts_client.errors import JobFailed
+from tts_client.seed_api import line_job_id
 
 from harness import ROOT, BrokerProc, Proc, wait_for
 
@@ -47,9 +51,20 @@ def test_dashboard_shows_live_workers_and_a_rising_job_count(
     broker = broker_factory("--http", "127.0.0.1:0")
     assert broker.http is not None
     for _ in range(WORKERS):
-        start_worker(broker, opts={"latency_s": 0.1})
+        start_worker(broker, opts={"latency_s": 0.1, "fail_on": "POISON"})
     with TtsClient(broker.frontend) as client:
         wait_for(lambda: len(client.broker_status().workers) == WORKERS, 30, what="workers registered")
+        # Two failed jobs, one of them failed twice (retried): the tile counts jobs (2), not endings (3).
+        long_error_text = "POISON " + "a long line that fails " * 12
+        for job_id in ("poison-1", "poison-2"):
+            with pytest.raises(JobFailed):
+                client.synthesize(long_error_text, job_id=job_id, speaker="ana")
+        client.retry("poison-1")
+        with pytest.raises(JobFailed):
+            client.synthesize(long_error_text, job_id="poison-1", speaker="ana")
+        failed_status = client.broker_status()
+        assert failed_status.jobs["failed"] == 3 and failed_status.jobs["dead_letters"] == 2
+        assert failed_status.dashboard == broker.http  # `tts status --json` names the dashboard
         probe = subprocess.Popen(["node", str(PROBE), str(PREFIX), broker.http, str(WORKERS), str(BATCH),
                                   str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events: list[dict[str, Any]] = []
@@ -60,8 +75,9 @@ def test_dashboard_shows_live_workers_and_a_rising_job_count(
                 event = json.loads(line)
                 events.append(event)
                 if event["event"] == "workers":
-                    runner = threading.Thread(target=lambda: [h.result() for h in
-                                                              [client.submit(f"line {i}") for i in range(BATCH)]])
+                    runner = threading.Thread(target=lambda: [h.result() for h in [
+                        client.submit(f"Spoken line number {i}.", job_id=line_job_id(7, f"ch1-{i}"), speaker="bo")
+                        for i in range(BATCH)]])
                     runner.start()
                     batch.append(runner)
                 if event["event"] == "done":
@@ -89,6 +105,17 @@ def test_dashboard_shows_live_workers_and_a_rising_job_count(
     assert seen == sorted(seen) and len(set(seen)) >= 3, f"the count did not rise step by step: {seen}"
     assert final["errors"] == [], final["errors"]  # no script errors, nothing fetched from another origin
     assert final["recentRows"] > 0
+    assert final["failedTile"] == "2"
+    assert final["favicon"] == 200
+    assert {"chart-throughput", "chart-queue", "chart-latency"} <= set(final["charts"])
+    # rows name the line (stream/id), the speaker, a text excerpt and the client
+    line_rows = [r for r in final["rows"] if r[0].startswith("7/ch1-")]
+    assert line_rows and all(r[2] == "bo" and r[3].startswith("Spoken line number") and r[4] for r in line_rows)
+    assert set(final["filtered"]) == {"failed"}
+    assert final["failureHeights"] and max(final["failureHeights"]) < 40  # long errors stay on one line
+    kept = ROOT / ".cache" / "artifacts" / "dashboard"  # git-ignored; kept after the test's tmp folder goes
+    kept.mkdir(parents=True, exist_ok=True)
     for shot in final["screenshots"]:
         assert Path(shot).stat().st_size > 10_000
-    print("screenshots:", *final["screenshots"])
+        shutil.copy(shot, kept / Path(shot).name)
+    print("screenshots:", *final["screenshots"], "kept in", kept)

@@ -120,7 +120,8 @@ def test_openai_sdk_gets_piper_speech(broker: BrokerProc, start_worker: Callable
 
     pieces: list[bytes] = []
     with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=text,
-                                                            response_format="wav") as response:
+                                                            response_format="wav",
+                                                            extra_body={"stream_format": "audio"}) as response:
         for piece in response.iter_bytes():
             pieces.append(piece)
     assert len(pieces) >= 2  # audio arrived while later sentences were still being synthesised
@@ -286,3 +287,29 @@ def test_tts_lists_gateway_without_importing_it() -> None:
              "any(m.startswith('tts_gateway') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["1", "False"]
+
+
+def test_whole_file_wav_has_a_true_header_and_streaming_wav_stays(
+        broker: BrokerProc, tone_workers: Callable[..., Proc], gateway_factory: Callable[..., GatewayProc],
+        tmp_path: Path) -> None:
+    import struct
+    import wave
+
+    tone_workers(broker)
+    gateway = gateway_factory(broker, models="tts-1=tone")
+    client = sdk(gateway)
+    target = tmp_path / "a.wav"
+    client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format="wav").write_to_file(target)
+    data = target.read_bytes()
+    riff_size, = struct.unpack("<I", data[4:8])
+    data_at = data.index(b"data")
+    data_size, = struct.unpack("<I", data[data_at + 4:data_at + 8])
+    assert riff_size == len(data) - 8 and data_size == len(data) - data_at - 8
+    with wave.open(str(target)) as w:
+        assert w.getnframes() * 2 == len(tone_pcm(TEXT)) and w.getframerate() == 16000
+    # A caller that asks to stream (stream_format "audio") still gets the open-ended streaming header.
+    with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=TEXT,
+                                                            response_format="wav",
+                                                            extra_body={"stream_format": "audio"}) as response:
+        streamed = b"".join(response.iter_bytes())
+    assert streamed[4:8] == b"\xff\xff\xff\xff" and decode(streamed)[0].tobytes() == tone_pcm(TEXT)

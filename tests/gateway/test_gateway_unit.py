@@ -102,6 +102,7 @@ def test_whole_formats_decode_with_the_same_duration(fmt: str, rate: int, decode
     (JobFailed("deadline_exceeded", "late"), 504, "deadline_exceeded"),
     (JobFailed("bad_request", "too long"), 400, "bad_request"),
     (JobFailed("engine_error", "unknown speaker"), 400, "engine_error"),
+    (JobFailed("no_audio", "nothing speakable"), 400, "no_audio"),
     (JobFailed("max_attempts", "poison"), 502, "max_attempts"),
     (InvalidRequest("bad id"), 400, "invalid_value"),
 ])

@@ -43,3 +43,15 @@ def test_every_command_has_a_vector() -> None:
 @pytest.mark.parametrize("case", json.loads((VECTORS / "filenames.json").read_text(encoding="utf-8")))
 def test_filename_vectors(case: dict) -> None:
     assert output_filename(case["stream_index"], case["id"], case["ext"]) == case["expected"]
+
+
+def test_error_codes_match_the_vectors_and_the_spec() -> None:
+    """error_codes.json (made by make_vectors.py) is the list every codec knows; PROTOCOL.md documents each."""
+    from tts_protocol import ErrorCode
+
+    listed = json.loads((VECTORS / "error_codes.json").read_text(encoding="utf-8"))
+    assert listed == {code.value: code.retryable for code in ErrorCode}
+    assert listed["no_audio"] is False
+    spec = (VECTORS.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    for code, retryable in listed.items():
+        assert f"| `{code}` | {str(retryable).lower()} |" in spec, code

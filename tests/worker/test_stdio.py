@@ -65,3 +65,32 @@ def test_generate_alone_loads_the_engine_and_bad_lines_get_errors(tmp_path: Path
     assert answers[5]["success"] is True and answers[5]["id"] == 9
     check_wav(tmp_path / "out" / "sub" / "z.wav")
     assert not (tmp_path / "x.wav").exists() and not (tmp_path / "out" / "sub" / "y.wav").exists()
+
+
+def test_unwritable_output_path_is_bad_request_not_internal(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    answers = run_stdio(tmp_path, [
+        '{"type":"generate","id":1,"text":"Hi","output_path":"a-file/x.wav"}',
+        '{"type":"generate","id":2,"text":"Hi","output_path":"."}',
+        '{"type":"generate","id":3,"text":"Hi","output_path":"ok.wav"}',
+    ], "tone")
+    for answer in answers[:2]:
+        assert answer["success"] is False and answer["code"] == "bad_request", answer
+        assert "output_path" in answer["error"] and "Traceback" not in answer["error"]
+    assert answers[2]["success"] is True
+
+
+def test_a_failed_load_model_keeps_the_working_engine_and_its_options(tmp_path: Path) -> None:
+    answers = run_stdio(tmp_path, [
+        '{"type":"load_model","options":{"latency_s":0.01}}',
+        '{"type":"generate","id":1,"text":"Before.","output_path":"a.wav"}',
+        '{"type":"load_model","options":{"no_such_option":1}}',
+        '{"type":"load_model","device":7}',
+        '{"type":"generate","id":2,"text":"After.","output_path":"b.wav"}',
+        '{"type":"load_model","options":{"latency_s":0}}',
+        '{"type":"generate","id":3,"text":"Again.","output_path":"c.wav"}',
+    ], "tone")
+    assert [a["success"] for a in answers] == [True, True, False, False, True, True, True], answers
+    assert answers[2]["code"] == "load_failed" and "no_such_option" in answers[2]["error"]
+    assert answers[3]["code"] == "bad_request"
+    assert (tmp_path / "b.wav").exists() and (tmp_path / "c.wav").exists()

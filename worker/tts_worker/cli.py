@@ -13,6 +13,7 @@ from typing import Any, Optional
 import click
 from pydantic import ValidationError
 
+from tts_protocol.errors import one_line
 from tts_protocol.logjson import JsonFormatter
 
 from tts_worker import __version__
@@ -140,7 +141,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
     try:
         settings = WorkerSettings(**overrides)
     except ValidationError as exc:
-        click.echo(f"tts-worker: bad settings: {exc}", err=True)
+        click.echo(f"tts-worker: bad settings: {one_line(exc)}", err=True)
         sys.exit(ExitCode.USAGE)
     options: dict[str, Any] = {**settings.engine_options, **engine_opts}
     configure_logging(settings.log_level, settings.name, json_lines=settings.log_json)

@@ -23,7 +23,6 @@ import time
 from typing import Optional
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from tts_protocol import Command, Message, ProtocolError, Side, decode, encode
 from tts_protocol.curve import CurveKeys, HandshakeWatch
@@ -56,7 +55,7 @@ class BrokerConnection:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = max(backoff_min_s, backoff_max_s)
         self.socket: Optional[zmq.Socket] = None
-        self.monitor: Optional[zmq.Socket] = None  # DISCONNECTED events (endpoint lists without CURVE)
+        self.monitor: Optional[zmq.Socket] = None  # the watch's monitor, polled for closed connections (lists)
         self.routing_id = ""
         self.generation = 0  # counts sockets; a lease belongs to the generation that received it
         self.last_heard = 0.0
@@ -80,14 +79,14 @@ class BrokerConnection:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         if self.curve is not None:
             self.curve.apply(sock)
-            self._watch = HandshakeWatch(sock)
+        self._watch = HandshakeWatch(sock, curve=self.curve is not None)  # keyless at a CURVE port: say so
         self.endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
         self._next_endpoint += 1
         sock.connect(self.endpoint)
-        if len(self.endpoints) > 1 and self.curve is None:
-            # A broker that dies closes the connection: move on at once, not after the liveness timeout.
-            # (Under CURVE the handshake watch is the socket's one monitor; silence decides there.)
-            self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if len(self.endpoints) > 1:
+            # A broker that dies closes the connection: move on at once, not after the liveness timeout. The
+            # handshake watch is the socket's one monitor; it counts closed connections too.
+            self.monitor = self._watch.socket
         self.socket = sock
         self.generation += 1
         self.last_heard = time.monotonic()
@@ -100,10 +99,7 @@ class BrokerConnection:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
-        if self.monitor is not None:
-            self.socket.disable_monitor()
-            self.monitor.close(0)
-            self.monitor = None
+        self.monitor = None
         self.socket.close(linger=linger_ms)
         self.socket = None
 
@@ -160,21 +156,20 @@ class BrokerConnection:
         return messages
 
     def disconnected(self) -> bool:
-        """Read the monitor's events; True if the connection to the broker closed (it died or stopped)."""
-        gone = False
-        while self.monitor is not None:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            gone = gone or event["event"] == zmq.EVENT_DISCONNECTED
-        return gone
+        """True if the connection to the broker closed (it died or stopped), from the handshake watch's monitor."""
+        return self._watch is not None and self._watch.take_disconnect()
+
+    @property
+    def handshake_failure(self) -> Optional[str]:
+        """Why this socket's handshake fails (refused key, CURVE mismatch, wrong broker key), if it does."""
+        return self._watch.poll() if self._watch is not None else None
 
     @property
     def refused(self) -> bool:
         """True once the broker refused this socket's CURVE key (REFUSED says what to check)."""
-        return self._watch is not None and self._watch.poll()
+        return self._watch is not None and self._watch.poll() is not None and self._watch.refused
 
     def broker_silent(self, now: float) -> bool:
-        """Time to give up on this socket: the broker is silent too long, or it refused our CURVE key."""
-        return self.socket is not None and (now - self.last_heard > self.timeout_s or self.refused)
+        """Time to give up on this socket: the broker is silent too long, or the handshake failed."""
+        return self.socket is not None and (now - self.last_heard > self.timeout_s
+                                            or self.handshake_failure is not None)

@@ -32,7 +32,6 @@ from typing import Any, Mapping, Optional
 import zmq
 
 from tts_protocol import Command, ErrorCode, Message
-from tts_protocol.curve import REFUSED
 from tts_protocol.messages import (
     CancelLease,
     Disconnect,
@@ -208,7 +207,7 @@ class WorkerDaemon:
                 conn.drop("broker closed the connection")
                 self._orphan_leases()
             elif conn.broker_silent(now):
-                conn.drop(REFUSED if conn.refused else f"broker silent for {self.settings.broker_timeout_s:.1f} s")
+                conn.drop(conn.handshake_failure or f"broker silent for {self.settings.broker_timeout_s:.1f} s")
                 self._orphan_leases()
             if self.survival is not None and self.survival.expired(now):
                 self.leases.cancel_all(now)

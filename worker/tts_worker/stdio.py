@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Optional
 
 from tts_protocol import ErrorCode
+from tts_protocol.errors import one_line
 
-from tts_worker.engines.base import EngineError, EngineLoadError, SynthesisRequest
+from tts_worker.engines.base import NO_AUDIO_MESSAGE, EngineError, EngineLoadError, SynthesisRequest
 from tts_worker.engines.registry import LoadedEngine, close_engine, load_engine
 from tts_worker.exit_codes import ExitCode
 from tts_worker.settings import WorkerSettings
@@ -111,13 +112,21 @@ class StdioWorker:
         options = request.get("options", {})
         if not isinstance(options, dict):
             raise StdioError("bad_request", "options must be an object")
+        settings = self.settings
         if updates:
-            self.settings = WorkerSettings.model_validate({**self.settings.model_dump(), **updates})
-        self.options.update(options)
-        if self.loaded is not None:
-            close_engine(self.loaded.engine)
-            self.loaded = None
-        loaded = self._engine()
+            try:
+                settings = WorkerSettings.model_validate({**self.settings.model_dump(), **updates})
+            except ValueError as exc:
+                raise StdioError("bad_request", one_line(exc)) from exc
+        merged = {**self.options, **options}
+        # Like a RELOAD in the daemon (engine_host.reload): load the new engine first and swap it in only once
+        # it works, so a bad load_model answers load_failed and leaves the working engine and its options.
+        loaded = load_engine(settings.engine, merged, settings)
+        old, self.loaded = self.loaded, loaded
+        self.settings, self.options = settings, merged
+        if old is not None:
+            close_engine(old.engine)
+        log.info("engine %s loaded in %d ms (model %s)", loaded.info.engine, loaded.load_time_ms, loaded.info.model)
         info = loaded.info
         return {"type": "model_loaded", "success": True, "engine": info.engine, "model": info.model,
                 "device": info.device, "sample_rate": info.sample_rate, "model_version": self.settings.model_version,
@@ -136,19 +145,23 @@ class StdioWorker:
             raise StdioError("bad_request", "voice_settings must be an object")
         if speaker is not None and not isinstance(speaker, str):
             raise StdioError("bad_request", "speaker must be a string")
+        path = Path(output_path).expanduser().resolve()
+        _check_writable(path)  # before synthesis: an unwritable target costs no engine time
         loaded = self._engine()
         started = time.monotonic()
         job_id = f"stdio-{request.get('id', 0)}"[:128]
         chunks = list(loaded.engine.synthesize(
             SynthesisRequest(job_id=job_id, text=text, speaker=speaker, voice=voice), threading.Event()))
         gen_ms = int((time.monotonic() - started) * 1000)
-        if not chunks:
-            raise StdioError(ErrorCode.ENGINE_ERROR.value, "the engine produced no audio")
+        if not any(chunk.samples.size for chunk in chunks):
+            raise StdioError(ErrorCode.NO_AUDIO.value, NO_AUDIO_MESSAGE)
         rate = chunks[0].sample_rate
         channels = 1 if chunks[0].samples.ndim == 1 else int(chunks[0].samples.shape[1])
         pcm = b"".join(chunk.to_bytes() for chunk in chunks)
-        path = Path(output_path).expanduser().resolve()
-        write_wav_atomically(path, pcm, rate, channels)
+        try:
+            write_wav_atomically(path, pcm, rate, channels)
+        except OSError as exc:  # e.g. the folder went read-only meanwhile: the caller's path, not our bug
+            raise StdioError("bad_request", f"cannot write output_path {str(path)!r}: {exc.strerror or exc}") from exc
         samples = len(pcm) // (2 * channels)
         return {"type": "result", "id": request.get("id"), "success": True, "output_path": str(path),
                 "duration_s": round(samples / rate, 3), "sample_rate": rate, "channels": channels,
@@ -182,6 +195,18 @@ def write_wav_atomically(path: Path, pcm: bytes, sample_rate: int, channels: int
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse (bad_request) an output_path whose folder cannot be made or written, or that names a folder."""
+    try:
+        if path.is_dir():
+            raise StdioError("bad_request", f"output_path {str(path)!r} is a folder; give a file path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".tts-write-check-"):
+            pass
+    except OSError as exc:
+        raise StdioError("bad_request", f"cannot write output_path {str(path)!r}: {exc.strerror or exc}") from exc
 
 
 def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Callable, Union
 from tts_protocol import ErrorCode
 
 from tts_worker.engines.base import (
+    NO_AUDIO_MESSAGE,
     Engine,
     EngineError,
     EngineInfo,
@@ -153,6 +154,9 @@ class SynthesisRunner:
             log.exception("job %s: unexpected engine error", job_id)
             return Failed(task.key, ErrorCode.INTERNAL, _clip(f"{type(exc).__name__}: {exc}"), True, elapsed_ms())
         gen_ms = elapsed_ms()
+        if not any(pieces):
+            log.info("job %s: the engine produced no audio", job_id)
+            return Failed(task.key, ErrorCode.NO_AUDIO, NO_AUDIO_MESSAGE, False, gen_ms)
         return Done(task.key, sample_rate, channels, b"".join(pieces), gen_ms, self._deterministic(task))
 
     def _deterministic(self, task: Task) -> bool:

@@ -39,7 +39,7 @@ function drawChart(canvas, lines, unit) {
   const g = canvas.getContext("2d");
   g.scale(ratio, ratio);
   g.clearRect(0, 0, width, height);
-  const pad = { left: 44, right: 8, top: 8, bottom: 18 };
+  const pad = { left: 44, right: 8, top: 8, bottom: 20 };
   const points = lines.flatMap((l) => l.points);
   if (points.length < 2) {
     g.fillStyle = "#8793a1";
@@ -63,7 +63,13 @@ function drawChart(canvas, lines, unit) {
     g.stroke();
     g.fillText(v >= 10 ? v.toFixed(0) : v.toFixed(1), 4, y(v) + 4);
   }
-  g.fillText(`${Math.round(t1 - t0)} s`, width - pad.right - 30, height - 4);
+  // Time labels: clock times at the start, middle and end of the window (series t is wall-clock seconds).
+  const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  [t0, (t0 + t1) / 2, t1].forEach((t, i) => {
+    const label = clock(t);
+    const w = g.measureText(label).width;
+    g.fillText(label, Math.min(Math.max(x(t) - (i ? w / 2 : 0), pad.left), width - pad.right - w), height - 4);
+  });
   lines.forEach((line, index) => {
     g.strokeStyle = line.colour;
     g.lineWidth = 2;
@@ -95,7 +101,8 @@ function render(page) {
   $("queue-depth").textContent = text(status.queue_depth);
   $("jobs-running").textContent = text(jobs.running);
   $("jobs-done").textContent = text(jobs.done);
-  $("jobs-failed").textContent = text(jobs.failed);
+  // Failed jobs, each once (the dead letters); `failed` counts endings, a retried job that failed again twice.
+  $("jobs-failed").textContent = text(jobs.dead_letters ?? jobs.failed);
   $("worker-count").textContent = String(workers.length);
   const perSecond = rates(series);
   const recent = perSecond.slice(-10);
@@ -119,31 +126,39 @@ function render(page) {
   });
   $("no-workers").hidden = workers.length > 0;
 
-  fill($("recent-jobs").tBodies[0], page.jobs || [], (tr, j) => {
-    cell(tr, j.job_id);
+  const wanted = $("job-filter").value;
+  const shown = (page.jobs || []).filter((j) => !wanted || j.state === wanted);
+  fill($("recent-jobs").tBodies[0], shown, (tr, j) => {
+    tr.className = "job";
+    tr.dataset.state = j.state;
+    cell(tr, j.line ?? j.job_id).title = j.job_id;
     cell(tr, j.cached ? `${j.state} (cache)` : j.state, `state-${j.state}`);
+    cell(tr, j.speaker);
+    cell(tr, j.text, "excerpt").title = j.text || "";
+    cell(tr, j.client);
     cell(tr, j.attempt);
-    cell(tr, j.model);
     cell(tr, j.worker_id);
     cell(tr, `${j.queued_ms} ms`);
     cell(tr, j.run_ms === null ? "–" : `${j.run_ms} ms`);
   });
   const failures = page.failures || [];
   fill($("failures").tBodies[0], failures, (tr, j) => {
-    cell(tr, j.job_id);
+    cell(tr, j.line ?? j.job_id).title = j.job_id;
     cell(tr, j.error ? j.error.code : "", "state-failed");
-    cell(tr, j.error ? j.error.message : "", "err");
+    cell(tr, j.error ? j.error.message : "", "err").title = j.error ? j.error.message : "";
     cell(tr, (j.workers || []).slice(-3).join(", "));
   });
   $("no-failures").hidden = failures.length > 0;
 
-  drawChart($("chart-throughput"), [
-    { name: "jobs/s", colour: "#4cc38a", points: perSecond },
-    { name: "queued", colour: "#5aa9e6", points: series.map((p) => [p.t, p.queued]) },
-  ], "");
+  // Throughput and queue depth on charts of their own: each gets its own y axis.
+  drawChart($("chart-throughput"), [{ name: "jobs/s", colour: "#4cc38a", points: perSecond }], "");
+  drawChart($("chart-queue"), [{ name: "queued", colour: "#5aa9e6", points: series.map((p) => [p.t, p.queued]) }], "");
+  const of = (key) => series.filter((p) => p[key] !== null && p[key] !== undefined).map((p) => [p.t, p[key]]);
   drawChart($("chart-latency"), [
-    { name: "p50", colour: "#e5b84a", points: series.filter((p) => p.p50_ms !== null).map((p) => [p.t, p.p50_ms]) },
-    { name: "p95", colour: "#ef6b6b", points: series.filter((p) => p.p95_ms !== null).map((p) => [p.t, p.p95_ms]) },
+    { name: "p50", colour: "#e5b84a", points: of("p50_ms") },
+    { name: "p95", colour: "#ef6b6b", points: of("p95_ms") },
+    { name: "waiting", colour: "#5aa9e6", points: of("wait_ms") },
+    { name: "generating", colour: "#4cc38a", points: of("gen_ms") },
   ], " ms");
   $("updated").textContent = `updated ${new Date((page.taken_at || 0) * 1000).toLocaleTimeString()}`;
 }
@@ -154,7 +169,8 @@ async function poll() {
     // The page passes its own ?token= on (the broker may require a bearer token for /api/*).
     const response = await fetch("/api/dashboard" + window.location.search, { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    render(await response.json());
+    last = await response.json();
+    render(last);
     conn.textContent = "live";
     conn.className = "pill ok";
   } catch (err) {
@@ -164,5 +180,8 @@ async function poll() {
     setTimeout(poll, POLL_MS);
   }
 }
+
+let last = null; // the latest page, drawn again at once when the state filter changes
+$("job-filter").addEventListener("change", () => { if (last) render(last); });
 
 poll();

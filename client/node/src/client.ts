@@ -88,6 +88,9 @@ export class TtsClient {
   private readonly watch: BrokerWatch;
   private readonly endpoints: string[];
   private endpointIndex = 0;
+  /** performance.now() of the last message from the broker (undefined: none yet) and of the socket's start. */
+  private lastBrokerMsgMs: number | undefined;
+  private socketStartMs = 0;
 
   /** Throws InvalidArgumentError at once for a malformed broker URL; connects on first use. */
   constructor(options: TtsClientOptions = {}) {
@@ -107,6 +110,7 @@ export class TtsClient {
     this.opts = {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       jobTimeoutMs: options.jobTimeoutMs ?? 300_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       pingIntervalMs: options.pingIntervalMs ?? RETRY_POLICY.pingIntervalMs,
       resubmitAfterMs: options.resubmitAfterMs ?? RETRY_POLICY.resubmitAfterMs,
       maxRetries: options.maxRetries ?? RETRY_POLICY.maxRetries,
@@ -323,6 +327,7 @@ export class TtsClient {
       throw new InvalidArgumentError(`cannot connect to ${endpoint}: ${(err as Error).message}`, { cause: err });
     }
     this.socket = socket;
+    this.socketStartMs = performance.now();
     this.sendQueue = new SendQueue(socket);
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
@@ -416,6 +421,7 @@ export class TtsClient {
       this.onMalformed(err as MalformedMessageError);
       return;
     }
+    this.lastBrokerMsgMs = performance.now();
     const body = msg.body;
     const jobId = typeof body["job_id"] === "string" ? body["job_id"] : undefined;
     switch (msg.command) {
@@ -470,6 +476,19 @@ export class TtsClient {
     const now = performance.now();
     this.watch.tick(now);
     this.jobTable.tick(now);
+    this.failUnanswered(now);
+  }
+
+  /** The connect timeout: jobs that waited connectTimeoutMs while the broker said nothing (it never answered,
+   * or went silent) fail with BrokerUnavailableError now, not at their jobTimeoutMs. */
+  private failUnanswered(now: number): void {
+    const limitMs = this.opts.connectTimeoutMs;
+    if (limitMs <= 0) return;
+    const heard = this.lastBrokerMsgMs ?? this.socketStartMs;
+    if (now - heard < limitMs) return;
+    const silence = this.lastBrokerMsgMs === undefined ? "has never answered" : `has not answered for ${Math.round((now - heard) / 1000)} s`;
+    this.jobTable.failUnanswered(now, heard, limitMs, (what) =>
+      new BrokerUnavailableError(`${what}: broker ${this.brokerUrl} ${silence} (connectTimeoutMs ${limitMs})`));
   }
 
   private async sendFrames(frames: Uint8Array[]): Promise<void> {

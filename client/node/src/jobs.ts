@@ -47,6 +47,8 @@ interface PendingJob {
   resolve: (result: SynthesisResult) => void;
   reject: (err: Error) => void;
   lastHeardMs: number;
+  /** When the call started (performance.now()). */
+  startedMs: number;
   /** Retries since the backoff last restarted (ACCEPTED restarts it). */
   retries: number;
   retryTimer: NodeJS.Timeout | undefined;
@@ -107,6 +109,7 @@ export class JobTable {
         resolve,
         reject,
         lastHeardMs: performance.now(),
+        startedMs: performance.now(),
         retries: 0,
         retryTimer: undefined,
         lastError: undefined,
@@ -199,6 +202,14 @@ export class JobTable {
     if (job === undefined) return;
     this.settle(job, err);
     if (cancel && !this.host.closed()) this.host.send(encodeMessage(Command.CANCEL, { job_id: jobId })).catch(() => undefined);
+  }
+
+  /** Fail (and CANCEL, the broker may come back) every job that has waited limitMs since max(its start,
+   * brokerHeardMs): the broker never answered it or went silent. */
+  failUnanswered(now: number, brokerHeardMs: number, limitMs: number, error: (what: string) => Error): void {
+    for (const job of [...this.jobs.values()]) {
+      if (now - Math.max(job.startedMs, brokerHeardMs) >= limitMs) this.abandon(job.id, error(`job ${job.id}`), true);
+    }
   }
 
   failAll(err: Error): void {

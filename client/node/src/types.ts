@@ -20,6 +20,9 @@ export interface TtsClientOptions extends CurveOptions {
   requestTimeoutMs?: number;
   /** Client-side time limit for a job, from submission to result (ms); 0 = none. Default 300000. */
   jobTimeoutMs?: number;
+  /** A broker that has not answered (never, or not since it went silent) for this long fails the waiting jobs
+   * with BrokerUnavailableError, whatever their jobTimeoutMs (ms); 0 = off. Default 10000. */
+  connectTimeoutMs?: number;
   /** PING interval while work is pending (ms); a changed broker_id means the broker restarted. Default 1000. */
   pingIntervalMs?: number;
   /** Resubmit (same job id) a job the broker has said nothing about for this long (ms). Default 5000. */
@@ -184,6 +187,8 @@ export interface StatusView {
   worker_count?: number;
   workers_offset?: number;
   summary?: StatusSummary;
+  /** The broker's dashboard base URL (`--http`), null when it serves none. */
+  dashboard: string | null;
 }
 
 /** Counters of what the client did, for monitoring and tests. */

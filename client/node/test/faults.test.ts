@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { configure, healthCheck, shutdownWorkerManager } from "../src/audioGenerator.js";
+import { configure, generateAudio, healthCheck, shutdownWorkerManager } from "../src/audioGenerator.js";
 import { TtsClient } from "../src/client.js";
 import { AbortError, BrokerUnavailableError, InvalidArgumentError, JobFailedError, TimeoutError } from "../src/errors.js";
 import type { Logger } from "../src/types.js";
@@ -140,5 +140,39 @@ describe("bad or unreachable broker URLs fail clearly and quickly", { timeout: 2
     await assert.rejects(client.connect({ waitMs: 300 }), BrokerUnavailableError);
     await client.close();
     await assert.rejects(TtsClient.connect({ brokerUrl: url, waitMs: 200 }), { code: "unavailable" });
+  });
+});
+
+describe("connect timeout: a broker that never answers or stops answering is BrokerUnavailableError in seconds", { timeout: 60_000 }, () => {
+  after(async () => {
+    await shutdownWorkerManager();
+  });
+
+  test("generateAudio against a port where nothing listens, with the 300 s job timeout", { timeout: 10_000 }, async () => {
+    const url = `tcp://127.0.0.1:${await freePort()}`;
+    configure({ brokerUrl: url, connectTimeoutMs: 1000, logger: quiet });
+    const t0 = performance.now();
+    await assert.rejects(generateAudio("Nobody listens.", "default", 1, 0, "/tmp"), (err: unknown) =>
+      err instanceof BrokerUnavailableError && /never answered/.test(err.message));
+    const elapsed = performance.now() - t0;
+    assert.ok(elapsed >= 900 && elapsed < 4000, `failed after ${elapsed} ms`);
+  });
+
+  test("a broker killed mid-job: the job fails with BrokerUnavailableError, not after jobTimeoutMs", { timeout: 40_000 }, async () => {
+    const cluster = new Cluster({ workers: 1, engineOpts: { latency_s: 30 } });
+    await cluster.start();
+    const client = new TtsClient({ brokerUrl: cluster.frontend, logger: quiet, connectTimeoutMs: 1500 });
+    try {
+      const job = client.synthesize("A job the broker takes with it.", { jobId: "node-gone-1" });
+      await waitFor("job running", async () => ((await client.jobStatus("node-gone-1")).state === "running" ? true : undefined), 10_000, 50);
+      await cluster.stopBroker("SIGKILL");
+      const t0 = performance.now();
+      await assert.rejects(job, (err: unknown) => err instanceof BrokerUnavailableError && /has not answered/.test(err.message));
+      const elapsed = performance.now() - t0;
+      assert.ok(elapsed < 5000, `failed ${elapsed} ms after the broker died`);
+    } finally {
+      await client.close();
+      await cluster.stop();
+    }
   });
 });

@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 
 import { outputFilename } from "../src/naming.js";
 import { decodeMessage, encodeMessage, MalformedMessageError } from "../src/protocol/codec.js";
-import { Command, type CommandName, type Side } from "../src/protocol/constants.js";
+import { Command, type CommandName, ErrorCode, type Side } from "../src/protocol/constants.js";
 import { VECTORS_DIR } from "./paths.js";
 
 interface Vector {
@@ -111,4 +111,12 @@ describe("file names (filenames.json)", { timeout: 10_000 }, () => {
       assert.equal(outputFilename(c.stream_index, c.id, c.ext), c.expected);
     });
   }
+});
+
+describe("error codes (error_codes.json)", { timeout: 10_000 }, () => {
+  test("the Node client knows exactly the protocol's error codes", () => {
+    const codes = JSON.parse(readFileSync(path.join(VECTORS_DIR, "error_codes.json"), "utf8")) as Record<string, boolean>;
+    assert.deepEqual(Object.values(ErrorCode).sort(), Object.keys(codes).sort());
+    assert.equal(codes["no_audio"], false);
+  });
 });

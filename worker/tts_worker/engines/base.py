@@ -27,6 +27,9 @@ import numpy as np
 
 from tts_protocol.errors import ErrorCode, TtsError
 
+NO_AUDIO_MESSAGE = "the engine produced no audio for this text (nothing speakable in it?)"
+"""The message of a `no_audio` failure: text such as "..." or "-" that an engine turns into no samples."""
+
 
 class EngineError(TtsError):
     """A job the engine cannot do (unknown speaker, bad settings, text it rejects).

@@ -50,8 +50,9 @@ _STEP_S = 0.01
 
 
 def sentence_split(text: str) -> list[str]:
-    """Sentences of `text` as the tone engine cuts them (no empty ones)."""
-    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+    """Sentences of `text` as the tone engine cuts them: like a real engine, it speaks nothing for a sentence
+    without a letter or digit ("...", "-"), so such a text yields no audio at all."""
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if any(c.isalnum() for c in s)]
 
 
 def speaker_pitch_hz(speaker: Optional[str]) -> float:

@@ -107,6 +107,7 @@ export const ErrorCode = {
   CONFLICT: "conflict",
   TOO_MANY_JOBS: "too_many_jobs",
   JOURNAL_UNAVAILABLE: "journal_unavailable",
+  NO_AUDIO: "no_audio",
 } as const;
 export type RemoteErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -134,6 +134,7 @@ const STATUS_VIEW: Schema = [
   ["jobs", { kind: "map", default: () => ({}) }],
   ["workers", { kind: "list", item: WORKER_VIEW, default: () => [] }],
   ["paused", { kind: "strList", default: () => [] }],
+  ["dashboard", { kind: "str", nullable: true, default: null }],
   ["worker_count", { kind: "int", default: 0 }],
   ["workers_offset", { kind: "int", default: 0 }],
   ["summary", { kind: "map", default: () => ({}) }],
