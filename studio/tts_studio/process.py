@@ -145,9 +145,10 @@ def finish_line(task: LineTask) -> dict[str, Any]:
         costs["check_s"] = time.perf_counter() - t0
     problems = check_problems(task, raw, speech_s, wer) if s.check else []
     words: list[speech.Word] = []
+    aligner = ""
     if s.timings and x16k is not None:
         t0 = time.perf_counter()
-        words = speech.align(x16k, task.text) if bounds is not None else []
+        words, aligner = speech.align(x16k, task.text) if bounds is not None else ([], "none (silent)")
         costs["align_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     from tts_client.audio import write_pcm
@@ -156,7 +157,7 @@ def finish_line(task: LineTask) -> dict[str, Any]:
     audio_path = Path(task.audio_path)
     write_pcm(audio_path, pcm, rate, 1, s.fmt)
     if s.timings:
-        body = {"id": task.line_id, "text": task.text, "aligner": "pocketsphinx", "duration_s": len(x) / rate,
+        body = {"id": task.line_id, "text": task.text, "aligner": aligner, "duration_s": len(x) / rate,
                 "words": [dataclasses.asdict(w) for w in words]}
         _atomic_write(Path(task.timings_path), json.dumps(body, ensure_ascii=False, indent=1).encode())
         _atomic_write(Path(task.vtt_path), webvtt(words).encode())
@@ -168,6 +169,7 @@ def finish_line(task: LineTask) -> dict[str, Any]:
         "true_peak_db": round(peak, 2) if math.isfinite(peak) else None,
         "wer": None if wer is None else round(wer, 3),
         "heard": " ".join(heard),
+        "aligner": aligner or None,
         "problems": problems,
         "file_sha256": file_sha256(audio_path),
         "costs": costs,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 REPORT_JSON = "build-report.json"
 REPORT_HTML = "build-report.html"
 _FIELDS = ("file", "timings", "vtt", "status", "take", "duration_s", "sample_rate", "lufs", "true_peak_db", "wer",
-           "heard", "error", "worker", "cached", "attempts", "seed", "synth_s")
+           "heard", "aligner", "error", "worker", "cached", "attempts", "seed", "synth_s")
 
 
 @dataclasses.dataclass(slots=True)
@@ -98,7 +98,7 @@ def write_reports(report: BuildReport, manifest: Manifest, lock: LockFile) -> No
     tmp_lines = report.root / f".{REPORT_JSON}.{secrets.token_hex(6)}.tmp"
     rows: list[str] = []
     with open(tmp_lines, "w", encoding="utf-8") as out:
-        out.write('{"summary": ' + json.dumps(report.summary()) + ', "aligner": "pocketsphinx", "lines": [\n')
+        out.write('{"summary": ' + json.dumps(report.summary()) + ', "lines": [\n')
         first = True
         for line in manifest.lines():
             if not isinstance(line, ManifestLine):

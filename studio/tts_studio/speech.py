@@ -70,16 +70,17 @@ def word_error_rate(reference: list[str], heard: list[str]) -> float:
     return row[-1] / len(reference)
 
 
-def align(x16k: np.ndarray, text: str) -> list[Word]:
-    """Each word of `text` with start and end (seconds), in text order.
+def align(x16k: np.ndarray, text: str) -> tuple[list[Word], str]:
+    """Each word of `text` with start and end (seconds), in text order, and how they were found.
 
     Words the dictionary lacks cannot be aligned: they take the gap between their aligned neighbours. If the
-    aligner finds no path at all, the words share the audio's span evenly (the report says "fallback").
+    aligner finds no path at all, the words share the audio's span evenly, and the method says "even" instead
+    of "pocketsphinx".
     """
     decoder = _get_decoder()
     words = words_of(text)
     if not words:
-        return []
+        return [], "pocketsphinx"
     in_dict = [decoder.lookup_word(w) is not None for w in words]
     known = [w for w, ok in zip(words, in_dict, strict=True) if ok]
     timed: list[tuple[str, float, float]] = []
@@ -90,13 +91,13 @@ def align(x16k: np.ndarray, text: str) -> list[Word]:
             decoder.process_raw(_pcm16(x16k), full_utt=True)
             decoder.end_utt()
             timed = [(re.sub(r"\(\d+\)$", "", s.word), s.start_frame / 100, (s.end_frame + 1) / 100)
-                     for s in decoder.seg() if not s.word.startswith(("<", "["))]
+                     for s in (decoder.seg() or ()) if not s.word.startswith(("<", "["))]
         except RuntimeError:
             timed = []
     duration = len(x16k) / RATE
     if not known or [t[0] for t in timed] != known:
         step = duration / len(words)
-        return [Word(w, round(i * step, 3), round((i + 1) * step, 3)) for i, w in enumerate(words)]
+        return [Word(w, round(i * step, 3), round((i + 1) * step, 3)) for i, w in enumerate(words)], "even"
     out: list[Word] = []
     aligned = iter(timed)
     pending: list[str] = []
@@ -112,4 +113,4 @@ def align(x16k: np.ndarray, text: str) -> list[Word]:
         out.append(Word(w, round(start, 3), round(end, 3)))
         last_end = end
     out.extend(Word(p, round(last_end, 3), round(duration, 3)) for p in pending)
-    return out
+    return out, "pocketsphinx"
