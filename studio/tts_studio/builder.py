@@ -63,7 +63,6 @@ class _Line:
     take: int
     seed: int
     attempt: int = 0
-    started: float = 0.0
     synth_s: float = 0.0
     worker: str = ""
     cached: bool = False
@@ -153,7 +152,6 @@ class Builder:
 
         def submit(work: _Line) -> None:
             work.attempt += 1
-            work.started = time.perf_counter()
             voice = {**dict(work.line.voice), "seed": work.seed}
             handle = self.client.submit(work.line.text, speaker=work.line.speaker,
                                         model=work.line.model or opts.model, voice=voice,
@@ -215,7 +213,8 @@ class Builder:
                             settle(work, {}, "failed", f"synthesis: {exc}")
                             self.on_progress(report.done, total)
                             continue
-                        work.synth_s = time.perf_counter() - work.started
+                        # the engine's own time on the worker (waiting in the queue is not a cost of the line)
+                        work.synth_s = result.meta.gen_time_ms / 1000
                         work.worker = result.meta.worker_id
                         work.cached = bool(getattr(result.meta, "cached", False))
                         audio, timings, vtt = self._paths(work.name)
