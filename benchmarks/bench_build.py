@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORDS = ["harbor", "lantern", "village", "captain", "forest", "river", "market", "winter", "garden", "signal"]
 VERBS = ["found", "opened", "carried", "painted", "watched", "cleaned"]
+SALTS = ["today", "tonight", "tomorrow", "again", "at dawn", "at noon"]
 
 
 def text(i: int, salt: str) -> str:
@@ -99,10 +100,11 @@ def main() -> None:
             tts = str(BIN / "tts")
             print(f"tts build vs tts batch: {args.workers} Piper workers, build --jobs {args.jobs}, "
                   f"{os.cpu_count()} CPUs on this machine")
-            for n in sizes:
+            for k, n in enumerate(sizes):
                 batch_in, build_in = tmp / f"batch-{n}.jsonl", tmp / f"build-{n}.jsonl"
-                write_lines(batch_in, n, f"batch {n}")
-                write_lines(build_in, n, f"build {n}")
+                when = SALTS[k % len(SALTS)]  # words, not digits: fresh texts the recogniser can spell
+                write_lines(batch_in, n, f"for the batch {when}")
+                write_lines(build_in, n, f"for the build {when}")
                 t_batch, rc_batch, _ = timed([tts, "--broker", frontend, "batch", str(batch_in), "--output-dir",
                                               str(tmp / f"batch-out-{n}"), "--model", "piper"], tmp / "batch.log")
                 out = tmp / f"build-out-{n}"

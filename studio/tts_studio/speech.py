@@ -28,9 +28,34 @@ class Word:
     end_s: float
 
 
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+         "seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> list[str]:
+    """0 <= n < 10**12 as spoken English words (the recogniser hears "thirty", not "30")."""
+    if n < 20:
+        return [_ONES[n]]
+    if n < 100:
+        return [_TENS[n // 10]] + ([_ONES[n % 10]] if n % 10 else [])
+    if n < 1000:
+        return [_ONES[n // 100], "hundred"] + (number_words(n % 100) if n % 100 else [])
+    for size, name in ((10**9, "billion"), (10**6, "million"), (1000, "thousand")):
+        if n >= size:
+            return number_words(n // size) + [name] + (number_words(n % size) if n % size else [])
+    return [str(n)]
+
+
 def words_of(text: str) -> list[str]:
-    """The text as lower-case words without punctuation (what is compared and aligned)."""
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    """The text as lower-case words without punctuation, numbers spelt out (what is compared and aligned)."""
+    words: list[str] = []
+    for word in _WORD.findall(text.lower().replace("\u2019", "'")):
+        if word.isdigit() and len(word) <= 12:
+            words.extend(number_words(int(word)))
+        else:
+            words.append(word)
+    return words
 
 
 def _get_decoder() -> Any:

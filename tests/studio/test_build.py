@@ -231,3 +231,34 @@ def test_without_the_extra_tts_build_names_it(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["tts: tts build needs the build extra: pip install 'tts-broker[build]'"]
+
+
+def test_takes_pick_and_prune_with_a_column_map(fleet: Any, tmp_path: Path) -> None:
+    # An Unreal-style export read through a column map; the tone engine and no check: this is about files.
+    rows = [{"AudioFileName": f"vo_{i}", "SpeakingVoice": "default", "SpokenDialogue": t}
+            for i, t in enumerate(texts(3, salt=3))]
+    manifest = write_manifest(tmp_path / "unreal.csv", rows)
+    out = tmp_path / "out"
+    base = [sys.executable, "-m", "tts_client", "--broker", fleet.url, "build", str(manifest), "-o", str(out),
+            "--model", "tone", "--no-check", "--jobs", "1", "--column", "id=AudioFileName",
+            "--column", "speaker=SpeakingVoice", "--column", "text=SpokenDialogue", "--name", "{speaker}/{id}"]
+
+    def build(*extra: str) -> dict[str, Any]:
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return {e["id"]: e for e in report(out)["lines"]}
+
+    first = build()
+    assert sorted(first) == ["vo_0", "vo_1", "vo_2"] and (out / "default" / "vo_1.wav").exists()
+    retaken = build("--retake", "vo_1")
+    assert retaken["vo_1"]["status"] == "built" and retaken["vo_1"]["takes"] == 2
+    assert retaken["vo_0"]["status"] == "kept"
+    assert (out / "_takes" / "default" / "vo_1.take1.wav").exists()
+    picked = build("--pick", "vo_1=1")
+    assert picked["vo_1"]["takes"] == 1 and picked["vo_1"]["status"] == "kept"
+    assert not list((out / "_takes").rglob("*.wav"))  # once a take is chosen the others go
+    assert build()["vo_1"]["status"] == "kept"  # the lock file remembers the choice
+
+    write_manifest(manifest, rows[:2])
+    build("--prune")
+    assert not (out / "default" / "vo_2.wav").exists() and (out / "default" / "vo_1.wav").exists()
