@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -29,6 +30,7 @@ from tts_studio.manifest import Manifest, ManifestLine, validate
 from tts_studio.naming import NameTemplate, inside
 from tts_studio.process import LineTask, ProcessSettings, file_sha256, finish_line, warm_up
 from tts_studio.report import BuildReport, write_reports
+from tts_studio.speech import script_language_model
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,13 @@ class Builder:
             lock.record(rec)
             report.add_built(rec, outcome.get("costs", {}))
 
-        with ProcessPoolExecutor(max_workers=opts.pool_size, initializer=warm_up) as pool:
+        lm_dir = tempfile.TemporaryDirectory(prefix="tts-build-lm-")
+        lm_path: Optional[str] = None
+        if opts.process.check and opts.process.check_lm == "script":
+            lm_path = str(Path(lm_dir.name) / "script.arpa")
+            script_language_model((x.text for x in self.manifest.lines() if isinstance(x, ManifestLine)), lm_path)
+        with lm_dir, ProcessPoolExecutor(max_workers=opts.pool_size, initializer=warm_up,
+                                         initargs=(lm_path,)) as pool:
             lines = (item for item in self.manifest.lines() if isinstance(item, ManifestLine))
             exhausted = False
             while True:

@@ -50,6 +50,8 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--retries", type=click.IntRange(0, 20), default=2, help="New seeds for a line that fails its check.")
 @click.option("--max-wer", type=click.FloatRange(0, 10), default=0.6,
               help="Word error rate above which a line fails its check.")
+@click.option("--check-lm", type=click.Choice(["script", "general"]), default="script",
+              help="Recogniser vocabulary: the manifest's own words, or pocketsphinx's general English model.")
 @click.option("--no-check", is_flag=True, help="Skip the speech check (loudness and timings still run).")
 @click.option("--no-timings", is_flag=True, help="Skip word timings.")
 @click.option("--retake", multiple=True, metavar="ID", help="Make a new take of line ID (earlier takes kept).")
@@ -62,7 +64,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 def build(ctx: click.Context, manifest: str, output_dir: str, columns: tuple[str, ...], name_template: str,
           fmt: str, sample_rate: Optional[int], model: Optional[str], lufs: Optional[float],
           loudness_preset: Optional[str], true_peak_db: float, pad_ms: float, retries: int, max_wer: float,
-          no_check: bool, no_timings: bool, retake: tuple[str, ...], picks: tuple[str, ...], prune: bool,
+          check_lm: str, no_check: bool, no_timings: bool, retake: tuple[str, ...], picks: tuple[str, ...], prune: bool,
           max_in_flight: int, pool_size: Optional[int]) -> None:
     """Build the voice lines of MANIFEST (CSV or JSONL: id, speaker, text, ...) into -o DIR, incrementally."""
     settings: ClientSettings = ctx.obj
@@ -74,7 +76,7 @@ def build(ctx: click.Context, manifest: str, output_dir: str, columns: tuple[str
     except ValueError as exc:
         raise click.BadParameter("TAKE must be a number", param_hint="--pick") from exc
     process = ProcessSettings(lufs=target, true_peak_db=true_peak_db, pad_ms=pad_ms, fmt=fmt,
-                              sample_rate=sample_rate, max_wer=max_wer, check=not no_check,
+                              sample_rate=sample_rate, max_wer=max_wer, check=not no_check, check_lm=check_lm,
                               timings=not no_timings)
     options = BuildOptions(process=process, name_template=name_template, columns=_pairs(columns, "--column"),
                            model=model or settings.model, retries=retries, max_in_flight=max_in_flight,

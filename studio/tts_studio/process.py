@@ -39,6 +39,7 @@ class ProcessSettings:
     max_s_per_char: float = 0.25
     slack_s: float = 0.6  # allowed on top of the per-character bounds
     check: bool = True
+    check_lm: str = "script"  # "script": a model of the manifest's own words; "general": pocketsphinx's
     timings: bool = True
 
     def identity(self) -> dict[str, Any]:
@@ -149,6 +150,8 @@ def finish_line(task: LineTask) -> dict[str, Any]:
     if s.timings and x16k is not None:
         t0 = time.perf_counter()
         words, aligner = speech.align(x16k, task.text) if bounds is not None else ([], "none (silent)")
+        cap = math.floor(len(x) / rate * 1000) / 1000  # the 16 kHz copy may be a sample longer than the file
+        words = [speech.Word(w.word, min(w.start_s, cap), min(w.end_s, cap)) for w in words]
         costs["align_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     from tts_client.audio import write_pcm
@@ -176,6 +179,7 @@ def finish_line(task: LineTask) -> dict[str, Any]:
     }
 
 
-def warm_up() -> None:
+def warm_up(lm_path: Optional[str] = None) -> None:
     """Pool initializer: load the recogniser's model once per process, not on the first line."""
+    speech.use_language_model(lm_path)
     speech._get_decoder()

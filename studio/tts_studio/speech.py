@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -17,6 +17,27 @@ RATE = 16000
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 _decoder: Any = None
 _lm_search: Optional[str] = None
+_lm_path: Optional[str] = None
+
+
+def use_language_model(path: Optional[str]) -> None:
+    """Recognise with the ARPA model at `path` (None: pocketsphinx's general US English model)."""
+    global _lm_path, _decoder
+    _lm_path, _decoder = path, None
+
+
+def script_language_model(sentences: Iterable[str], path: str) -> None:
+    """Write a trigram ARPA model of the script's own sentences (pocketsphinx.lm) to `path`.
+
+    Recognising with the script's words instead of the general model's 130,000 is about 4x faster and does not
+    mishear clean speech as near-homophones; audio that does not say its line still scores badly (tones and
+    noise are heard as nothing, another line as that line's words).
+    """
+    from pocketsphinx.lm import ArpaBoLM
+
+    model = ArpaBoLM(text="\n".join(" ".join(words_of(s)) for s in sentences), add_start=True)
+    model.compute()
+    model.write_file(path)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,7 +84,7 @@ def _get_decoder() -> Any:
     if _decoder is None:
         import pocketsphinx
 
-        _decoder = pocketsphinx.Decoder(loglevel="FATAL")
+        _decoder = pocketsphinx.Decoder(loglevel="FATAL", **({"lm": _lm_path} if _lm_path else {}))
         _lm_search = _decoder.current_search()
     return _decoder
 

@@ -97,6 +97,12 @@ def run_build(fleet: Any, manifest: Path, out: Path, *args: str, timeout_s: floa
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
 
 
+def synthesised(fleet: Any) -> int:
+    """Jobs the Piper workers have finished (from their heartbeats)."""
+    with TtsClient(fleet.url, request_timeout_s=5.0) as client:
+        return sum(w.jobs_done for w in client.broker_status().workers if w.engine == "piper")
+
+
 def report(out: Path) -> dict[str, Any]:
     return json.loads((out / "build-report.json").read_text())
 
@@ -160,6 +166,7 @@ def test_kill_minus_9_halfway_then_rerun_builds_every_line_once(fleet: Any, tmp_
     rows = [{**r, "text": r["text"].replace(".", " again.")} for r in rows]  # not in the other test's cache
     manifest = write_manifest(tmp_path / "kill.csv", rows)
     out = tmp_path / "out"
+    jobs_before = synthesised(fleet)
     cmd = [sys.executable, "-m", "tts_client", "--broker", fleet.url, "build", str(manifest), "-o", str(out),
            "--model", "piper", "--jobs", "2", "--max-in-flight", "4"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -183,6 +190,11 @@ def test_kill_minus_9_halfway_then_rerun_builds_every_line_once(fleet: Any, tmp_
     assert all((out / e["file"]).exists() for e in entries)
     leftovers = [p.name for p in out.rglob(".*.tmp")]
     assert not leftovers
+    # Nothing synthesised twice: the workers ran one job per attempt the report counts, across both runs (the
+    # rerun asked for the killed run's jobs by their ids and got the broker's answers).
+    attempts = sum(e["attempts"] for e in entries)
+    wait_for(lambda: synthesised(fleet) - jobs_before >= attempts, 20, what="the workers' job counts")
+    assert synthesised(fleet) - jobs_before == attempts
 
 
 def test_tone_lines_are_not_speech_and_fail_the_check(fleet: Any, tmp_path: Path) -> None:
