@@ -37,12 +37,13 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,postgres,test]`: postgres is the PostgreSQL
-# journal (tests/failover, tests/broker/test_journal.py); the Piper engine (GPL-3.0-or-later,
+# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,postgres,build,test]`: postgres is the PostgreSQL
+# journal (tests/failover, tests/broker/test_journal.py); build is `tts build` (tests/studio); the Piper engine (GPL-3.0-or-later,
 # optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks; the gateway
-# extra is what `tts gateway` (gateway/tts_gateway) and its tests (tests/gateway) need.
+# extra is what `tts gateway` (gateway/tts_gateway) and its tests (tests/gateway) need; the build extra is what
+# `tts build` (studio/tts_studio) and tests/studio need.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[piper,gateway,postgres,test]'
+	$(PIP) install -e '.[piper,gateway,postgres,build,test]'
 	touch $@
 
 install: $(STAMP)

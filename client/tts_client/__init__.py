@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tts_protocol import __version__ as __version__  # the one version, in tts_protocol
 
 from tts_client.aio import AsyncSynthesisStream, AsyncTtsClient
@@ -35,6 +37,15 @@ from tts_client.seed_api import (
 )
 from tts_client.settings import ClientSettings
 
+
+def build(*args: Any, **kwargs: Any) -> Any:
+    """Build voice lines from a manifest (tts_studio.build; needs the extra: pip install 'tts-broker[build]')."""
+    try:
+        from tts_studio import build as run_build
+    except ImportError as exc:
+        raise ImportError(f"tts_client.build needs the build extra: pip install 'tts-broker[build]' ({exc})") from exc
+    return run_build(*args, **kwargs)
+
 __all__ = [
     "AsyncSynthesisStream",
     "AsyncTtsClient",
@@ -59,6 +70,7 @@ __all__ = [
     "TtsClient",
     "TtsClientError",
     "UnsafePath",
+    "build",
     "configure",
     "create_message_chunks",
     "generate_audio",

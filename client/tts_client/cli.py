@@ -362,6 +362,22 @@ def batch(ctx: click.Context, jsonl: Any, output_dir: Optional[str], fmt: Option
         sys.exit(EXIT_JOB_FAILED)
 
 
+# ---- tts build (studio/tts_studio, extra `build`; loaded only when asked for) ----------------------
+
+
+@main.command("build", add_help_option=False,
+              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def build(ctx: click.Context) -> None:
+    """Build voice lines from a manifest: loudness, word timings, checks (extra `build`; `tts build --help`)."""
+    try:
+        from tts_studio.cli import build as command
+    except ImportError:
+        fail("tts build needs the build extra: pip install 'tts-broker[build]'", EXIT_USAGE)
+        return
+    command.main(args=ctx.args, prog_name="tts build", obj=ctx.obj)
+
+
 # ---- tts status / ping / reload --------------------------------------------------------------------
 
 

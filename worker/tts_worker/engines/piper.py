@@ -199,7 +199,8 @@ class PiperEngine:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"sentences": self._sentences, "warm": []}
+            # speakers: the names this voice accepts, so `tts build` can refuse a manifest's unknown ones early
+            return {"sentences": self._sentences, "warm": [], "speakers": sorted(self._speakers)}
 
     def close(self) -> None:
         self._voice = None
