@@ -36,11 +36,11 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,test]`: the Piper engine (GPL-3.0-or-later,
+# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,bridges,test]`: the Piper engine (GPL-3.0-or-later,
 # optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks; the gateway
-# extra is what `tts gateway` and its tests need.
+# extra is what `tts gateway` and its tests need, the bridges extra what `tts bridge` and tests/bridge/ need.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[piper,gateway,test]'
+	$(PIP) install -e '.[piper,gateway,bridges,test]'
 	touch $@
 
 install: $(STAMP)

@@ -233,6 +233,31 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
         fail(f"gateway: cannot listen on {settings.listen}: {exc}", EXIT_JOB_FAILED)
 
 
+# ---- tts bridge ------------------------------------------------------------------------------------
+
+
+class _BridgeGroup(click.Group):
+    """`tts bridge ...`: the bridges' commands (tts_bridge.cli), imported only when `tts bridge` runs."""
+
+    _NAMES = ("amqp", "bullmq", "redis-streams")
+
+    def _real(self) -> click.Group:
+        from tts_bridge.cli import bridge as real
+
+        return real
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self._NAMES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        return self._real().get_command(ctx, cmd_name)
+
+
+@main.group(cls=_BridgeGroup)
+def bridge() -> None:
+    """Take jobs from BullMQ, Redis Streams or RabbitMQ and hand results back (extra: bridges; docs/bridges.md)."""
+
+
 # ---- tts say ---------------------------------------------------------------------------------------
 
 
