@@ -29,7 +29,7 @@ DEMO_WAIT_S ?= 180
 help:
 	@echo "make demo   - start a local broker + $(DEMO_WORKERS) $(DEMO_ENGINE) workers, speak the seed example into ./$(DEMO_OUTPUT)/, stop"
 	@echo "make test   - lint, pytest, then the Node client's tests, then scripts/test-*.sh"
-	@echo "make lint   - ruff check . and mypy on the four packages"
+	@echo "make lint   - ruff check . and mypy on the five packages"
 	@echo "make test-unit - the fast in-process tests only (pytest -m unit)"
 	@echo "make clean  - remove output/, caches and the demo state (keeps .venv)"
 
@@ -38,7 +38,8 @@ $(PY):
 
 # Reinstalled whenever pyproject.toml changes. `.[piper,gateway,bridges,test]`: the Piper engine (GPL-3.0-or-later,
 # optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks; the gateway
-# extra is what `tts gateway` and its tests need, the bridges extra what `tts bridge` and tests/bridge/ need.
+# extra is what `tts gateway` (gateway/tts_gateway) and its tests (tests/gateway) need, the bridges extra what
+# `tts bridge` (bridge/tts_bridge) and tests/bridge need.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -e '.[piper,gateway,bridges,test]'
 	touch $@

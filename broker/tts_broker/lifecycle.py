@@ -300,7 +300,7 @@ class Lifecycle(Dispatching):
             # retryable=false is final whatever the code: a worker sending `internal` or `shutting_down`
             # with retryable=false must not make clients resubmit the job for ever.
             self._left_running(job)
-            self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code,
+            self.fail(job, ErrorCode.parse(body.code), body.message or body.code, worker_code=body.code,
                       retryable=False)
 
     def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
@@ -430,10 +430,3 @@ class Lifecycle(Dispatching):
 def _error_body(job: Job) -> Error:
     assert job.error is not None
     return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
-
-
-def _known_code(code: str) -> ErrorCode:
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.ENGINE_ERROR

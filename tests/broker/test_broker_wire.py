@@ -7,7 +7,7 @@ import pytest
 from tts_protocol import fastpack as wire
 from tts_protocol.codec import pack_body
 from tts_protocol.constants import JobState
-from tts_protocol.messages import Accepted, Job, Result
+from tts_protocol.messages import Accepted, JobAssignment, Result
 
 pytestmark = pytest.mark.unit
 
@@ -21,10 +21,10 @@ def test_accepted_matches_model() -> None:
 
 def test_job_matches_model() -> None:
     voice = {"length_scale": 1.1, "seed": 3, "style": None}
-    model = Job(job_id="j-1", attempt=2, text="héllo", speaker="amy", model="piper", voice=voice, stream=True,
+    model = JobAssignment(job_id="j-1", attempt=2, text="héllo", speaker="amy", model="piper", voice=voice, stream=True,
                 timeout_ms=1500)
     assert wire.job("j-1", 2, "héllo", "amy", "piper", voice, True, 1500) == pack_body(model)
-    bare = Job(job_id="j", attempt=1, text="x")
+    bare = JobAssignment(job_id="j", attempt=1, text="x")
     assert wire.job("j", 1, "x", None, None, {}, False, 0) == pack_body(bare)
 
 

@@ -19,12 +19,12 @@ from starlette.types import Receive, Scope, Send
 
 from tts_client.aio import AsyncSynthesisStream
 from tts_client.errors import TtsClientError
-from tts_client.gateway.catalog import ModelRoute
-from tts_client.gateway.encoding import RESPONSE_FORMATS, AudioFormat, StreamEncoder, encode_whole
-from tts_client.gateway.errors import bad_request, from_client_error
-from tts_client.gateway.schema import VoiceRef
-from tts_client.gateway.state import Gateway
 from tts_client.results import AudioChunk
+from tts_gateway.catalog import ModelRoute
+from tts_gateway.encoding import RESPONSE_FORMATS, AudioFormat, StreamEncoder, encode_whole
+from tts_gateway.errors import bad_request, from_client_error
+from tts_gateway.schema import VoiceRef
+from tts_gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 

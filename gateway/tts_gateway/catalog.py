@@ -13,11 +13,12 @@ import dataclasses
 import time
 from typing import Any, Optional
 
+from tts_protocol import routing
 from tts_protocol.messages import StatusView, WorkerView
 
 from tts_client.aio import AsyncTtsClient
-from tts_client.gateway.errors import bad_request
-from tts_client.gateway.settings import GatewaySettings
+from tts_gateway.errors import bad_request
+from tts_gateway.settings import GatewaySettings
 
 MAX_SPEAKER_CHARS = 256  # the protocol's limit on a speaker name
 
@@ -35,10 +36,7 @@ class ModelRoute:
 
 
 def serves(worker: WorkerView, routing_key: Optional[str]) -> bool:
-    """The broker's routing rule: nil, the engine name, or ENGINE:MODEL."""
-    if routing_key is None:
-        return True
-    return routing_key in (worker.engine, f"{worker.engine}:{worker.model}")
+    return routing.serves(worker.engine, worker.model, routing_key)
 
 
 class Catalog:

@@ -5,6 +5,6 @@ Only this package imports FastAPI and uvicorn; it talks to the broker through As
 
 from __future__ import annotations
 
-from tts_client.gateway.settings import GatewaySettings
+from tts_gateway.settings import GatewaySettings
 
 __all__ = ["GatewaySettings"]

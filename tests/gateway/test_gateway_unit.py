@@ -12,10 +12,10 @@ import soundfile
 from tts_protocol.messages import WorkerView
 
 from tts_client import AsyncTtsClient, BrokerUnavailable, InvalidRequest, JobFailed, JobTimeout, QueueFull
-from tts_client.gateway.catalog import Catalog, ModelRoute, serves
-from tts_client.gateway.encoding import RESPONSE_FORMATS, StreamEncoder, encode_whole, resample
-from tts_client.gateway.errors import ApiError, from_client_error
-from tts_client.gateway.settings import GatewaySettings, parse_listen
+from tts_gateway.catalog import Catalog, ModelRoute, serves
+from tts_gateway.encoding import RESPONSE_FORMATS, StreamEncoder, encode_whole, resample
+from tts_gateway.errors import ApiError, from_client_error
+from tts_gateway.settings import GatewaySettings, parse_listen
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -139,3 +139,21 @@ def test_worker_routing_rule() -> None:
     worker = WorkerView(worker_id="w", engine="piper", model="en_US-joe-medium", warm=["a"])
     assert serves(worker, None) and serves(worker, "piper") and serves(worker, "piper:en_US-joe-medium")
     assert not serves(worker, "fish-speech") and not serves(worker, "piper:other")
+
+
+def test_tts_gateway_without_its_extra_says_which_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from tts_client.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # the extra not installed
+    result = CliRunner().invoke(main, ["gateway"])
+    assert result.exit_code == 2
+    assert "pip install -e '.[gateway]'" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    monkeypatch.setitem(sys.modules, "tts_gateway.cli", None)  # the package itself missing
+    result = CliRunner().invoke(main, ["gateway", "--help"])
+    assert result.exit_code == 2 and "tts-broker[gateway]" in result.output and "Traceback" not in result.output

@@ -6,8 +6,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tts_client.gateway.encoding import RESPONSE_FORMATS
-from tts_client.gateway.settings import GatewaySettings
+from tts_gateway.encoding import RESPONSE_FORMATS
+from tts_gateway.settings import GatewaySettings
 
 
 class VoiceRef(BaseModel):

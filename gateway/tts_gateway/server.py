@@ -10,8 +10,8 @@ import socket
 from pathlib import Path
 from typing import Callable, Optional
 
-from tts_client.gateway.settings import GatewaySettings
 from tts_client.settings import ClientSettings
+from tts_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def serve(settings: GatewaySettings, client_settings: Optional[ClientSettings] =
     """Serve the gateway in the foreground; SIGINT/SIGTERM finish in-flight requests, then stop."""
     import uvicorn
 
-    from tts_client.gateway.app import create_app
+    from tts_gateway.app import create_app
 
     if sock is None:
         sock = bind(*settings.host_port())

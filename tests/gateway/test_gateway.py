@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -279,3 +280,10 @@ def test_tts_up_starts_a_gateway_beside_the_broker(procs: list[Proc], tmp_path: 
     up.signal(signal.SIGTERM)
     assert up.popen.wait(60) == 0, up.log()
     assert "stopping the gateway" in up.log()
+
+
+def test_tts_lists_gateway_without_importing_it() -> None:
+    probe = ("import sys, tts_client.cli as c; print(c.main.list_commands(None).count('gateway'), "
+             "any(m.startswith('tts_gateway') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["1", "False"]

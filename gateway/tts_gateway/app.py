@@ -21,17 +21,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tts_client.errors import TtsClientError
-from tts_client.gateway import errors
-from tts_client.gateway.encoding import (
+from tts_client.settings import ClientSettings
+from tts_gateway import errors
+from tts_gateway.encoding import (
     RESPONSE_FORMATS,
     UNSUPPORTED_FORMATS,
 )
-from tts_client.gateway.errors import ApiError, ErrorBody, bad_request
-from tts_client.gateway.schema import Health, ModelList, ModelObject, VoiceList, speech_request_model
-from tts_client.gateway.settings import GatewaySettings
-from tts_client.gateway.speech import speak
-from tts_client.gateway.state import Gateway
-from tts_client.settings import ClientSettings
+from tts_gateway.errors import ApiError, ErrorBody, bad_request
+from tts_gateway.schema import Health, ModelList, ModelObject, VoiceList, speech_request_model
+from tts_gateway.settings import GatewaySettings
+from tts_gateway.speech import speak
+from tts_gateway.state import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from tts_client.aio import AsyncTtsClient
 from tts_client.errors import TtsClientError
-from tts_client.gateway import errors
-from tts_client.gateway.catalog import Catalog, ModelRoute
-from tts_client.gateway.errors import ApiError, from_client_error
-from tts_client.gateway.settings import GatewaySettings
 from tts_client.settings import ClientSettings
+from tts_gateway import errors
+from tts_gateway.catalog import Catalog, ModelRoute
+from tts_gateway.errors import ApiError, from_client_error
+from tts_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
