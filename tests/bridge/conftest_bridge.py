@@ -32,6 +32,8 @@ from tts_worker.engines.tone import render_tone, sentence_duration_s, speaker_pi
 
 from conftest import ROOT, BrokerProc, Proc, free_port, wait_for
 
+# Jobs per bridge test (the issue asks for 500; the suite's wall time at this size is in docs/bridges.md).
+BRIDGE_JOBS = 500
 NODE_DIR = Path(__file__).resolve().parent / "node"
 INSTALL = ROOT / "scripts" / "install-queue-servers.sh"
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")

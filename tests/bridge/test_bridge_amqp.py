@@ -12,11 +12,20 @@ import pika
 import pytest
 
 from conftest import BrokerProc, Proc, wait_for
-from conftest_bridge import RabbitServer, check_audio, job_text, rabbitmq_server, stack, start_bridge, syntheses  # noqa: F401
+from conftest_bridge import (  # noqa: F401
+    BRIDGE_JOBS,
+    RabbitServer,
+    check_audio,
+    job_text,
+    rabbitmq_server,
+    stack,
+    start_bridge,
+    syntheses,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
-JOBS = 200  # per test; see docs/bridges.md for the suite's size and wall time
+JOBS = BRIDGE_JOBS
 QUORUM = {"x-queue-type": "quorum"}
 
 

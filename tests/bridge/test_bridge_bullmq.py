@@ -14,6 +14,7 @@ import redis
 
 from conftest import BrokerProc, Proc, wait_for
 from conftest_bridge import (  # noqa: F401
+    BRIDGE_JOBS,
     RedisServer,
     bullmq_node,
     check_audio,
@@ -26,7 +27,7 @@ from conftest_bridge import (  # noqa: F401
 
 pytestmark = pytest.mark.timeout(240)
 
-JOBS = 200  # per test; see docs/bridges.md for the suite's size and wall time
+JOBS = BRIDGE_JOBS
 
 
 def _node(node_dir: Path, *args: str) -> str:

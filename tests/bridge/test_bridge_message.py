@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,7 +13,10 @@ import pytest
 
 from tts_bridge.errors import MalformedJob
 from tts_bridge.message import decode_json, from_stream_fields, job_id_from, parse_job
+from tts_bridge.runner import JobRunner
+from tts_bridge.settings import BridgeSettings
 from tts_bridge.stats import BridgeStats
+from tts_client.settings import ClientSettings
 
 from conftest import ROOT
 
@@ -74,6 +78,19 @@ def test_status_line_counts() -> None:
     line = stats.status_line()
     assert "consumed=1 in_flight=1 acked=1 answered=0 failed=0 lag=5" in line
     assert stats.registry.get_sample_value("tts_bridge_lag", {"bridge": "redis-streams"}) == 5
+
+
+def test_one_broker_client_per_tenant(tmp_path: Path, dead_endpoint: str) -> None:
+    """--tenant-field: each value gets its own client (its own socket, so the broker's fairness splits them)."""
+    runner = JobRunner(ClientSettings(broker_url=dead_endpoint), BridgeSettings(output_dir=str(tmp_path)),
+                       BridgeStats("t"))
+    try:
+        a, b, default = runner.client("acme"), runner.client("globex"), runner.client(None)
+        assert len({id(a), id(b), id(default)}) == 3
+        assert runner.client("acme") is a
+        assert runner.client_settings.timeout_s == 0  # the queue holds the job: never give up on it
+    finally:
+        asyncio.run(runner.aclose())
 
 
 def test_without_the_extra_one_line_names_it(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -15,11 +16,20 @@ import pytest
 import redis
 
 from conftest import BrokerProc, Proc, wait_for
-from conftest_bridge import RedisServer, check_audio, job_text, redis_server, stack, start_bridge, syntheses  # noqa: F401
+from conftest_bridge import (  # noqa: F401
+    BRIDGE_JOBS,
+    RedisServer,
+    check_audio,
+    job_text,
+    redis_server,
+    stack,
+    start_bridge,
+    syntheses,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
-JOBS = 200  # per test; see docs/bridges.md for the suite's size and wall time
+JOBS = BRIDGE_JOBS
 
 
 def _names() -> dict[str, str]:
@@ -72,10 +82,15 @@ def test_streams_jobs_come_back_with_correct_audio(redis_server: RedisServer, rd
                                                     start_bridge: Callable[..., Proc]) -> None:
     n = _names()
     texts = _produce(rdb, n["stream"], n["tag"], JOBS)  # added before the bridge made its group: read from 0
-    start_bridge(stack, "redis-streams", *_bridge_args(redis_server, n))
+    bridge = start_bridge(stack, "redis-streams", *_bridge_args(redis_server, n))
     wait_for(lambda: rdb.xlen(n["results"]) >= JOBS, 120, interval_s=0.2, what=f"{JOBS} results")
     _check_all(rdb, n, texts)
     assert syntheses(stack) == JOBS
+    metrics = urllib.request.urlopen(bridge.ready["metrics"], timeout=5).read().decode()
+    for name in ("consumed", "acked", "answered"):
+        assert f'tts_bridge_{name}_total{{bridge="redis-streams"}} {JOBS}.0' in metrics, metrics
+    assert 'tts_bridge_failed_total{bridge="redis-streams"} 0.0' in metrics
+    wait_for(lambda: f"answered={JOBS} failed=0" in bridge.log(), 10, what="a status line")
 
 
 def test_streams_bridge_killed_halfway_every_job_answered_once(redis_server: RedisServer, rdb: redis.Redis,
