@@ -7,7 +7,8 @@ redis-server and RabbitMQ node (tests/bridge/conftest_bridge.py's, on free loopb
 - native: AsyncTtsClient straight to the broker, N jobs with K in flight;
 - redis-streams: redis-py XADDs N entries, the bridge answers into a result stream;
 - bullmq: the Python `bullmq` Queue.addBulk (the same Lua scripts as Node's queue.add), the bridge completes them;
-- amqp: pika-style RPC with aio-pika: N messages with reply_to/correlation_id, the bridge replies.
+- amqp: pika-style RPC with aio-pika: N messages with reply_to/correlation_id, the bridge replies;
+- bullmq no-op: the Python `bullmq` Worker alone with a processor that does nothing (the BullMQ row's ceiling).
 
 Throughput: from the first job handed over to the last answer seen (the bridge already consuming, max in
 flight K). Latency: M jobs one at a time, hand-over to answer; p50 and p90, and p50 minus native's p50 (what
@@ -35,7 +36,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bridge")]
 
 import aio_pika  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
-from bullmq import Queue  # noqa: E402
+from bullmq import Queue, Worker  # noqa: E402
 
 from tts_client import AsyncTtsClient  # noqa: E402
 
@@ -191,6 +192,31 @@ async def bullmq(stack: Stack, redis_url: str, jobs: int, inflight: int,
     return rate, lat
 
 
+async def bullmq_noop(redis_url: str, jobs: int, inflight: int) -> float:
+    """The ceiling the BullMQ bridge works under: the Python `bullmq` Worker itself with a no-op processor."""
+    name = f"noop-{secrets.token_hex(3)}"
+    queue = Queue(name, {"connection": redis_url})
+    done = asyncio.Event()
+    count = 0
+
+    async def noop(job: object, token: object) -> dict:
+        nonlocal count
+        count += 1
+        if count == jobs:
+            done.set()
+        return {}
+
+    worker = Worker(name, noop, {"connection": redis_url, "concurrency": inflight})
+    start = time.perf_counter()
+    for at in range(0, jobs, 500):
+        await queue.addBulk([{"name": "x", "data": {"i": i}} for i in range(at, min(jobs, at + 500))])
+    await done.wait()
+    rate = jobs / (time.perf_counter() - start)
+    await worker.close()
+    await queue.close()
+    return rate
+
+
 # ---- AMQP --------------------------------------------------------------------------------------------------
 
 
@@ -242,6 +268,7 @@ async def run(args: argparse.Namespace, stack: Stack, redis: RedisServer, rabbit
     for name, case in cases:
         rate, lat = await case()
         rows.append((name, rate, lat))
+    noop_rate = await bullmq_noop(redis.url, args.jobs, args.inflight)
     base_rate, base_lat = rows[0][1], statistics.median(rows[0][2])
     print(f"{args.jobs} jobs ({args.inflight} in flight), {args.latency_jobs} one at a time; tone worker "
           f"--concurrency {args.workers}; broker --no-journal --no-cache")
@@ -249,6 +276,8 @@ async def run(args: argparse.Namespace, stack: Stack, redis: RedisServer, rabbit
     for name, rate, lat in rows:
         p50 = statistics.median(lat)
         print(f"{name:16} {rate:8.0f} {rate / base_rate:9.2f} {p50:8.2f} {pct(lat, 0.9):8.2f} {p50 - base_lat:13.2f}")
+    print(f"{'bullmq no-op':16} {noop_rate:8.0f} {noop_rate / base_rate:9.2f}    (the Python bullmq Worker alone, "
+          "no-op processor: the BullMQ bridge's ceiling)")
 
 
 def main() -> None:

@@ -23,3 +23,7 @@ class JobRejected(BridgeError):
 
 class JobDeferred(BridgeError):
     """The job could not be finished now for a reason that passes (broker away, retryable error): try again."""
+
+
+class BridgeStopped(BridgeError):
+    """The bridge was told to stop while it waited for its queue server."""

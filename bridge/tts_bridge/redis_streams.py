@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tts_bridge.errors import JobDeferred, JobRejected, MalformedJob
+from tts_bridge.errors import BridgeStopped, JobDeferred, JobRejected, MalformedJob
 from tts_bridge.message import JobMessage, from_stream_fields, job_id_from, parse_job
 from tts_bridge.runner import JobRunner
 from tts_bridge.settings import BridgeSettings
@@ -101,6 +101,12 @@ class RedisStreamsBridge:
 
     async def run(self) -> None:
         """Consume until stop(); Redis going away is waited out, never fatal."""
+        try:
+            await self._consume()
+        except BridgeStopped as exc:
+            log.warning("redis-streams: %s; unanswered entries stay pending for another bridge", exc)
+
+    async def _consume(self) -> None:
         await self._retrying(self._ensure_group)
         await self._retrying(self._beat)
         self._spawn(self._every(self.settings.dead_after_s / 3, self._beat))
@@ -314,6 +320,8 @@ class RedisStreamsBridge:
             try:
                 return await op()
             except _RETRY_ERRORS as exc:
+                if self._stopping.is_set():
+                    raise BridgeStopped(f"stopped while redis was unavailable ({exc})") from exc
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 attempt += 1
                 if attempt == 1 or attempt % 10 == 0:

@@ -36,6 +36,7 @@ class JobRunner:
         self._routes: Optional[set[str]] = None
         self._routes_at = 0.0
         self._free_slots = 0
+        self.client()  # a broker URL that cannot work fails here, before any message is taken
 
     def client(self, tenant: Optional[str] = None) -> AsyncTtsClient:
         """The broker client for a tenant (one socket each, so the broker's fairness splits by tenant)."""
