@@ -3,9 +3,11 @@ a Node backend's `queue.add` lands here) that runs each job through the broker.
 
 Our job id is the BullMQ job id (with an optional prefix), so a job BullMQ hands out again (its lock expired
 because a bridge died, or a retry) attaches to the broker's job instead of synthesising it again. Progress:
-10 submitted, 50 accepted by the broker, 100 done. A malformed message or a non-retryable broker error fails
-the job with UnrecoverableError (no retries; BullMQ's failed set, failedReason says why); anything that passes
-(broker away, retryable error) is an ordinary error that BullMQ retries per the job's `attempts`.
+50 once the broker holds the job (ACCEPTED), 100 done (each update is a Redis round trip, so no more).
+
+A malformed message or a non-retryable broker error fails the job with UnrecoverableError (no retries; BullMQ's
+failed set, failedReason says why); anything that passes (broker away, retryable error) is an ordinary error
+that BullMQ retries per the job's `attempts`.
 """
 
 from __future__ import annotations
@@ -100,13 +102,15 @@ class BullMQBridge:
                 raise MalformedJob(f"job data is not a JSON object (a JSON {type(data).__name__})")
             message = parse_job(data, default_id=str(job.id), job_id=job_id,
                                 max_text_chars=self.settings.max_text_chars, tenant_field=self.settings.tenant_field)
-            await job.updateProgress(10)
+
+            progress: list[asyncio.Task[Any]] = []
 
             def accepted() -> None:
                 self.stats.on_acked()
-                self._spawn(job.updateProgress(50))
+                progress.append(self._spawn(job.updateProgress(50)))
 
             result = await self.runner.run(message, accepted)
+            await asyncio.gather(*progress, return_exceptions=True)  # 50 must not land after 100
         except (MalformedJob, JobRejected) as exc:
             log.warning("job %s (bullmq %s): failed: %s", job_id, job.id, exc)
             self.stats.on_failed()
@@ -118,11 +122,12 @@ class BullMQBridge:
         self.stats.on_answered()
         return result
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> "asyncio.Task[Any]":
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+        return task
 
 
 def _log_failure(task: "asyncio.Task[Any]") -> None:
