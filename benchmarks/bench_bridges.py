@@ -2,7 +2,7 @@
 
 One stack for the whole run: a tts-broker (--no-journal --no-cache: every job is synthesised), one
 `tts-worker --engine tone --concurrency W` (latency 0, so the figures are the plumbing's), a throwaway
-redis-server and RabbitMQ node (tests/bridge/conftest_bridge.py's, on free loopback ports). Rows:
+redis-server and RabbitMQ node (tests/bridge/bridgekit.py's, on free loopback ports). Rows:
 
 - native: AsyncTtsClient straight to the broker, N jobs with K in flight;
 - redis-streams: redis-py XADDs N entries, the bridge answers into a result stream;
@@ -40,7 +40,7 @@ from bullmq import Queue, Worker  # noqa: E402
 
 from tts_client import AsyncTtsClient  # noqa: E402
 
-from conftest_bridge import RabbitServer, RedisServer  # noqa: E402
+from bridgekit import RabbitServer, RedisServer  # noqa: E402
 
 TEXT = "Bridge benchmark line {tag} {i}: a short sentence."
 

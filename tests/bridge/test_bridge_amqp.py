@@ -11,17 +11,8 @@ from typing import Any, Callable, Optional
 import pika
 import pytest
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_bridge import (  # noqa: F401
-    BRIDGE_JOBS,
-    RabbitServer,
-    check_audio,
-    job_text,
-    rabbitmq_server,
-    stack,
-    start_bridge,
-    syntheses,
-)
+from bridgekit import BRIDGE_JOBS, RabbitServer, check_audio, job_text, syntheses
+from harness import BrokerProc, Proc, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,7 +18,7 @@ from tts_bridge.settings import BridgeSettings
 from tts_bridge.stats import BridgeStats
 from tts_client.settings import ClientSettings
 
-from conftest import ROOT
+from harness import ROOT
 
 
 def _parse(obj: dict, **kw: object) -> object:

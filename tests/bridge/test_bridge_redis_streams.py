@@ -15,17 +15,8 @@ from typing import Any, Callable
 import pytest
 import redis
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_bridge import (  # noqa: F401
-    BRIDGE_JOBS,
-    RedisServer,
-    check_audio,
-    job_text,
-    redis_server,
-    stack,
-    start_bridge,
-    syntheses,
-)
+from bridgekit import BRIDGE_JOBS, RedisServer, check_audio, job_text, syntheses
+from harness import BrokerProc, Proc, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
