@@ -37,13 +37,13 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,postgres,build,test]`: postgres is the PostgreSQL
-# journal (tests/failover, tests/broker/test_journal.py); build is `tts build` (tests/studio); the Piper engine (GPL-3.0-or-later,
-# optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks; the gateway
-# extra is what `tts gateway` (gateway/tts_gateway) and its tests (tests/gateway) need; the build extra is what
-# `tts build` (studio/tts_studio) and tests/studio need.
+# Reinstalled whenever pyproject.toml changes. `.[piper,gateway,postgres,build,bridges,test]`: the Piper engine
+# (GPL-3.0-or-later, optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks;
+# gateway is `tts gateway` (gateway/tts_gateway, tests/gateway); postgres the PostgreSQL journal (tests/failover,
+# tests/broker/test_journal.py); build `tts build` (studio/tts_studio, tests/studio); bridges `tts bridge`
+# (bridge/tts_bridge, tests/bridge).
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[piper,gateway,postgres,build,test]'
+	$(PIP) install -e '.[piper,gateway,postgres,build,bridges,test]'
 	touch $@
 
 install: $(STAMP)

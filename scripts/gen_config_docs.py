@@ -50,6 +50,8 @@ class Row:
 
 
 def components() -> list[Component]:
+    from tts_bridge.cli import redis_streams as bridge_cli
+    from tts_bridge.settings import BridgeSettings
     from tts_broker.cli import main as broker_cli
     from tts_broker.settings import BrokerSettings
     from tts_client.cli import main as client_cli
@@ -69,6 +71,9 @@ def components() -> list[Component]:
                   "TTS_BROKER_URL)."),
         Component("HTTP gateway", GatewaySettings, "tts gateway", gateway_cli,
                   "`tts gateway` (extra `.[gateway]`) reads these; its flags override them."),
+        Component("Queue bridges", BridgeSettings, "tts bridge", bridge_cli,
+                  "`tts bridge bullmq|redis-streams|amqp` (extra `.[bridges]`, docs/bridges.md) read these; their "
+                  "flags override them. The broker endpoint and CURVE keys are the clients' settings above."),
     ]
 
 

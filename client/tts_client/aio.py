@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Optional
 
 from tts_client.api import ClientApi, ClientBase, awaitable
 from tts_client.core import ClientCore
@@ -72,6 +72,19 @@ class AsyncTtsClient(ClientBase):
                          **keywords: Unpack[JobKeywords]) -> SynthesisResult:
         """Synthesise one utterance."""
         _job_id, future = self._api.submit(text, job_options(options, keywords))
+        return await asyncio.wrap_future(future)
+
+    async def submit_acked(self, text: str, *, on_accepted: Callable[[], None],
+                           options: Optional[JobOptions] = None) -> SynthesisResult:
+        """Synthesise one utterance; on_accepted runs once, on this event loop, as soon as the broker holds the
+        job (its ACCEPTED, or its RESULT when the job had already finished): the moment a queue bridge may
+        acknowledge the message it came from."""
+        loop = asyncio.get_running_loop()
+
+        def accepted() -> None:  # on the client's I/O thread
+            loop.call_soon_threadsafe(on_accepted)
+
+        _job_id, future = self._api.submit(text, job_options(options, {}), on_accepted=accepted)
         return await asyncio.wrap_future(future)
 
     async def stream(self, text: str, *, options: Optional[JobOptions] = None,

@@ -33,7 +33,7 @@ from tts_protocol.messages import (
 from tts_client.core import ClientCore, RequestBody, new_req_id
 from tts_client.errors import ClientTimeout, InvalidRequest
 from tts_client.jobspec import JobOptions, VoiceSettings
-from tts_client.pending import ChunkSink, settle
+from tts_client.pending import AcceptedHook, ChunkSink, settle
 from tts_client.results import SynthesisResult
 from tts_client.settings import ClientSettings
 
@@ -97,11 +97,12 @@ class ClientApi:
         self.settings = settings
         self.core = ClientCore(settings)
 
-    def submit(self, text: str, options: JobOptions, *,
-               sink: Optional[ChunkSink] = None) -> "tuple[str, Future[SynthesisResult]]":
+    def submit(self, text: str, options: JobOptions, *, sink: Optional[ChunkSink] = None,
+               on_accepted: Optional[AcceptedHook] = None) -> "tuple[str, Future[SynthesisResult]]":
         """Send a job (streamed if a chunk sink is given); its job_id and the Future of its result."""
         request = options.to_submit(self.settings, text, stream=sink is not None)
-        future = self.core.submit(request, timeout_s=options.call_timeout_s(self.settings), sink=sink)
+        future = self.core.submit(request, timeout_s=options.call_timeout_s(self.settings), sink=sink,
+                                  on_accepted=on_accepted)
         return request.job_id, future
 
     def cancel(self, job_id: str) -> None:

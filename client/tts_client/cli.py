@@ -60,9 +60,13 @@ from tts_client.settings import ClientSettings
 
 class LazyCommands(click.Group):
     """The `tts` group, plus commands that live in other packages and are imported only when run or listed
-    in --help: `tts gateway` is the gateway's (tts_gateway.cli), so `tts say` never imports it."""
+    in --help: `tts gateway` is the gateway's (tts_gateway.cli), `tts bridge` the bridges' (tts_bridge.cli), so
+    `tts say` never imports them."""
 
-    lazy = {"gateway": ("tts_gateway.cli", "gateway", "gateway")}  # name -> (module, attribute, extra)
+    lazy = {  # name -> (module, attribute, extra)
+        "gateway": ("tts_gateway.cli", "gateway", "gateway"),
+        "bridge": ("tts_bridge.cli", "bridge", "bridges"),  # each bridge names the extra when its library is missing
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

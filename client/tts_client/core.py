@@ -47,7 +47,7 @@ from tts_protocol.messages import (
 
 from tts_client.errors import BrokerUnavailable, ClientClosed, ClientTimeout, InvalidRequest, JobTimeout, request_error
 from tts_client.jobs import JobTracker
-from tts_client.pending import ChunkSink, PendingRequest, settle
+from tts_client.pending import AcceptedHook, ChunkSink, PendingRequest, settle
 from tts_client.retry import BROKER_LOST_PINGS
 from tts_client.settings import ClientSettings
 
@@ -68,6 +68,7 @@ class _SubmitCmd:
     future: Future
     timeout_s: float
     sink: Optional[ChunkSink]
+    on_accepted: Optional[AcceptedHook] = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,10 +217,12 @@ class ClientCore:
     def closed(self) -> bool:
         return self._closed
 
-    def submit(self, request: Submit, *, timeout_s: float, sink: Optional[ChunkSink] = None) -> Future:
-        """Queue a job; the Future ends with a SynthesisResult or an exception. Cancelling it cancels the job."""
+    def submit(self, request: Submit, *, timeout_s: float, sink: Optional[ChunkSink] = None,
+               on_accepted: Optional[AcceptedHook] = None) -> Future:
+        """Queue a job; the Future ends with a SynthesisResult or an exception. Cancelling it cancels the job.
+        on_accepted runs once on the I/O thread when the broker first says it holds the job."""
         future: Future = Future()
-        self._put(_SubmitCmd(request, future, timeout_s, sink))
+        self._put(_SubmitCmd(request, future, timeout_s, sink, on_accepted))
         job_id = request.job_id
         future.add_done_callback(lambda f: self._put_quietly(_CancelCmd(job_id)) if f.cancelled() else None)
         return future
@@ -334,7 +337,8 @@ class ClientCore:
                 return False
             try:
                 if isinstance(cmd, _SubmitCmd):
-                    self._jobs.start(cmd.request, cmd.future, cmd.timeout_s, cmd.sink, time.monotonic())
+                    self._jobs.start(cmd.request, cmd.future, cmd.timeout_s, cmd.sink, time.monotonic(),
+                                    cmd.on_accepted)
                 elif isinstance(cmd, _CancelCmd):
                     self._jobs.cancel(cmd.job_id)
                 else:

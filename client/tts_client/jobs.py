@@ -16,7 +16,7 @@ from tts_protocol import Command, ErrorCode, encode
 from tts_protocol.messages import Accepted, CancelJob, Error, Partial, Result, RetryJob, Submit
 
 from tts_client.errors import ClientTimeout, InvalidRequest, JobCancelled, JobTimeout, job_error
-from tts_client.pending import ChunkSink, PendingJob, settle
+from tts_client.pending import AcceptedHook, ChunkSink, PendingJob, settle
 from tts_client.results import AudioChunk, SynthesisResult
 from tts_client.settings import ClientSettings
 
@@ -42,7 +42,7 @@ class JobTracker:
         return len(self._jobs)
 
     def start(self, request: Submit, future: Future, timeout_s: float, sink: Optional[ChunkSink],
-              now: float) -> None:
+              now: float, on_accepted: Optional[AcceptedHook] = None) -> None:
         """Track a new job and send its SUBMIT."""
         job_id = request.job_id
         if future.done():
@@ -51,7 +51,8 @@ class JobTracker:
             settle(future, error=InvalidRequest(f"job {job_id} is already in flight in this client"))
             return
         deadline = now + timeout_s if timeout_s > 0 else None
-        job = PendingJob(request=request, future=future, sink=sink, deadline=deadline, last_heard=now, started=now)
+        job = PendingJob(request=request, future=future, sink=sink, deadline=deadline, last_heard=now, started=now,
+                         on_accepted=on_accepted)
         self._jobs[job_id] = job
         self._submit(job, now)
 
@@ -84,7 +85,10 @@ class JobTracker:
         job = self._heard(body.job_id, now)
         if job is None:
             return
-        job.accepted()
+        try:
+            job.accepted()
+        except Exception:
+            log.exception("job %s: the ACCEPTED callback failed", body.job_id)
         log.debug("job %s accepted: state=%s queue_depth=%d duplicate=%s", body.job_id, body.state.value,
                   body.queue_depth, body.duplicate)
 
@@ -101,6 +105,10 @@ class JobTracker:
         if job is None:
             log.debug("job %s: duplicate or unknown RESULT dropped", body.job_id)
             return
+        try:
+            job.fire_accepted()  # a finished job is answered with RESULT at once, without ACCEPTED
+        except Exception:
+            log.exception("job %s: the ACCEPTED callback failed", body.job_id)
         tail = job.tail_chunk(body, payload)
         if tail is not None:
             self._deliver(job, tail)

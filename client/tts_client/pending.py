@@ -15,6 +15,7 @@ from tts_client.results import AudioChunk
 from tts_client.retry import backoff_delay_s
 
 ChunkSink = Callable[[AudioChunk], None]
+AcceptedHook = Callable[[], None]
 
 
 def settle(future: Future, *, result: Any = None, error: Optional[BaseException] = None) -> bool:
@@ -49,6 +50,7 @@ class PendingJob:
     attempt: int = 0
     chunks_delivered: int = 0
     bytes_delivered: int = 0
+    on_accepted: Optional[AcceptedHook] = None  # called once, at the first ACCEPTED (or RESULT) for the job
 
     @property
     def job_id(self) -> str:
@@ -64,6 +66,13 @@ class PendingJob:
         """The broker took the job: the last error is over and the next one starts the backoff again."""
         self.last_error = None
         self.retries = 0
+        self.fire_accepted()
+
+    def fire_accepted(self) -> None:
+        """Tell the caller, once, that the broker holds the job (a bridge acknowledges its queue message then)."""
+        hook, self.on_accepted = self.on_accepted, None
+        if hook is not None:
+            hook()
 
     def forget_attempts(self) -> None:
         """The broker restarted: its attempt numbers start again at 1, so stop comparing with old ones."""

@@ -8,6 +8,7 @@ import pytest
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from tts_bridge.settings import BridgeSettings
 from tts_broker.settings import BrokerSettings
 from tts_client.settings import ClientSettings
 from tts_gateway.settings import GatewaySettings
@@ -36,7 +37,7 @@ def env_names(cls: type[BaseSettings]) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings, GatewaySettings],
+@pytest.mark.parametrize("cls", [BrokerSettings, WorkerSettings, ClientSettings, GatewaySettings, BridgeSettings],
                          ids=lambda c: c.__name__)
 def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
     missing = [f"{field} ({env})" for field, env in env_names(cls) if env not in DOCUMENTED]
