@@ -209,7 +209,13 @@ exports.BODY_SCHEMAS = new Map([
             ["reload_error", { kind: "str", maxLen: 1024, default: "" }],
         ],
     ],
-    [constants_js_1.Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
+    [
+        constants_js_1.Command.W_HEARTBEAT,
+        [
+            ["stats", { kind: "map", maxEntries: 64, default: () => ({}) }],
+            ["capacity", { kind: "int", min: 0, max: 1024, nullable: true, default: null }],
+        ],
+    ],
     [constants_js_1.Command.W_PARTIAL, PARTIAL],
     [
         constants_js_1.Command.W_RESULT,
