@@ -18,8 +18,9 @@ Options (`--engine-opt key=value`):
 
 Each job: text -> `input`, the job's speaker -> `voice`, voice setting `speed` (or 1/`length_scale`) ->
 `speed`, `instructions` passed on; `response_format` pcm, `stream` true. Outcomes: a 4xx is the job's fault
-(engine_error, not retried) except 401/403/408/429 (the worker's or the server's state: retried on another
-worker); 5xx, refused connections, resets, a response cut short and timeouts are the engine's (retried).
+(engine_error, not retried) except 401/403/404/405/408/429 (the worker's set-up or the server's state:
+retried on another worker); 5xx, refused connections, resets, a response cut short and timeouts are the
+engine's (retried).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ log = logging.getLogger(__name__)
 WARM_VOICES = 32
 DOWN_PROBE_S = 0.5
 PROBE_TIMEOUT_S = 5.0
-_RETRY_4XX = {401, 403, 408, 429}  # not the job's fault: another worker (or later) may succeed
+# Not the job's fault: a wrong key (401/403), a server without the endpoint or model (404/405), one that
+# asks to come back later (408/429). Another worker, or this one later, may succeed.
+_RETRY_4XX = {401, 403, 404, 405, 408, 429}
 _CONGESTION = {429, 503}
 
 

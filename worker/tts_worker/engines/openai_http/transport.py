@@ -136,7 +136,7 @@ class Transport:
     # ---- health ------------------------------------------------------------------------------------
 
     def probe(self, *, timeout_s: float) -> Optional[str]:
-        """GET /models, else the server root's /health: None when the server answers 2xx, else why not."""
+        """GET /models, else /health under the API base or the root: None on the first 2xx, else why not."""
         try:
             result: Optional[str] = self._run(self._probe(timeout_s), timeout_s=2 * timeout_s + 1.0)
         except concurrent.futures.TimeoutError:
@@ -148,7 +148,7 @@ class Transport:
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, self.timeouts.connect_s))
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         why = "no answer"
-        for url in (f"{self.base_url}/models", f"{root}/health"):
+        for url in dict.fromkeys((f"{self.base_url}/models", f"{self.base_url}/health", f"{root}/health")):
             try:
                 async with self._session.get(url, timeout=timeout) as response:
                     await response.read()
