@@ -16,32 +16,32 @@ import time
 
 from tts_protocol.messages import Ready, Submit, WorkerResult
 
-from tts_broker.handlers import BrokerInfo
-from tts_broker.lifecycle import Lifecycle
+from tts_broker.core import BrokerCore
 from tts_broker.metrics import MetricsHook
 from tts_broker.settings import BrokerSettings
+from tts_broker.status import BrokerInfo
 
 PCM = b"\x00\x01" * 512
 
 
-def run(jobs: int, with_hook: bool, retained: int = 100_000) -> tuple[float, Lifecycle, MetricsHook]:
+def run(jobs: int, with_hook: bool, retained: int = 100_000) -> tuple[float, BrokerCore, MetricsHook]:
     hook = MetricsHook()
     settings = BrokerSettings(_env_file=None, max_queue=jobs + 1, max_retained_jobs=retained,  # type: ignore[call-arg]
                               max_retained_bytes=1 << 40, result_ttl_s=3600)
-    life = Lifecycle(settings, [hook] if with_hook else [])
+    life = BrokerCore(settings, [hook] if with_hook else [])
     hook.attach(life, BrokerInfo("b-bench", "0", 0.0))
     ids = [f"w-{i:016x}".encode() for i in range(4)]
     for identity in ids:
-        life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=4), 0.0)
+        life.life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=4), 0.0)
     requests = [Submit(job_id=f"j{i}", text="hello") for i in range(jobs)]
     started = time.perf_counter()
     for req in requests:
         now = time.perf_counter()  # the real clock, so snapshots come every 0.5 s as in the broker
-        life.submit(b"client", req, now)
+        life.life.submit(b"client", req, now, now)
         life.dispatch(now)
         for worker in life.workers:
             for job_id, attempt in list(worker.leases):
-                life.complete(worker, WorkerResult(job_id=job_id, attempt=attempt, sample_rate=16000,
+                life.life.complete(worker, WorkerResult(job_id=job_id, attempt=attempt, sample_rate=16000,
                                                    gen_time_ms=5), PCM, now)
         life.outbox.now.clear()
         life.outbox.later.clear()

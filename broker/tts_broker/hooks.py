@@ -1,9 +1,14 @@
-"""Plug-ins to the job lifecycle: the journal and the result cache, as hooks rather than `if` branches.
+"""Plug-ins to the broker core: the journal, the result cache, metrics, reloads, as hooks, not `if` branches.
 
-The lifecycle calls each hook method at a fixed point (in the spirit of dramatiq's middleware): `recorded`
-whenever a job changes in a way a restart must see, `lookup` before a new job is queued, `completed` after
-a worker's result, `reloaded` after RELOAD, `tick` from the timer, `commit` once per turn of the broker loop.
-A hook overrides only what it needs; the lifecycle calls only what was overridden.
+The core (core.py) reports events through one `Hooks.emit` (in the spirit of dramatiq's middleware):
+`recorded` whenever a job changes in a way a restart must see, `completed` after a worker's result,
+`worker_ready` when a worker registers, `reloaded` after RELOAD, `tick` from the timer. A hook overrides only
+what it needs; `emit` calls only what was overridden, and a hook that raises is logged and skipped, so the
+next hook still runs. The list is fixed when the core is built.
+
+I/O is never done inside a transition. The server performs it between turns: `lookup` (the result cache
+reading a stored answer for a job the core set aside), `commit` once per turn of the loop (the journal's group
+commit, the cache's writes), `restore` at start-up and `close` at the end.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from tts_protocol.messages import WorkerResult
+from tts_protocol.messages import Ready, WorkerResult
 
 from tts_broker.jobs import Job
 from tts_broker.journal import Journal, JournalUnavailable, Restored
@@ -51,10 +56,18 @@ class Hook:
         """`job` was accepted (new), leased, finished or reopened (new)."""
 
     def lookup(self, job: Job) -> Optional[CachedAudio]:
+        """A stored answer for a new job (I/O: called by the server, outside transitions)."""
         return None
+
+    def may_answer(self, job: Job) -> bool:
+        """Whether `lookup` might answer `job`, from memory alone: the core sets such jobs aside for it."""
+        return False
 
     def completed(self, job: Job, worker: WorkerRecord, body: WorkerResult) -> None:
         """A worker's result finished `job` (its audio is in job.audio)."""
+
+    def worker_ready(self, ready: Ready) -> None:
+        """A worker registered (READY)."""
 
     def reloaded(self, model: Optional[str]) -> None:
         """Workers serving `model` were told to load again."""
@@ -75,6 +88,74 @@ class Hook:
 
 def overrides(hook: Hook, name: str) -> bool:
     return getattr(type(hook), name) is not getattr(Hook, name)
+
+
+EVENTS = ("recorded", "completed", "worker_ready", "reloaded", "tick")
+
+
+class Hooks:
+    """The core's hooks, fixed at construction, and `emit`, the one way events reach them."""
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self.all: tuple[Hook, ...] = tuple(hooks)
+        self.durable = any(h.durable for h in self.all)
+        self._calls: dict[str, tuple[Callable[..., Any], ...]] = {
+            event: tuple(getattr(h, event) for h in self.all if overrides(h, event)) for event in EVENTS
+        }
+        self._lookups = tuple(h for h in self.all if overrides(h, "lookup"))
+        self._committers = tuple(h.commit for h in self.all if overrides(h, "commit"))
+
+    def __iter__(self) -> Iterator[Hook]:
+        return iter(self.all)
+
+    def emit(self, event: str, *args: Any, **kwargs: Any) -> None:
+        """Call `event` on every hook that has it; one that raises is logged and the next still runs."""
+        for call in self._calls[event]:
+            try:
+                call(*args, **kwargs)
+            except Exception:
+                log.exception("hook %s failed on %s; the other hooks still run",
+                              type(getattr(call, "__self__", call)).__name__, event)
+
+    def may_answer(self, job: Job) -> bool:
+        return any(h.may_answer(job) for h in self._lookups)
+
+    def lookup(self, job: Job) -> Optional[CachedAudio]:
+        """The first stored answer a hook has for `job` (I/O; the server calls it between turns)."""
+        for hook in self._lookups:
+            try:
+                hit = hook.lookup(job)
+            except Exception:
+                log.exception("job %s: hook %s failed on lookup; treated as a miss", job.job_id, type(hook).__name__)
+                continue
+            if hit is not None and hit.channels >= 1:
+                return hit
+        return None
+
+    @property
+    def committing(self) -> bool:
+        return bool(self._committers)
+
+    def commit(self) -> None:
+        """Every hook's commit, in order; JournalUnavailable propagates (the server keeps the rows pending)."""
+        for commit in self._committers:
+            commit()
+
+    def status(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for hook in self.all:
+            try:
+                fields.update(hook.status())
+            except Exception:
+                log.exception("hook %s failed on status", type(hook).__name__)
+        return fields
+
+    def close(self) -> None:
+        for hook in self.all:
+            try:
+                hook.close()
+            except Exception:
+                log.exception("hook %s failed on close", type(hook).__name__)
 
 
 class JournalHook(Hook):
@@ -143,12 +224,24 @@ class JournalHook(Hook):
 
 
 class CacheHook(Hook):
-    """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis."""
+    """Content-addressed results: deterministic (or cache=true) jobs are answered again without synthesis.
+
+    The disk is touched only in `lookup` and `commit`, which the server calls between turns: `completed`
+    queues the entry, RELOAD forgets the index at once and clears the folder at the next commit.
+    """
 
     def __init__(self, folder: Path, *, max_bytes: int) -> None:
         self.cache = ResultCache(folder, max_bytes=max_bytes)
         #: Whether results of this worker may be stored; under CURVE, only from keys still allowed (server.py).
         self.trusts: Callable[[WorkerRecord], bool] = lambda worker: True
+        self._writes: list[tuple[str, dict[str, Any], Job]] = []
+        self._clear = False
+
+    def may_answer(self, job: Job) -> bool:
+        if job.request.cache is False:
+            return False
+        key = _key(job)
+        return key is not None and self.cache.has(key)
 
     def lookup(self, job: Job) -> Optional[CachedAudio]:
         if job.request.cache is False:
@@ -177,13 +270,26 @@ class CacheHook(Hook):
         if key:
             meta = {"engine": worker.ready.engine, "model": worker.ready.model, "sample_rate": body.sample_rate,
                     "channels": body.channels, "sample_format": body.sample_format}
-            self.cache.put(key, meta, job.audio_data())
+            self._writes.append((key, meta, job))
 
     def reloaded(self, model: Optional[str]) -> None:
-        self.cache.clear()  # entries came from the old checkpoint
+        self._writes.clear()  # entries came from the old checkpoint
+        self.cache.forget()
+        self._clear = True
+
+    def commit(self) -> None:
+        if self._clear:
+            self._clear = False
+            self.cache.clear()
+        writes, self._writes = self._writes, []
+        for key, meta, job in writes:
+            self.cache.put(key, meta, job.audio_data())
 
     def status(self) -> dict[str, Any]:
         return {"cache": self.cache.stats()}
+
+    def close(self) -> None:
+        self.commit()
 
 
 def _key(job: Job) -> Optional[str]:

@@ -34,6 +34,26 @@ def payload_size(payload: Any) -> int:
     return len(payload.buffer)
 
 
+#: Every legal move of a job, from its state to the states it may take next. Job.move_to is the only place
+#: a job's state changes; anything else is a bug and raises IllegalMove.
+#:
+#:     QUEUED ──lease──▶ RUNNING ──complete──▶ DONE
+#:       │ ▲               │ │
+#:       │ └── requeue ────┘ └── fail, cancel, deadline ──▶ FAILED, CANCELLED ── retry, reopen ──▶ QUEUED
+#:       └── cache hit ──▶ DONE;  fail, cancel, deadline, unroutable ──▶ FAILED, CANCELLED
+MOVES: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.QUEUED, JobState.DONE, JobState.FAILED, JobState.CANCELLED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+}
+
+
+class IllegalMove(RuntimeError):
+    """A transition asked a job for a move MOVES does not allow (a broker bug, never a peer's fault)."""
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class Job:
     """One accepted job. Mutable: the broker moves it through its states."""
@@ -72,6 +92,12 @@ class Job:
     def job_id(self) -> str:
         return self.request.job_id
 
+    def move_to(self, state: JobState) -> None:
+        """Change state along a legal move (MOVES); raises IllegalMove otherwise."""
+        if state not in MOVES[self.state]:
+            raise IllegalMove(f"job {self.job_id}: no move from {self.state.value} to {state.value}")
+        self.state = state
+
     @property
     def audio_bytes(self) -> int:
         return payload_size(self.audio)
@@ -88,7 +114,8 @@ class Job:
         The attempt number keeps counting (a late answer to an old lease can never match a new one); the
         tries counted against max_attempts start again.
         """
-        self.state, self.tries, self.error, self.streamed_bytes = JobState.QUEUED, 0, None, 0
+        self.move_to(JobState.QUEUED)
+        self.tries, self.error, self.streamed_bytes = 0, None, 0
         self.worker_id, self.worker_identity, self.lease_deadline = None, None, None
         self.workers_tried, self.started_at, self.finished_at = [], None, None
         self.accepted_at, self.accepted_wall = now, wall
@@ -132,12 +159,28 @@ class JobTable:
         self.failed_total = 0
         self.evicted = 0  # finished jobs dropped before their ttl to stay within max_jobs / max_bytes
         self.evicted_bytes = 0
+        self._deadlines: list[tuple[float, str]] = []  # whole-job deadlines of live jobs, checked lazily
 
     def get(self, job_id: str) -> Optional[Job]:
         return self._live.get(job_id) or self._finished.get(job_id)
 
     def add(self, job: Job) -> None:
         self._live[job.job_id] = job
+        self._watch_deadline(job)
+
+    def _watch_deadline(self, job: Job) -> None:
+        if job.deadline is not None and not job.state.finished:
+            heapq.heappush(self._deadlines, (job.deadline, job.job_id))
+
+    def past_deadline(self, now: float) -> list[Job]:
+        """Live jobs whose whole-job deadline passed (entries of reopened jobs' old deadlines are skipped)."""
+        heap, due = self._deadlines, []
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            job = self._live.get(job_id)
+            if job is not None and not job.state.finished and job.deadline is not None and job.deadline <= now:
+                due.append(job)
+        return due
 
     def finish(self, job: Job, now: float) -> None:
         """Move a job that reached a final state into retention."""
@@ -164,6 +207,7 @@ class JobTable:
         if self._finished.pop(job.job_id, None) is not None:
             self._finished_bytes -= job.audio_bytes
         self._live[job.job_id] = job
+        self._watch_deadline(job)
 
     def recent(self, state: Optional[JobState], limit: int, *, owner: Optional[str] = None) -> list[Job]:
         """Newest jobs first, live and retained, optionally of one state and of one owner."""

@@ -280,7 +280,8 @@ class Journal:
                 if job.finished_at is not None and now - job.finished_at <= retain_s:
                     finished.append(job)
             else:
-                job.state = JobState.QUEUED
+                if job.state is JobState.RUNNING:  # its attempt died with the broker
+                    job.move_to(JobState.QUEUED)
                 unfinished.append(job)
         if skipped:
             log.warning("journal: %d unreadable or out-of-range rows skipped (jobs %s%s); first: %s", len(skipped),

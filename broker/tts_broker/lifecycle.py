@@ -1,25 +1,19 @@
-"""The job lifecycle: every state change of a job, worker and lease, with no sockets inside.
+"""Transitions: every change of a job, worker and lease, with no clock, socket or disk inside.
 
-    submit ──▶ QUEUED ──lease──▶ RUNNING ──complete──▶ DONE
-                 ▲                 │ │
-                 └──── requeue ────┘ └──fail / cancel / deadline──▶ FAILED, CANCELLED ──retry/reopen──▶ QUEUED
-
-Each transition changes the job, the queue, the worker registry and the timers together, then says what
-must happen as a consequence: messages go into the Outbox (the server sends them; those that promise
-durability wait for the journal's commit) and journal records go to the hooks. The server owns sockets,
-the loop and the commit; handlers.py turns decoded messages into calls here. Unit tests drive this class
-directly with a fake clock.
+Each transition changes the job (through Job.move_to and the MOVES table in jobs.py), the queue, the worker
+registry and the lease book together, then says what must happen as a consequence: messages go into the
+Outbox (the server sends them; those that promise durability wait for the journal's commit) and events go
+to the hooks through one `emit`. Time comes in as an argument (`now`, monotonic; `wall`, for the journal and
+views). The core (core.py) calls these from its command tables and timers; unit tests call them directly.
 """
 
 from __future__ import annotations
 
-import collections
-import heapq
 import logging
-import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
-from tts_protocol import ErrorCode, fastpack
+from tts_protocol import ErrorCode
+from tts_protocol import fastpack as fastpack
 from tts_protocol.constants import Command, JobState, Priority
 from tts_protocol.messages import (
     CancelLease,
@@ -33,10 +27,9 @@ from tts_protocol.messages import (
     WorkerResult,
 )
 
-from tts_broker import expiry
-from tts_broker.dispatching import Dispatching
-from tts_broker.hooks import Hook, overrides
+from tts_broker.hooks import CachedAudio, Hooks
 from tts_broker.jobs import Job, JobTable, payload_size, request_digest
+from tts_broker.leases import LeaseBook
 from tts_broker.outbox import Outbox
 from tts_broker.queue import JobQueue
 from tts_broker.settings import BrokerSettings
@@ -44,68 +37,54 @@ from tts_broker.workers import Lease, WorkerRecord, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-class Lifecycle(Dispatching):
-    """Jobs, the queue, workers, leases and timers of one broker, and every transition between states."""
 
-    def __init__(self, settings: BrokerSettings, hooks: Sequence[Hook] = ()) -> None:
+class Lifecycle:
+    """The transitions of one broker's jobs, workers and leases (the state objects are the core's)."""
+
+    def __init__(self, settings: BrokerSettings, *, jobs: JobTable, queue: JobQueue, workers: WorkerRegistry,
+                 leases: LeaseBook, outbox: Outbox, hooks: Hooks) -> None:
         self.settings = settings
-        self.jobs = JobTable(ttl_s=settings.result_ttl_s, max_jobs=settings.max_retained_jobs,
-                             max_bytes=settings.max_retained_bytes)
-        self.queue = JobQueue()
-        self.workers = WorkerRegistry()
-        self.hooks = list(hooks)
-        self.outbox = Outbox(durable=any(h.durable for h in self.hooks))
-        self._recorders = [h.recorded for h in self.hooks if overrides(h, "recorded")]
-        self._lookups = [h.lookup for h in self.hooks if overrides(h, "lookup")]
-        self._completers = [h.completed for h in self.hooks if overrides(h, "completed")]
-        self.draining = False
-        self.drain_until = 0.0
+        self.jobs, self.queue, self.workers, self.leases = jobs, queue, workers, leases
+        self.outbox, self.hooks = outbox, hooks
         self.dirty = False  # something changed that may allow a dispatch
-        self.deadlines: list[tuple[float, str]] = []  # whole-job deadlines, checked lazily
-        self.lease_deadlines: list[tuple[float, str, int]] = []
-        self.unroutable_since: dict[Optional[str], float] = {}
-        self.in_flight: collections.Counter[bytes] = collections.Counter()  # running jobs per client
-        self.at_running_cap: set[bytes] = set()  # clients at max_client_running: passed over by dispatch
-        #: Whether the client with this routing id holds an admin key (allow_high_priority = "admin");
-        #: handlers.ClientCommands sets it from the CURVE principal (without CURVE every client is).
-        self.is_admin: Callable[[bytes], bool] = lambda _identity: False
-        self.journal_fault: Optional[str] = None  # why journal commits fail; new jobs are refused meanwhile
+        self.draining = False
         self.paused: set[str] = set()  # routing keys whose queued jobs are not dispatched (PAUSE_MODEL)
+        self.lookups: dict[str, Job] = {}  # new jobs set aside until the server asked the hooks for an answer
 
-    # ---- start-up ----------------------------------------------------------------------------------
+    # ---- moves -------------------------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """Take back what a hook (the journal) kept: unfinished jobs queue again, finished ones are retained."""
-        for hook in self.hooks:
-            restored = hook.restore()
-            if restored is None:
-                continue
-            for job in restored.finished:
-                self.jobs.retain(job)
-            for job in restored.unfinished:
-                job.tries = len(job.workers_tried)  # attempts since the last reopen (reset empties the list)
-                self.jobs.add(job)
-                self.queue.push(job)
-                self._watch_deadline(job)
-            self.dirty = self.dirty or bool(restored.unfinished)
-            log.info("restored %d unfinished jobs (requeued) and %d finished jobs", len(restored.unfinished),
-                     len(restored.finished))
+    def _move(self, job: Job, state: JobState) -> None:
+        """The one place a transition moves a job; the end of an attempt is counted here."""
+        if job.state is JobState.RUNNING and self.leases.end(job):
+            self.dirty = True  # its client left max_client_running: its queued jobs may go now
+        job.move_to(state)
+
+    def _record(self, job: Job, *, new: bool = False) -> None:
+        self.hooks.emit("recorded", job, new=new)
+
+    def _finish(self, job: Job, now: float, *, new: bool = False) -> None:
+        self.jobs.finish(job, now)
+        self._record(job, new=new)
 
     # ---- client transitions ------------------------------------------------------------------------
 
-    def submit(self, identity: bytes, req: Submit, now: float, *, owner: Optional[str] = None) -> None:
+    def submit(self, identity: bytes, req: Submit, now: float, wall: float, *, owner: Optional[str] = None,
+               admin: bool = True) -> None:
         """SUBMIT: accept a new job, or attach the sender to the job that already has this id.
 
-        `owner`: the submitter's CURVE key name (handlers.py checks it before a resubmission attaches).
+        `owner`: the submitter's CURVE key name (commands.py checks it before a resubmission attaches);
+        `admin`: whether the sender holds an admin key (allow_high_priority = "admin"; every sender without CURVE).
         """
-        job = self.jobs.get(req.job_id)
+        job = self.jobs.get(req.job_id) or self.lookups.get(req.job_id)
         if job is not None:
             if job.digest != request_digest(req):
                 self.outbox.error(identity, ErrorCode.CONFLICT,
                                   f"job id {req.job_id} is taken by a job with a different request (text, speaker,"
                                   " model or voice); use a new id", job_id=req.job_id)
-                return
-            self.attach(identity, job, now)
+            elif req.job_id in self.lookups:
+                job.subscribers.add(identity)  # it hears the answer with the first sender
+            else:
+                self.attach(identity, job, now, wall)
             return
         settings = self.settings
         if self.draining:
@@ -125,50 +104,56 @@ class Lifecycle(Dispatching):
                               f"this client has {settings.max_client_queued} jobs queued (max_client_queued);"
                               " submit more as they finish", job_id=req.job_id)
             return
-        job = Job(request=req, priority=self._priority_for(identity, req), model=req.model or settings.default_model,
-                  accepted_at=now, accepted_wall=time.time(), client=identity,
+        job = Job(request=req, priority=self._priority_for(req, admin), model=req.model or settings.default_model,
+                  accepted_at=now, accepted_wall=wall, client=identity,
                   deadline=now + req.deadline_ms / 1000 if req.deadline_ms else None, owner=owner)
-        if self._answer_from_cache(identity, job, now):
-            return
         job.subscribers.add(identity)
-        self.jobs.add(job)
-        self.queue.push(job)
-        self._watch_deadline(job)
-        self.dirty = True
-        self._record(job, new=True)
-        log.debug("job %s accepted (priority %s, model %s, %d chars)", job.job_id, job.priority.value, job.model,
-                  len(req.text))
-        self.outbox.client(identity, Command.ACCEPTED, fastpack.accepted(job.job_id, job.state, len(self.queue),
-                                                                         False), durable=True)
+        if self.hooks.may_answer(job):
+            self.lookups[job.job_id] = job  # the server asks the result cache between turns: on_lookup
+            return
+        self._queue_new(job)
 
-    def _priority_for(self, identity: bytes, req: Submit) -> Priority:
+    def _priority_for(self, req: Submit, admin: bool) -> Priority:
         """The level a job is queued at: `high` only where allow_high_priority permits, else `normal`."""
         priority = Priority(req.priority)
         allowed = self.settings.allow_high_priority
-        if priority is Priority.HIGH and (allowed == "none" or (allowed == "admin" and not self.is_admin(identity))):
+        if priority is Priority.HIGH and (allowed == "none" or (allowed == "admin" and not admin)):
             log.info("job %s: priority high is not allowed for this client (allow_high_priority=%s); queued as"
                      " normal", req.job_id, allowed)
             return Priority.NORMAL
         return priority
 
-    def _answer_from_cache(self, identity: bytes, job: Job, now: float) -> bool:
-        for lookup in self._lookups:
-            hit = lookup(job)
-            if hit is None or hit.channels < 1:
-                continue
-            job.result = fastpack.result(job.job_id, 1, "cache", hit.engine, hit.model, hit.sample_rate,
-                                         hit.channels, hit.sample_format, len(hit.pcm) // (2 * hit.channels),
-                                         0, 0, int((time.monotonic() - now) * 1000), True)
-            job.state, job.audio, job.cached, job.started_at = JobState.DONE, hit.pcm, True, now
-            job.attempt = job.tries = 1
-            self.jobs.add(job)
-            self._finish(job, now, new=True)  # a cache hit was never journaled
-            log.debug("job %s answered from the result cache", job.job_id)
-            self.outbox.client(identity, Command.RESULT, job.result, hit.pcm)
-            return True
-        return False
+    def _queue_new(self, job: Job) -> None:
+        self.jobs.add(job)
+        self.queue.push(job)
+        self.dirty = True
+        self._record(job, new=True)
+        log.debug("job %s accepted (priority %s, model %s, %d chars)", job.job_id, job.priority.value, job.model,
+                  len(job.request.text))
+        for identity in job.subscribers:
+            self.outbox.client(identity, Command.ACCEPTED, fastpack.accepted(job.job_id, job.state, len(self.queue),
+                                                                             False), durable=True)
 
-    def attach(self, identity: bytes, job: Job, now: float) -> None:
+    def on_lookup(self, job: Job, hit: Optional[CachedAudio], now: float) -> None:
+        """The hooks' answer for a job set aside by `submit`: finish it from the cache, or queue it."""
+        self.lookups.pop(job.job_id, None)
+        if hit is None:
+            self._queue_new(job)
+            return
+        job.result = fastpack.result(job.job_id, 1, "cache", hit.engine, hit.model, hit.sample_rate, hit.channels,
+                                     hit.sample_format, len(hit.pcm) // (2 * hit.channels), 0, 0,
+                                     int((now - job.accepted_at) * 1000), True)
+        self._move(job, JobState.DONE)
+        job.audio, job.cached, job.started_at = hit.pcm, True, job.accepted_at
+        job.attempt = job.tries = 1
+        self.jobs.add(job)
+        subscribers = list(job.subscribers)
+        self._finish(job, now, new=True)  # a cache hit was never journaled
+        log.debug("job %s answered from the result cache", job.job_id)
+        for identity in subscribers:
+            self.outbox.client(identity, Command.RESULT, job.result, hit.pcm)
+
+    def attach(self, identity: bytes, job: Job, now: float, wall: float) -> None:
         """Idempotent resubmission: join the existing job, or get its final answer again.
 
         A job that ended with a retryable error (shutting_down, no_workers...) is not a final answer: the
@@ -176,19 +161,19 @@ class Lifecycle(Dispatching):
         """
         if job.state.finished and job.error is not None and job.error.retryable and not self.draining:
             code = job.error.code
-            self.reopen(job, now)
+            self.reopen(job, now, wall)
             log.info("job %s resubmitted after a retryable %s; queued again", job.job_id, code)
         if job.state is JobState.DONE and job.result:
             self.outbox.client(identity, Command.RESULT, job.result, job.audio)
         elif job.state.finished and job.error is not None:
-            self.outbox.client(identity, Command.ERROR, _error_body(job))
+            self.outbox.client(identity, Command.ERROR, error_body(job))
         else:
             job.subscribers.add(identity)
             self.outbox.client(identity, Command.ACCEPTED,
                                fastpack.accepted(job.job_id, job.state, len(self.queue), True))
         log.debug("job %s: resubmission attached (state %s)", job.job_id, job.state.value)
 
-    def cancel(self, identity: bytes, job_id: str) -> None:
+    def cancel(self, identity: bytes, job_id: str, now: float) -> None:
         """CANCEL: end a queued or running job; the sender hears the outcome like any subscriber."""
         job = self.jobs.get(job_id)
         if job is None:
@@ -197,32 +182,31 @@ class Lifecycle(Dispatching):
         if job.state.finished:
             return
         job.subscribers.add(identity)
-        self.fail(job, ErrorCode.CANCELLED, "cancelled by a client", cancel_reason="cancelled")
+        self.fail(job, now, ErrorCode.CANCELLED, "cancelled by a client", cancel_reason="cancelled")
 
-    def retry(self, job: Job, now: float) -> Optional[str]:
+    def retry(self, job: Job, now: float, wall: float) -> Optional[str]:
         """RETRY: run a failed or cancelled job again; returns why not, or None when it was queued."""
         if job.state not in (JobState.FAILED, JobState.CANCELLED):
             return f"job {job.job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
-        self.reopen(job, now)
+        self.reopen(job, now, wall)
         log.info("job %s retried by a client", job.job_id)
         return None
 
-    def reopen(self, job: Job, now: float) -> None:
+    def reopen(self, job: Job, now: float, wall: float) -> None:
         """Queue a finished job again as a fresh job with the same id (tries start again, attempt numbers go on)."""
-        job.reset(now, time.time())
+        job.reset(now, wall)
         self.jobs.reopen(job)
         self.queue.push(job)
-        self._watch_deadline(job)
         self.dirty = True
         self._record(job, new=True)
 
     # ---- worker transitions ------------------------------------------------------------------------
 
-    def worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
+    def worker_ready(self, identity: bytes, ready: Ready, now: float, *, key: Optional[str] = None) -> None:
         old = self.workers.get(identity)
         if old is not None:
             log.warning("worker %s sent READY again; resetting it", old.worker_id)
-            self.worker_gone(old, "re-registered")
+            self.worker_gone(old, "re-registered", now)
         if self.draining:
             self.outbox.worker(identity, Command.B_DISCONNECT, Disconnect(reason="broker is draining"))
             return
@@ -230,17 +214,41 @@ class Lifecycle(Dispatching):
             log.warning("worker %s claims capacity %d; clamped to max_worker_capacity %d", ready.worker_id,
                         ready.capacity, self.settings.max_worker_capacity)
             ready = ready.model_copy(update={"capacity": self.settings.max_worker_capacity})
-        self.workers.add(WorkerRecord(identity=identity, ready=ready, registered_at=now, last_seen=now))
+        self.workers.add(WorkerRecord(identity=identity, ready=ready, registered_at=now, last_seen=now, key=key))
         self.dirty = True
         log.info("worker %s ready: %s/%s on %s (%s pid %d), capacity %d", ready.worker_id, ready.engine,
                  ready.model, ready.device, ready.host, ready.pid, ready.capacity)
+        self.hooks.emit("worker_ready", ready)
 
-    def worker_gone(self, worker: WorkerRecord, why: str) -> None:
+    def worker_gone(self, worker: WorkerRecord, why: str, now: float) -> None:
         """A worker left, died or re-registered: the jobs it held go back to the queue."""
         self.workers.remove(worker.identity)
         for job in worker.held_jobs():
-            self.requeue(job, f"worker {worker.worker_id} {why} while running it")
+            self.requeue(job, f"worker {worker.worker_id} {why} while running it", now)
         self.dirty = True
+
+    def lease(self, worker: WorkerRecord, job: Job, now: float) -> None:
+        """Start the next attempt of `job` (just taken from the queue) on `worker`; the JOB waits for the commit.
+
+        The lease is recorded before its JOB goes out, so after a crash the attempt count is never behind
+        and poison jobs still end.
+        """
+        job.attempt += 1
+        job.tries += 1
+        job.streamed_bytes = 0
+        self._move(job, JobState.RUNNING)
+        limit_s = self.leases.start(job, now)
+        job.worker_id = worker.worker_id
+        job.worker_identity = worker.identity
+        job.started_at = job.started_at or now
+        job.workers_tried.append(worker.worker_id)
+        self.workers.lease(worker, (job.job_id, job.attempt), job)
+        self._record(job)
+        log.debug("job %s attempt %d -> worker %s", job.job_id, job.attempt, worker.worker_id)
+        req = job.request
+        self.outbox.worker(worker.identity, Command.B_JOB,
+                           fastpack.job(job.job_id, job.attempt, req.text, req.speaker, job.model, req.voice,
+                                        req.stream, int(limit_s * 1000)), durable=True)
 
     def complete(self, worker: WorkerRecord, body: WorkerResult, payload: Any, now: float) -> None:
         """W_RESULT: the job is done; every subscriber gets the result once the journal holds it."""
@@ -250,13 +258,11 @@ class Lifecycle(Dispatching):
         size = payload_size(payload)
         if size > self.settings.max_result_bytes:
             worker.jobs_failed += 1
-            self._left_running(job)
-            self.fail(job, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} sent {size} bytes of audio; the limit is"
-                      f" max_result_bytes = {self.settings.max_result_bytes}", retryable=False)
+            self.fail(job, now, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} sent {size} bytes of audio; the"
+                      f" limit is max_result_bytes = {self.settings.max_result_bytes}", retryable=False)
             return
         worker.jobs_done += 1
-        self._left_running(job)
-        job.state = JobState.DONE
+        self._move(job, JobState.DONE)
         job.audio = payload
         num_samples = size // (2 * body.channels)
         job.result = fastpack.result(
@@ -269,24 +275,23 @@ class Lifecycle(Dispatching):
         log.debug("job %s done by %s (attempt %d, %d samples)", job.job_id, worker.worker_id, body.attempt,
                   num_samples)
         self._finish(job, now)
-        for completed in self._completers:
-            completed(job, worker, body)
+        self.hooks.emit("completed", job, worker, body)
 
-    def partial(self, worker: WorkerRecord, body: Partial, payload: Any) -> None:
+    def partial(self, worker: WorkerRecord, body: Partial, payload: Any, now: float) -> None:
         """W_PARTIAL: forward a streamed chunk of a live lease to the job's subscribers."""
         job = self._held(worker, body.job_id, body.attempt)
         if job is None or not job.request.stream:
             return
         job.streamed_bytes += payload_size(payload)
         if job.streamed_bytes > self.settings.max_result_bytes:
-            self.fail(job, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} streamed more than max_result_bytes ="
-                      f" {self.settings.max_result_bytes} bytes of audio", cancel_reason="too_large",
-                      retryable=False)
+            self.fail(job, now, ErrorCode.TOO_LARGE, f"worker {worker.worker_id} streamed more than"
+                      f" max_result_bytes = {self.settings.max_result_bytes} bytes of audio",
+                      cancel_reason="too_large", retryable=False)
             return
         for identity in job.subscribers:
             self.outbox.client(identity, Command.PARTIAL, body, payload)
 
-    def worker_failed(self, worker: WorkerRecord, body: Fail) -> None:
+    def worker_failed(self, worker: WorkerRecord, body: Fail, now: float) -> None:
         """W_FAIL: a retryable failure runs the job again elsewhere; any other ends it."""
         job = self._end_attempt(worker, body.job_id, body.attempt)
         if job is None:
@@ -295,12 +300,11 @@ class Lifecycle(Dispatching):
         log.info("job %s failed on worker %s (attempt %d): %s: %r", job.job_id, worker.worker_id, body.attempt,
                  body.code, body.message[:500])
         if body.retryable:
-            self.requeue(job, f"worker {worker.worker_id} failed: {body.code}: {body.message}")
+            self.requeue(job, f"worker {worker.worker_id} failed: {body.code}: {body.message}", now)
         else:
             # retryable=false is final whatever the code: a worker sending `internal` or `shutting_down`
             # with retryable=false must not make clients resubmit the job for ever.
-            self._left_running(job)
-            self.fail(job, _known_code(body.code), body.message or body.code, worker_code=body.code,
+            self.fail(job, now, known_code(body.code), body.message or body.code, worker_code=body.code,
                       retryable=False)
 
     def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
@@ -328,23 +332,22 @@ class Lifecycle(Dispatching):
 
     # ---- shared transitions ------------------------------------------------------------------------
 
-    def requeue(self, job: Job, why: str) -> None:
+    def requeue(self, job: Job, why: str, now: float) -> None:
         """Put a job whose attempt ended without an answer back at the front, or end it as a poison job."""
-        self._left_running(job)
         job.worker_id = None
         job.worker_identity = None
         job.lease_deadline = None
         if job.tries >= self.settings.max_attempts:
             tried = ", ".join(job.workers_tried[-8:])
-            self.fail(job, ErrorCode.MAX_ATTEMPTS,
+            self.fail(job, now, ErrorCode.MAX_ATTEMPTS,
                       f"gave up after {job.tries} attempts (workers: {tried}); last: {why}")
             return
         log.info("job %s requeued after attempt %d: %s", job.job_id, job.attempt, why)
-        job.state = JobState.QUEUED
+        self._move(job, JobState.QUEUED)
         self.queue.push(job, front=True)
         self.dirty = True
 
-    def fail(self, job: Job, code: ErrorCode, message: str, *, cancel_reason: str = "",
+    def fail(self, job: Job, now: float, code: ErrorCode, message: str, *, cancel_reason: str = "",
              worker_code: str = "", retryable: Optional[bool] = None) -> None:
         """End a job with an error: drop it from the queue or revoke its lease, tell its subscribers.
 
@@ -354,15 +357,14 @@ class Lifecycle(Dispatching):
             self.queue.remove(job)
         elif job.state is JobState.RUNNING and job.worker_identity is not None:
             self.revoke(job, cancel_reason or code.value)
-        self._left_running(job)
-        job.state = JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED
+        self._move(job, JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED)
         job.error = ErrorInfo(code=worker_code or code.value, message=message[:4096],
                               retryable=code.retryable if retryable is None else retryable)
-        error = _error_body(job)
+        error = error_body(job)
         for identity in job.subscribers:
             self.outbox.client(identity, Command.ERROR, error)
         log.info("job %s %s: %s: %s", job.job_id, job.state.value, job.error.code, message)
-        self._finish(job, time.monotonic())
+        self._finish(job, now)
 
     def revoke(self, job: Job, reason: str) -> None:
         """Cancel the running attempt: the lease stops counting, its slot stays busy until the worker answers."""
@@ -373,66 +375,13 @@ class Lifecycle(Dispatching):
             self.outbox.worker(worker.identity, Command.B_CANCEL,
                                CancelLease(job_id=job.job_id, attempt=job.attempt, reason=reason))
 
-    def _left_running(self, job: Job) -> None:
-        """The job's attempt is over (done, failed, requeued): its client has one job fewer in flight."""
-        if job.state is not JobState.RUNNING:
-            return
-        job.state = JobState.QUEUED  # the caller sets the real next state; this only marks the attempt over
-        client = job.client
-        left = self.in_flight[client] - 1
-        if left > 0:
-            self.in_flight[client] = left
-        else:
-            del self.in_flight[client]
-        if client in self.at_running_cap:
-            self.at_running_cap.discard(client)
-            self.dirty = True
 
-    def _finish(self, job: Job, now: float, *, new: bool = False) -> None:
-        self.jobs.finish(job, now)
-        self._record(job, new=new)
-
-    def _record(self, job: Job, *, new: bool = False) -> None:
-        for recorded in self._recorders:
-            recorded(job, new=new)
-
-    def _watch_deadline(self, job: Job) -> None:
-        if job.deadline is not None:
-            heapq.heappush(self.deadlines, (job.deadline, job.job_id))
-
-    # ---- timers ------------------------------------------------------------------------------------
-
-    def tick(self, now: float) -> None:
-        """Declare silent workers dead, end jobs past their deadline, requeue attempts past their limit."""
-        expiry.tick(self, now)
-
-    # ---- draining ----------------------------------------------------------------------------------
-
-    def start_drain(self, now: float) -> None:
-        log.info("draining: no new jobs; %d queued and %d live jobs get %.1fs to finish", len(self.queue),
-                 self.jobs.live_count, self.settings.drain_grace_s)
-        self.draining = True
-        self.drain_until = now + self.settings.drain_grace_s
-
-    def drain_finished(self, now: float) -> bool:
-        """True once every job finished, or the grace period is over (the rest then get shutting_down)."""
-        if self.jobs.live_count == 0:
-            log.info("drained: every job finished")
-            return True
-        if now < self.drain_until:
-            return False
-        log.warning("drain grace over: %d jobs left get shutting_down", self.jobs.live_count)
-        for job in self.jobs.live():
-            self.fail(job, ErrorCode.SHUTTING_DOWN, "broker shut down before the job finished; resubmit")
-        return True
-
-
-def _error_body(job: Job) -> Error:
+def error_body(job: Job) -> Error:
     assert job.error is not None
     return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
 
 
-def _known_code(code: str) -> ErrorCode:
+def known_code(code: str) -> ErrorCode:
     try:
         return ErrorCode(code)
     except ValueError:

@@ -34,8 +34,7 @@ from tts_broker.jobs import Job
 from tts_broker.workers import WorkerRecord
 
 if TYPE_CHECKING:
-    from tts_broker.handlers import BrokerInfo
-    from tts_broker.lifecycle import Lifecycle
+    from tts_broker.status import BrokerInfo, BrokerState
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class MetricsHook(Hook):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot: Snapshot = EMPTY
-        self._life: Optional[Lifecycle] = None
+        self._life: Optional[BrokerState] = None
         self._info: Optional[BrokerInfo] = None
         self._next_snapshot = 0.0
         self._next_point = 0.0
@@ -158,8 +157,8 @@ class MetricsHook(Hook):
         self._latency: dict[str, _Histogram] = {}  # model
         self.registry.register(_SnapshotCollector(self))
 
-    def attach(self, life: Lifecycle, info: BrokerInfo) -> None:
-        """Give the hook the state it snapshots; the server calls this once, after building the lifecycle."""
+    def attach(self, life: BrokerState, info: BrokerInfo) -> None:
+        """Give the hook the state it snapshots; the server calls this once, after building the core."""
         self._life, self._info = life, info
 
     # ---- events, from the broker loop ----------------------------------------------------------
@@ -209,7 +208,7 @@ class MetricsHook(Hook):
     # ---- the snapshot ----------------------------------------------------------------------------
 
     def _take(self, now: float) -> Snapshot:
-        from tts_broker.handlers import status_view  # handlers imports the lifecycle, which imports hooks
+        from tts_broker.status import status_view  # status imports hooks, which this module's hook extends
 
         life, info = self._life, self._info
         assert life is not None and info is not None

@@ -42,7 +42,7 @@ class PendingReload:
 
 
 class ReloadTracker(Hook):
-    """Reloads waiting for their workers; a Hook for its `tick` (the wait_ms timer)."""
+    """Reloads waiting for their workers; a Hook for `worker_ready` and `tick` (the wait_ms timer)."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox

@@ -108,6 +108,18 @@ class ResultCache:
         self.stores += 1
         self._evict()
 
+    def has(self, key: str) -> bool:
+        """Whether an entry is indexed (memory only; `get` may still find it unreadable); a miss is counted."""
+        if key in self._sizes:
+            return True
+        self.misses += 1
+        return False
+
+    def forget(self) -> None:
+        """Drop the index at once (RELOAD); `clear` removes the files later, outside the broker's transitions."""
+        self._sizes.clear()
+        self._bytes = 0
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)

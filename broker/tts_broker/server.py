@@ -1,9 +1,10 @@
-"""The broker daemon: two ROUTER sockets, one poll loop, the outbox and the group commit.
+"""The broker daemon: two ROUTER sockets, one poll loop, the I/O the core asks for, and the group commit.
 
-Single-threaded on purpose: all state lives in the Lifecycle and is touched from this loop only, so there
-are no locks. Each turn reads waiting messages, lets the handlers run their transitions, sends what they put
-in the outbox, runs the timers and dispatch, commits the journal once, and only then sends the messages that
-promise durability (ACCEPTED, RESULT, JOB).
+Single-threaded on purpose: all state lives in the sans-IO core (core.py) and is touched from this loop only,
+so there are no locks. Each turn reads waiting messages and hands them to the core, sends what it put in the
+outbox, performs the I/O it set aside (result cache reads), lets it run its timers and dispatch (`tick`),
+commits the hooks once (journal, cache writes), and only then sends the messages that promise durability
+(ACCEPTED, RESULT, JOB).
 """
 
 from __future__ import annotations
@@ -19,31 +20,29 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from tts_protocol import Command, ProtocolError, Side, encode
-from tts_protocol.codec import RouterPort, routing_id, user_id
-from tts_protocol.messages import Disconnect, Empty
+from tts_protocol import Command, ProtocolError, Side
+from tts_protocol.codec import Message, RouterPort, routing_id, user_id
+from tts_protocol.messages import Disconnect
 
 from tts_broker import __version__
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
-from tts_broker.handlers import BrokerInfo, ClientCommands, KeyBinding, WorkerCommands
-from tts_broker.hooks import CacheHook, Hook, JournalHook, overrides
+from tts_broker.core import BrokerCore
+from tts_broker.hooks import CacheHook, Hook, JournalHook
 from tts_broker.httpd import HttpServer
 from tts_broker.journal import JournalUnavailable
-from tts_broker.lifecycle import Lifecycle
 from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
-from tts_broker.reloads import ReloadTracker
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import StateLock
+from tts_broker.status import BrokerInfo
 
 log = logging.getLogger(__name__)
 
 _BATCH = 256  # messages read from one socket before looking at the other
-_TICK_S = 0.05
+_POLL_MS = 50  # the core's timers run about this often (core.TICK_S)
 _BACKLOG_RETRY_MS = 1
 _BACKLOG_ACTIVE_S = 0.1  # a backlog that moved (or started) this recently is retried every _BACKLOG_RETRY_MS
-_B_HEARTBEAT = encode(Command.B_HEARTBEAT, Empty())
 
 
 def build_hooks(settings: BrokerSettings) -> list[Hook]:
@@ -87,13 +86,15 @@ class Broker:
             if settings.http is not None:
                 self.metrics = MetricsHook()
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
-            self.life = Lifecycle(settings, hooks)
+            self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
+            hooks.append(self.backlog)  # for its status fields
+            self.core = BrokerCore(settings, hooks, info=self.info)
             if self.metrics is not None:
-                self.metrics.attach(self.life, self.info)
-            self.life.restore()
+                self.metrics.attach(self.core, self.info)
+            self.core.restore()
             if self.curve is not None:
                 curve = self.curve
-                for hook in self.life.hooks:
+                for hook in self.core.hooks:
                     if isinstance(hook, CacheHook):
                         hook.trusts = lambda worker: curve.worker_allowed(worker.key)
             self.clients = RouterPort(self._router(settings.frontend, settings.frontend_max_msg_bytes, CLIENT_DOMAIN,
@@ -105,22 +106,12 @@ class Broker:
                 self.curve.stop()
             self.state_lock.release()
             raise
-        self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
-        self.life.hooks.append(self.backlog)  # for its status fields
         self._journal_retry_at = 0.0
         self.frontend_endpoint = self.clients.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.curve is None:
             warn_if_exposed([self.frontend_endpoint, self.backend_endpoint])
-        reloads = ReloadTracker(self.life.outbox)
-        self.life.hooks.append(reloads)  # for its tick: RELOAD wait_ms expiry
-        self.client_commands = ClientCommands(self.life, self.info, reloads=reloads)
-        self.worker_commands = WorkerCommands(self.life, reloads=reloads)
-        self._worker_keys = KeyBinding("worker")
-        self._client_keys = KeyBinding("client")
-        self._committers = [h.commit for h in self.life.hooks if overrides(h, "commit")]
         self._stop_now = False
-        self._next_heartbeat = 0.0
         self.http: Optional[HttpServer] = None
         self.http_url: Optional[str] = None
         if self.metrics is not None and settings.http is not None:
@@ -166,14 +157,14 @@ class Broker:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.life.draining:
+        if self.core.draining:
             log.warning("second signal %d: stopping now", signum)
             self._stop_now = True
         else:
             self.start_drain()
 
     def start_drain(self) -> None:
-        self.life.start_drain(time.monotonic())
+        self.core.start_drain(time.monotonic())
 
     # ---- the loop ----------------------------------------------------------------------------------
 
@@ -184,27 +175,26 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.clients.sock, zmq.POLLIN)
         poller.register(self.workers.sock, zmq.POLLIN)
-        life = self.life
-        next_tick = 0.0
+        core = self.core
         try:
             while not self._stop_now:
                 # A client whose queue was full a moment ago usually reads again within a millisecond: retry
                 # its backlog that soon, but a client that stays silent only costs a retry per tick.
                 backlog_busy = self.backlog.active_since(time.monotonic() - _BACKLOG_ACTIVE_S)
-                events = dict(poller.poll(_BACKLOG_RETRY_MS if backlog_busy else int(_TICK_S * 1000)))
+                events = dict(poller.poll(_BACKLOG_RETRY_MS if backlog_busy else _POLL_MS))
                 if self.workers.sock in events:
                     self._drain(self.workers, self._on_worker_frames)
                 if self.clients.sock in events:
                     self._drain(self.clients, self._on_client_frames)
                 now = time.monotonic()
-                if now >= next_tick:
-                    next_tick = now + _TICK_S
-                    self._guarded(self._tick, now)
-                    if life.draining and life.drain_finished(now):
-                        self._commit()
-                        break
-                if life.dirty and life.journal_fault is None:  # leases wait until they can be journaled
-                    self._guarded(life.dispatch, now)
+                self._guarded(self._read_cache, now)
+                self._guarded(core.tick, now)
+                self._send(core.outbox.now)
+                if self.backlog:
+                    self._flush_backlog()
+                if core.draining and core.drain_finished(now):
+                    self._commit()
+                    break
                 self._commit()
         finally:
             self._shutdown()
@@ -227,43 +217,35 @@ class Broker:
                 handler(frames)
             except Exception:  # a bug in a handler must not take the broker down
                 log.exception("internal error while handling a message; broker keeps running")
-            self._send(self.life.outbox.now)
+            self._send(self.core.outbox.now)
 
     def _on_client_frames(self, frames: list[Any]) -> None:
+        message: Message | ProtocolError
+        principal = None
         try:
             if self.curve is None:
                 identity, message = self.clients.parse(frames)
-                principal = None
             else:
                 identity, user, message = self.clients.parse_peer(frames)
-                if not self._client_keys.check(identity, user):
-                    return
                 principal = Principal.of(user)
         except ProtocolError as exc:
-            identity = routing_id(frames)
-            log.warning("client %r: malformed message: %s", identity, exc)
-            self.life.outbox.error(identity, exc.code, str(exc), job_id=exc.job_id, req_id=exc.req_id)
-            return
-        self.client_commands.dispatch(identity, principal, message, time.monotonic())
+            identity, message = routing_id(frames), exc
+        self.core.on_client(identity, principal, message, time.monotonic(), time.time())
 
     def _on_worker_frames(self, frames: list[Any]) -> None:
-        identity = routing_id(frames)
-        key = None
-        if self.curve is not None:
-            key = user_id(frames)
-            if not self._worker_keys.check(identity, key, self.life):
-                return  # a connection reusing another key's routing id: it gets nothing
-        worker = self.life.workers.get(identity)
-        now = time.monotonic()
-        if worker is not None:
-            worker.last_seen = now  # any message proves the worker alive, even a malformed one
+        message: Message | ProtocolError
+        key = user_id(frames) if self.curve is not None else None
         try:
-            _, message = self.workers.parse(frames)
+            identity, message = self.workers.parse(frames)
         except ProtocolError as exc:
-            log.warning("worker %s: malformed message dropped: %s", worker.worker_id if worker else repr(identity),
-                        exc)
-            return
-        self.worker_commands.handle(identity, worker, message, now, key)
+            identity, message = routing_id(frames), exc
+        self.core.on_worker(identity, key, message, time.monotonic())
+
+    def _read_cache(self, now: float) -> None:
+        """The I/O the core set aside: read the result cache for new jobs that may have a stored answer."""
+        core = self.core
+        for job in core.pending_lookups():
+            core.on_lookup(job, core.hooks.lookup(job), now)
 
     def _send(self, messages: list[Outgoing]) -> None:
         if not messages:
@@ -280,26 +262,23 @@ class Broker:
 
     def _commit(self) -> None:
         """Group commit: write what changed, then send what waited for it."""
-        life = self.life
-        outbox = life.outbox
+        core = self.core
+        outbox = core.outbox
         self._send(outbox.now)
-        if not self._committers:
+        if not core.hooks.committing:
             self._send(outbox.later)
             self._flush_backlog()
             return
-        if life.journal_fault is not None and time.monotonic() < self._journal_retry_at:
+        if core.journal_fault is not None and time.monotonic() < self._journal_retry_at:
             return
         try:
-            for commit in self._committers:
-                commit()
+            core.hooks.commit()
         except JournalUnavailable as exc:
             # Keep running: the rows stay pending, durable messages keep waiting, new jobs are refused.
-            life.journal_fault = str(exc)
+            core.on_commit(str(exc))
             self._journal_retry_at = time.monotonic() + self.settings.journal_retry_s
             return
-        if life.journal_fault is not None:
-            life.journal_fault = None
-            life.dirty = True
+        core.on_commit(None)
         self._send(outbox.later)
         self._flush_backlog()
 
@@ -307,19 +286,8 @@ class Broker:
         if self.backlog:  # a client that was slow may read again: do not wait for the next tick
             self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
-    def _tick(self, now: float) -> None:
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.settings.heartbeat_interval_s
-            for worker in self.life.workers:
-                self.workers.send_frames(worker.identity, _B_HEARTBEAT)
-        self.life.tick(now)
-        for hook in self.life.hooks:
-            hook.tick(now)
-        self._send(self.life.outbox.now)
-        self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
-
     def _shutdown(self) -> None:
-        for worker in self.life.workers:
+        for worker in self.core.workers:
             self.workers.send(worker.identity, Command.B_DISCONNECT, Disconnect(reason="broker shutting down"))
         self.close()
         log.info("broker %s stopped", self.broker_id)
@@ -329,8 +297,7 @@ class Broker:
             self.http.stop()
         self.clients.sock.close(linger=200)
         self.workers.sock.close(linger=200)
-        for hook in self.life.hooks:
-            hook.close()
+        self.core.hooks.close()
         if self.curve is not None:
             self.curve.stop()
         if self._own_ctx:

@@ -1,9 +1,16 @@
-"""Connected workers: who they are, what they serve, their leases, liveness and free slots (LRU)."""
+"""Connected workers: who they are, what they serve, their leases, liveness and free slots (LRU).
+
+The registry keeps its own indexes so that one event costs the same with 10 or 10,000 workers: free workers
+by routing key (least recently used first), workers by the time they were last heard from (the silent ones
+are at the front), a count of workers per served key, and draining workers with no lease left. Nothing here
+scans every worker per message or per tick.
+"""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from typing import Any, Iterator, Optional
 
 from tts_protocol.messages import Ready, WorkerView
@@ -28,6 +35,7 @@ class WorkerRecord:
     jobs_failed: int = 0
     key: Optional[str] = None  # ZAP User-Id ("worker:NAME") of its connection under CURVE
     draining: bool = False  # DRAIN_WORKER: no new leases; DISCONNECT once its leases are answered
+    free_seq: int = 0  # when it last joined the free list: lower = less recently used
     advertised: Optional[int] = None  # the last HEARTBEAT `capacity` (adaptive workers); None: READY's
 
     @property
@@ -101,11 +109,15 @@ class WorkerRecord:
 
 
 class WorkerRegistry:
-    """Workers by routing identity, with the free ones kept least-recently-used first."""
+    """Workers by routing identity, indexed by what the broker asks per event (see the module docstring)."""
 
     def __init__(self) -> None:
         self._workers: dict[bytes, WorkerRecord] = {}
-        self._free: collections.OrderedDict[bytes, WorkerRecord] = collections.OrderedDict()
+        self._free: dict[Optional[str], collections.OrderedDict[bytes, WorkerRecord]] = {}  # per served key, LRU
+        self._serving: collections.Counter[Optional[str]] = collections.Counter()  # workers per served key
+        self._by_seen: collections.OrderedDict[bytes, WorkerRecord] = collections.OrderedDict()  # oldest first
+        self._retiring: dict[bytes, WorkerRecord] = {}  # draining and holding no lease: to be told to leave
+        self._free_seq = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -118,15 +130,48 @@ class WorkerRegistry:
 
     def add(self, record: WorkerRecord) -> None:
         self._workers[record.identity] = record
+        self._by_seen[record.identity] = record
+        for key in record.served_keys:
+            self._serving[key] += 1
         self._refresh(record)
 
     def remove(self, identity: bytes) -> Optional[WorkerRecord]:
-        self._free.pop(identity, None)
-        return self._workers.pop(identity, None)
+        record = self._workers.pop(identity, None)
+        if record is None:
+            return None
+        self._unfree(record)
+        self._by_seen.pop(identity, None)
+        self._retiring.pop(identity, None)
+        for key in record.served_keys:
+            left = self._serving[key] - 1
+            if left > 0:
+                self._serving[key] = left
+            else:
+                del self._serving[key]
+        return record
+
+    # ---- liveness ----------------------------------------------------------------------------------
+
+    def touch(self, record: WorkerRecord, now: float) -> None:
+        """The worker was heard from (any message proves it alive, even a malformed one)."""
+        record.last_seen = now
+        if record.identity in self._by_seen:
+            self._by_seen.move_to_end(record.identity)
+
+    def silent(self, now: float, dead_after_s: float) -> list[WorkerRecord]:
+        """Workers not heard from for more than `dead_after_s`: only those are looked at."""
+        found = []
+        for record in self._by_seen.values():
+            if now - record.last_seen <= dead_after_s:
+                break
+            found.append(record)
+        return found
+
+    # ---- leases and free slots ---------------------------------------------------------------------
 
     def lease(self, record: WorkerRecord, lease: Lease, job: Job) -> None:
         record.leases[lease] = job
-        self._free.pop(record.identity, None)
+        self._unfree(record)
         self._refresh(record)  # still free (capacity > 1): goes to the back, LRU
 
     def release(self, record: WorkerRecord, lease: Lease) -> None:
@@ -150,28 +195,57 @@ class WorkerRegistry:
     def drain(self, record: WorkerRecord) -> None:
         """Give this worker no new leases (DRAIN_WORKER)."""
         record.draining = True
-        self._free.pop(record.identity, None)
+        self._unfree(record)
+        self._refresh(record)
 
     def drained(self) -> list[WorkerRecord]:
         """Draining workers that hold no lease any more: ready to be told to leave."""
-        return [w for w in self._workers.values() if w.draining and not w.leases]
+        return list(self._retiring.values())
 
     def matching(self, *, worker: Optional[str] = None, host: Optional[str] = None) -> list[WorkerRecord]:
-        """Workers whose worker_id or name is `worker`, or whose host is `host`."""
+        """Workers whose worker_id or name is `worker`, or whose host is `host` (an admin command: a scan)."""
         if worker is not None:
             return [w for w in self._workers.values() if worker in (w.worker_id, w.ready.name)]
         return [w for w in self._workers.values() if host is not None and w.ready.host == host]
 
     def _refresh(self, record: WorkerRecord) -> None:
-        if record.free_slots > 0 and record.identity in self._workers and not record.draining:
-            if record.identity not in self._free:
-                self._free[record.identity] = record
+        identity = record.identity
+        if identity not in self._workers:
+            return
+        if record.draining:
+            if not record.leases:
+                self._retiring[identity] = record
+            return
+        if record.free_slots > 0:
+            if record.free_seq == 0:
+                record.free_seq = next(self._free_seq)
+                for key in record.served_keys:
+                    free = self._free.get(key)
+                    if free is None:
+                        free = self._free[key] = collections.OrderedDict()
+                    free[identity] = record
         else:
-            self._free.pop(record.identity, None)
+            self._unfree(record)
+
+    def _unfree(self, record: WorkerRecord) -> None:
+        if record.free_seq == 0:
+            return
+        record.free_seq = 0
+        for key in record.served_keys:
+            free = self._free.get(key)
+            if free is not None:
+                free.pop(record.identity, None)
+                if not free:
+                    del self._free[key]
 
     def free_workers(self) -> list[WorkerRecord]:
-        """Workers with a free slot, least recently used first."""
-        return list(self._free.values())
+        """Workers with a free slot, least recently used first (a scan: for views and tests, not dispatch)."""
+        return sorted((w for w in self._workers.values() if w.free_seq), key=lambda w: w.free_seq)
+
+    def first_free(self, key: Optional[str]) -> Optional[WorkerRecord]:
+        """The least recently used worker with a free slot that serves `key`, or None."""
+        free = self._free.get(key)
+        return next(iter(free.values())) if free else None
 
     def serves_key(self, key: Optional[str]) -> bool:
-        return any(w.serves(key) for w in self._workers.values())
+        return key in self._serving

@@ -106,8 +106,10 @@ def test_the_result_cache_takes_results_only_from_trusted_workers(tmp_path: Path
 
     hook.trusts = lambda w: w.key != "worker:revoked"
     hook.completed(finished("j1"), worker, body)
+    hook.commit()  # the server's I/O step: queued writes reach the disk
     assert hook.lookup(finished("j2")) is None, "a result of an untrusted worker was cached"
     worker.key = "worker:gpu"
     hook.completed(finished("j3"), worker, body)
+    hook.commit()
     hit = hook.lookup(finished("j4"))
     assert hit is not None and hit.pcm == b"\x00\x01" * 8

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def capacity_of(client: RawClient, worker: RawWorker) -> int:
-    return next(w.capacity for w in client.status().workers if w.worker_id == worker.worker_id)
+    """The worker's capacity in the status view; -1 until its READY is handled (ZeroMQ connects lazily)."""
+    return next((w.capacity for w in client.status().workers if w.worker_id == worker.worker_id), -1)
 
 
 def test_heartbeat_capacity_steers_how_many_jobs_a_worker_gets(broker: BrokerProc, ctx: zmq.Context) -> None:

@@ -15,9 +15,9 @@ from tts_protocol import Command, ErrorCode
 from tts_protocol.constants import JobState
 from tts_protocol.messages import Fail, Partial, Ready, Submit, WorkerResult
 
+from tts_broker.core import BrokerCore
 from tts_broker.hooks import CachedAudio, Hook
 from tts_broker.jobs import Job
-from tts_broker.lifecycle import Lifecycle
 from tts_broker.settings import BrokerSettings
 from tts_broker.workers import WorkerRecord
 
@@ -38,6 +38,9 @@ class Recorder(Hook):
     def recorded(self, job: Job, *, new: bool) -> None:
         self.records.append((job.job_id, job.state, job.attempt, new))
 
+    def may_answer(self, job: Job) -> bool:
+        return job.request.text in self.answers
+
     def lookup(self, job: Job) -> Optional[CachedAudio]:
         return self.answers.get(job.request.text)
 
@@ -54,19 +57,19 @@ def settings(**over: Any) -> BrokerSettings:
     return BrokerSettings(_env_file=None, **{**base, **over})  # type: ignore[call-arg]
 
 
-def make(hook: Optional[Hook] = None, **over: Any) -> Lifecycle:
-    return Lifecycle(settings(**over), [hook] if hook else [])
+def make(hook: Optional[Hook] = None, **over: Any) -> BrokerCore:
+    return BrokerCore(settings(**over), [hook] if hook else [])
 
 
-def join(life: Lifecycle, identity: bytes = W1, capacity: int = 1, now: float = 0.0, **ready: Any) -> WorkerRecord:
-    life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=capacity,
+def join(life: BrokerCore, identity: bytes = W1, capacity: int = 1, now: float = 0.0, **ready: Any) -> WorkerRecord:
+    life.life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=capacity,
                                       **ready), now)
     worker = life.workers.get(identity)
     assert worker is not None
     return worker
 
 
-def sent(life: Lifecycle) -> list[tuple[bool, bytes, Command, Any]]:
+def sent(life: BrokerCore) -> list[tuple[bool, bytes, Command, Any]]:
     """Everything queued in the outbox (now, then later), as (to_worker, identity, command, body); cleared."""
     out = [(w, i, c, b) for w, i, c, b, _ in life.outbox.now + life.outbox.later]
     life.outbox.now.clear()
@@ -74,7 +77,7 @@ def sent(life: Lifecycle) -> list[tuple[bool, bytes, Command, Any]]:
     return out
 
 
-def commands(life: Lifecycle) -> list[tuple[bytes, Command]]:
+def commands(life: BrokerCore) -> list[tuple[bytes, Command]]:
     return [(identity, command) for _, identity, command, _ in sent(life)]
 
 
@@ -82,12 +85,32 @@ def unpack(body: Any) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False) if isinstance(body, bytes) else body.to_wire()
 
 
-def submit(life: Lifecycle, job_id: str = "j1", identity: bytes = C1, now: float = 0.0, **fields: Any) -> None:
-    life.submit(identity, Submit(job_id=job_id, text=fields.pop("text", "hello"), **fields), now)
+def read_cache(life: BrokerCore, now: float = 0.0) -> None:
+    """The I/O step the server performs between turns: the hooks' stored answers for jobs set aside."""
+    for job in life.pending_lookups():
+        life.on_lookup(job, life.hooks.lookup(job), now)
+
+
+def submit(life: BrokerCore, job_id: str = "j1", identity: bytes = C1, now: float = 0.0, **fields: Any) -> None:
+    admin = fields.pop("admin", True)
+    life.life.submit(identity, Submit(job_id=job_id, text=fields.pop("text", "hello"), **fields), now, now,
+                     admin=admin)
 
 
 def result(job_id: str = "j1", attempt: int = 1) -> WorkerResult:
     return WorkerResult(job_id=job_id, attempt=attempt, sample_rate=16000)
+
+
+def failed(life: BrokerCore, worker: WorkerRecord, body: Fail, now: float = 0.0) -> None:
+    life.life.worker_failed(worker, body, now)
+
+
+def cancel(life: BrokerCore, identity: bytes, job_id: str, now: float = 0.0) -> None:
+    life.life.cancel(identity, job_id, now)
+
+
+def retry(life: BrokerCore, job: Job, now: float) -> Optional[str]:
+    return life.life.retry(job, now, now)
 
 
 def test_submit_lease_complete_sends_accepted_job_result_and_records_each_step() -> None:
@@ -103,7 +126,7 @@ def test_submit_lease_complete_sends_accepted_job_result_and_records_each_step()
     [(to_worker, identity, command, body)] = sent(life)
     assert (to_worker, identity, command) == (True, W1, Command.B_JOB)
     assert unpack(body)["attempt"] == 1 and unpack(body)["timeout_ms"] == 10_000
-    life.complete(worker, result(), b"\x01\x00" * 8, 1.5)
+    life.life.complete(worker, result(), b"\x01\x00" * 8, 1.5)
     [(_, identity, command, body)] = sent(life)
     assert (identity, command) == (C1, Command.RESULT)
     assert unpack(body)["num_samples"] == 8 and unpack(body)["worker_id"] == "worker-1"
@@ -138,7 +161,7 @@ def test_resubmission_attaches_and_a_finished_job_answers_again() -> None:
     submit(life, identity=C2)
     assert [unpack(b)["duplicate"] for _, _, c, b in sent(life) if c is Command.ACCEPTED] == [False, True]
     life.dispatch(0.0)
-    life.complete(worker, result(), b"\x00\x00", 0.1)
+    life.life.complete(worker, result(), b"\x00\x00", 0.1)
     assert sorted(i for i, c in commands(life) if c is Command.RESULT) == [C1, C2]
     submit(life, identity=C2)
     assert commands(life) == [(C2, Command.RESULT)]
@@ -150,10 +173,10 @@ def test_retryable_worker_failure_requeues_at_the_front_until_max_attempts() -> 
     submit(life, "j1")
     submit(life, "j2")
     life.dispatch(0.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="oom", retryable=True))
+    failed(life, worker, Fail(job_id="j1", attempt=1, code="oom", retryable=True))
     life.dispatch(0.0)  # j1 again, ahead of j2
     assert [unpack(b)["job_id"] for w, _, c, b in sent(life) if c is Command.B_JOB] == ["j1", "j1"]
-    life.worker_failed(worker, Fail(job_id="j1", attempt=2, code="oom", retryable=True))
+    failed(life, worker, Fail(job_id="j1", attempt=2, code="oom", retryable=True))
     [error] = [unpack(b) for _, _, c, b in sent(life) if c is Command.ERROR]
     assert error["code"] == "max_attempts" and "gave up after 2 attempts" in error["message"]
 
@@ -163,7 +186,7 @@ def test_non_retryable_failure_keeps_the_engine_code() -> None:
     worker = join(life)
     submit(life)
     life.dispatch(0.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="unknown_speaker", message="no such voice"))
+    failed(life, worker, Fail(job_id="j1", attempt=1, code="unknown_speaker", message="no such voice"))
     [error] = [unpack(b) for _, _, c, b in sent(life) if c is Command.ERROR]
     assert (error["code"], error["retryable"]) == ("unknown_speaker", False)
     assert life.jobs.get("j1").state is JobState.FAILED  # type: ignore[union-attr]
@@ -175,13 +198,13 @@ def test_cancel_of_a_running_job_revokes_the_lease_and_a_late_answer_only_frees_
     submit(life)
     life.dispatch(0.0)
     sent(life)
-    life.cancel(C2, "j1")
+    cancel(life, C2, "j1")
     out = commands(life)
     assert (W1, Command.B_CANCEL) in out and {i for i, c in out if c is Command.ERROR} == {C1, C2}
     assert worker.free_slots == 0  # the slot stays busy until the worker answers
-    life.complete(worker, result(), b"\x00\x00", 0.2)
+    life.life.complete(worker, result(), b"\x00\x00", 0.2)
     assert sent(life) == [] and worker.free_slots == 1
-    life.cancel(C1, "nope")
+    cancel(life, C1, "nope")
     assert [unpack(b)["code"] for _, _, c, b in sent(life)] == ["not_found"]
 
 
@@ -191,8 +214,8 @@ def test_a_dead_worker_s_job_goes_to_another_worker_with_the_next_attempt() -> N
     submit(life)
     life.dispatch(0.0)
     join(life, W2, now=2.5)
-    life.workers.get(W2).last_seen = 3.5  # type: ignore[union-attr]
-    life.tick(3.5)  # W1 silent for 3.5 s > 3 x 1 s
+    life.workers.touch(life.workers.get(W2), 3.5)  # type: ignore[arg-type]
+    life.expire(3.5)  # W1 silent for 3.5 s > 3 x 1 s
     assert life.workers.get(W1) is None
     life.dispatch(3.5)
     [(_, identity, _, body)] = [m for m in sent(life) if m[2] is Command.B_JOB][-1:]
@@ -207,13 +230,13 @@ def test_attempt_time_limit_cancels_and_requeues_deadline_fails() -> None:
     submit(life, "late", deadline_ms=2000)
     life.dispatch(0.0)
     sent(life)
-    life.workers.get(W1).last_seen = 0.6  # type: ignore[union-attr]
-    life.tick(0.6)
+    life.workers.touch(life.workers.get(W1), 0.6)  # type: ignore[arg-type]
+    life.expire(0.6)
     out = sent(life)
     assert [unpack(b)["job_id"] for _, _, c, b in out if c is Command.B_CANCEL] == ["slow"]
     assert life.jobs.get("slow").state is JobState.QUEUED  # type: ignore[union-attr]
-    life.workers.get(W1).last_seen = 2.1  # type: ignore[union-attr]
-    life.tick(2.1)
+    life.workers.touch(life.workers.get(W1), 2.1)  # type: ignore[arg-type]
+    life.expire(2.1)
     assert [unpack(b)["code"] for _, _, c, b in sent(life) if c is Command.ERROR] == ["deadline_exceeded"]
 
 
@@ -223,16 +246,16 @@ def test_retry_reopens_a_failed_job_with_fresh_tries_and_ignores_its_old_deadlin
     worker = join(life)
     submit(life, deadline_ms=1000)
     life.dispatch(0.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="boom", retryable=True))
+    failed(life, worker, Fail(job_id="j1", attempt=1, code="boom", retryable=True))
     job = life.jobs.get("j1")
     assert job is not None and job.state is JobState.FAILED
-    assert life.retry(job, now=0.9) is None
+    assert retry(life, job, now=0.9) is None
     # The attempt number goes on (leases stay unique, issue 9); the tries max_attempts counts start again.
     assert (job.state, job.attempt, job.tries, job.error, job.workers_tried) == (JobState.QUEUED, 1, 0, None, [])
     assert hook.records[-1] == ("j1", JobState.QUEUED, 1, True)
-    life.tick(1.2)  # the first deadline (1.0) passed, the new one (1.9) has not
+    life.expire(1.2)  # the first deadline (1.0) passed, the new one (1.9) has not
     assert job.state is JobState.QUEUED
-    assert life.retry(job, now=1.2) == "job j1 is queued; only failed or cancelled jobs can be retried"
+    assert retry(life, job, now=1.2) == "job j1 is queued; only failed or cancelled jobs can be retried"
 
 
 def test_a_resubmission_after_a_retryable_error_runs_the_job_again() -> None:
@@ -241,7 +264,7 @@ def test_a_resubmission_after_a_retryable_error_runs_the_job_again() -> None:
     life.start_drain(0.0)
     assert life.drain_finished(100.0)
     assert [unpack(b)["code"] for _, _, c, b in sent(life) if c is Command.ERROR] == ["shutting_down"]
-    life.draining = False
+    life.life.draining = False
     submit(life, identity=C2)
     assert commands(life) == [(C2, Command.ACCEPTED)] and life.jobs.get("j1").state is JobState.QUEUED  # type: ignore[union-attr]
 
@@ -251,6 +274,8 @@ def test_cache_hook_answers_without_a_worker_and_records_the_job_as_new() -> Non
     hook.answers["cached line"] = CachedAudio("tone", "v1", 16000, 1, "s16le", b"\x00\x00" * 5)
     life = make(hook)
     submit(life, text="cached line")
+    assert sent(life) == []  # set aside: the server reads the cache between turns, outside the transition
+    read_cache(life)
     [(_, identity, command, body)] = sent(life)
     assert (identity, command) == (C1, Command.RESULT)
     assert unpack(body)["cached"] is True and unpack(body)["num_samples"] == 5
@@ -265,7 +290,7 @@ def test_partial_reaches_subscribers_of_streamed_jobs_only() -> None:
     life.dispatch(0.0)
     sent(life)
     for job_id in ("s", "n"):
-        life.partial(worker, Partial(job_id=job_id, attempt=1, seq=0, sample_rate=16000), b"\x00\x00")
+        life.life.partial(worker, Partial(job_id=job_id, attempt=1, seq=0, sample_rate=16000), b"\x00\x00", 0.0)
     assert [(i, c) for _, i, c, _ in sent(life)] == [(C1, Command.PARTIAL)]
 
 
@@ -283,9 +308,9 @@ def test_unroutable_jobs_fail_with_no_workers_after_the_timeout() -> None:
     life = make(unroutable_timeout_s=1.0)
     submit(life, model="fish-speech")
     sent(life)
-    life.tick(0.5)
-    life.tick(1.4)
+    life.expire(0.5)
+    life.expire(1.4)
     assert sent(life) == []  # first seen at 0.5: not yet 1 s
-    life.tick(1.6)
+    life.expire(1.6)
     [error] = [unpack(b) for _, _, c, b in sent(life) if c is Command.ERROR]
     assert error["code"] == ErrorCode.NO_WORKERS.value and error["retryable"] is True

@@ -16,7 +16,7 @@ def test_paused_key_keeps_its_jobs_queued_and_others_flow() -> None:
     life = make()
     join(life)
     sent(life)
-    life.pause("tone")
+    life.dispatcher.pause("tone")
     submit(life, "held", model="tone")
     submit(life, "free", model="tone:v1")
     sent(life)
@@ -29,17 +29,17 @@ def test_paused_key_keeps_its_jobs_queued_and_others_flow() -> None:
 
 def test_paused_jobs_are_not_failed_as_unroutable_and_resume_dispatches() -> None:
     life = make(unroutable_timeout_s=1.0)
-    life.pause("fish-speech")
+    life.dispatcher.pause("fish-speech")
     submit(life, "fish", model="fish-speech")
     sent(life)
-    life.tick(0.5)
-    life.tick(5.0)
+    life.expire(0.5)
+    life.expire(5.0)
     job = life.jobs.get("fish")
     assert job is not None and job.state is JobState.QUEUED  # no worker serves it, but it is paused: it waits
-    life.resume("fish-speech")
+    life.dispatcher.resume("fish-speech")
     assert life.dirty and life.paused == set()
-    life.tick(6.0)
-    life.tick(8.0)
+    life.expire(6.0)
+    life.expire(8.0)
     assert job.state is JobState.FAILED  # once resumed, the unroutable timeout applies again
 
 
@@ -50,14 +50,14 @@ def test_draining_worker_gets_no_new_lease_and_leaves_when_its_job_is_answered()
     life.dispatch(0.0)
     sent(life)
     join(life, W2)
-    life.drain_workers([busy])
+    life.dispatcher.drain_workers([busy], 0.0)
     assert busy.draining and busy.view(0.0).state == "draining"
     assert commands(life) == []  # it holds a job: it stays until that is answered
     submit(life, "second")
     sent(life)
     life.dispatch(0.5)
     assert commands(life) == [(W2, Command.B_JOB)]  # the new job goes to the other worker
-    life.complete(busy, result("first"), b"\x00\x00" * 4, 1.0)
+    life.life.complete(busy, result("first"), b"\x00\x00" * 4, 1.0)
     life.dispatch(1.0)
     out = [(identity, command, body) for _, identity, command, body in sent(life)]
     assert (C1, Command.RESULT) in [(i, c) for i, c, _ in out]
@@ -75,6 +75,6 @@ def test_idle_worker_is_disconnected_at_once_and_matching_finds_names_and_hosts(
     assert [w.identity for w in life.workers.matching(host="other")] == [W2]
     assert life.workers.matching(worker="nobody") == []
     sent(life)
-    life.drain_workers([a])
+    life.dispatcher.drain_workers([a], 0.0)
     assert commands(life) == [(W1, Command.B_DISCONNECT)]
     assert life.workers.get(W1) is None

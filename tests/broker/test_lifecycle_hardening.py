@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import msgpack
 import pytest
@@ -19,8 +19,9 @@ from tts_protocol import Command
 from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import MAX_DURATION_MS, Fail, Ready, Submit, WorkerResult
 
+from tts_broker.core import BrokerCore
 from tts_broker.hooks import JournalHook
-from tts_broker.lifecycle import Lifecycle
+from tts_broker.jobs import Job
 from tts_broker.settings import BrokerSettings
 from tts_broker.workers import WorkerRecord
 
@@ -35,19 +36,19 @@ def settings(**over: Any) -> BrokerSettings:
     return BrokerSettings(_env_file=None, **{**base, **over})  # type: ignore[call-arg]
 
 
-def make(**over: Any) -> Lifecycle:
-    return Lifecycle(settings(**over), [])
+def make(**over: Any) -> BrokerCore:
+    return BrokerCore(settings(**over), [])
 
 
-def join(life: Lifecycle, identity: bytes = W1, capacity: int = 1) -> WorkerRecord:
-    life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=capacity),
+def join(life: BrokerCore, identity: bytes = W1, capacity: int = 1) -> WorkerRecord:
+    life.life.worker_ready(identity, Ready(worker_id=identity.decode(), engine="tone", model="v1", capacity=capacity),
                       0.0)
     worker = life.workers.get(identity)
     assert worker is not None
     return worker
 
 
-def sent(life: Lifecycle) -> list[tuple[bool, bytes, Command, Any]]:
+def sent(life: BrokerCore) -> list[tuple[bool, bytes, Command, Any]]:
     out = [(w, i, c, b) for w, i, c, b, _ in life.outbox.now + life.outbox.later]
     life.outbox.now.clear()
     life.outbox.later.clear()
@@ -58,28 +59,42 @@ def unpack(body: Any) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False) if isinstance(body, bytes) else body.to_wire()
 
 
-def submit(life: Lifecycle, job_id: str = "j1", identity: bytes = C1, now: float = 0.0, **fields: Any) -> None:
-    life.submit(identity, Submit(job_id=job_id, text=fields.pop("text", "hello"), **fields), now)
+def submit(life: BrokerCore, job_id: str = "j1", identity: bytes = C1, now: float = 0.0, **fields: Any) -> None:
+    admin = fields.pop("admin", True)
+    life.life.submit(identity, Submit(job_id=job_id, text=fields.pop("text", "hello"), **fields), now, now,
+                     admin=admin)
 
 
 def result(job_id: str = "j1", attempt: int = 1) -> WorkerResult:
     return WorkerResult(job_id=job_id, attempt=attempt, sample_rate=16000)
 
 
-def dispatched(life: Lifecycle) -> list[tuple[str, int]]:
+def failed(life: BrokerCore, worker: WorkerRecord, body: Fail, now: float = 0.0) -> None:
+    life.life.worker_failed(worker, body, now)
+
+
+def cancel(life: BrokerCore, identity: bytes, job_id: str, now: float = 0.0) -> None:
+    life.life.cancel(identity, job_id, now)
+
+
+def retry(life: BrokerCore, job: Job, now: float) -> Optional[str]:
+    return life.life.retry(job, now, now)
+
+
+def dispatched(life: BrokerCore) -> list[tuple[str, int]]:
     """(job_id, attempt) of the JOBs in the outbox, in order; the outbox is cleared."""
     return [(unpack(b)["job_id"], unpack(b)["attempt"]) for _, _, c, b in sent(life) if c is Command.B_JOB]
 
 
-def errors(life: Lifecycle) -> list[dict[str, Any]]:
+def errors(life: BrokerCore) -> list[dict[str, Any]]:
     return [unpack(b) for _, _, c, b in sent(life) if c is Command.ERROR]
 
 
-def run_one(life: Lifecycle, worker: Any, now: float = 0.0) -> str:
+def run_one(life: BrokerCore, worker: Any, now: float = 0.0) -> str:
     """Dispatch to a capacity-1 worker and complete what it got; the job id."""
     life.dispatch(now)
     [(job_id, attempt)] = dispatched(life)
-    life.complete(worker, result(job_id, attempt), b"\x00\x00", now)
+    life.life.complete(worker, result(job_id, attempt), b"\x00\x00", now)
     sent(life)
     return job_id
 
@@ -132,7 +147,7 @@ def test_priority_levels_still_come_first_and_requeued_jobs_go_first_in_their_le
     submit(life, "a-high", identity=C1, priority="high")
     life.dispatch(0.0)
     assert dispatched(life) == [("a-high", 1)]
-    life.worker_failed(worker, Fail(job_id="a-high", attempt=1, code="oom", retryable=True))
+    failed(life, worker, Fail(job_id="a-high", attempt=1, code="oom", retryable=True))
     life.dispatch(0.0)
     assert dispatched(life) == [("a-high", 2)]
 
@@ -159,10 +174,10 @@ def test_per_client_running_cap_leaves_slots_to_other_clients() -> None:
     submit(life, "b-0", identity=C2)
     life.dispatch(0.0)
     assert dispatched(life) == [("b-0", 1)]
-    life.complete(worker, result("a-0"), b"\x00\x00", 0.1)
+    life.life.complete(worker, result("a-0"), b"\x00\x00", 0.1)
     life.dispatch(0.1)
     assert dispatched(life) == [("a-1", 1)]
-    assert life.in_flight == {C1: 1, C2: 1}
+    assert life.leases.in_flight == {C1: 1, C2: 1}
 
 
 def test_high_priority_can_be_restricted_with_an_admin_hook() -> None:
@@ -170,9 +185,8 @@ def test_high_priority_can_be_restricted_with_an_admin_hook() -> None:
     submit(life, "h", priority="high")
     assert life.jobs.get("h").priority is Priority.NORMAL  # type: ignore[union-attr]
     life = make(allow_high_priority="admin")
-    submit(life, "h1", identity=C1, priority="high")
-    life.is_admin = lambda identity: identity == C2
-    submit(life, "h2", identity=C2, priority="high")
+    submit(life, "h1", identity=C1, priority="high", admin=False)
+    submit(life, "h2", identity=C2, priority="high", admin=True)  # the sender holds an admin key
     assert life.jobs.get("h1").priority is Priority.NORMAL  # type: ignore[union-attr]
     assert life.jobs.get("h2").priority is Priority.HIGH  # type: ignore[union-attr]
     assert make().settings.allow_high_priority == "all"
@@ -192,7 +206,7 @@ def test_same_id_with_another_text_is_a_conflict_and_the_same_request_still_atta
     assert (error["job_id"], error["code"], error["retryable"]) == ("j1", "conflict", False)
     assert [unpack(b)["duplicate"] for _, _, c, b in out if c is Command.ACCEPTED] == [False, True]
     life.dispatch(0.0)
-    life.complete(worker, result(), b"\x00\x00", 0.1)
+    life.life.complete(worker, result(), b"\x00\x00", 0.1)
     sent(life)
     for fields in ({"text": "goodbye"}, {"text": "hello", "speaker": "amy"}, {"text": "hello", "model": "tone"},
                    {"text": "hello", "voice": {"seed": 2}}):
@@ -204,12 +218,12 @@ def test_same_id_with_another_text_is_a_conflict_and_the_same_request_still_atta
 
 def test_conflict_holds_across_a_journal_restore(tmp_path: Path) -> None:
     hook = JournalHook(tmp_path / "journal.sqlite3", synchronous="normal", result_ttl_s=60.0)
-    life = Lifecycle(settings(), [hook])
+    life = BrokerCore(settings(), [hook])
     submit(life, "kept", text="first text", voice={"seed": 1})
     hook.commit()
     hook.close()
     hook = JournalHook(tmp_path / "journal.sqlite3", synchronous="normal", result_ttl_s=60.0)
-    life = Lifecycle(settings(), [hook])
+    life = BrokerCore(settings(), [hook])
     life.restore()
     submit(life, "kept", identity=C2, text="other text")
     assert [e["code"] for e in errors(life)] == ["conflict"]
@@ -227,17 +241,17 @@ def test_retry_after_cancel_is_not_cancelled_by_the_old_attempt_s_late_answer() 
     submit(life)
     life.dispatch(0.0)
     assert dispatched(life) == [("j1", 1)]
-    life.cancel(C1, "j1")
+    cancel(life, C1, "j1")
     sent(life)
     job = life.jobs.get("j1")
-    assert job is not None and life.retry(job, 0.1) is None
+    assert job is not None and retry(life, job, 0.1) is None
     life.dispatch(0.1)
     assert dispatched(life) == [("j1", 2)]  # same worker (its other slot), a new lease
     submit(life, identity=C1, now=0.1)  # the client attaches again to hear the outcome
     assert [(i, c) for _, i, c, _ in sent(life)] == [(C1, Command.ACCEPTED)]
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="cancelled", message="stopped late"))
+    failed(life, worker, Fail(job_id="j1", attempt=1, code="cancelled", message="stopped late"))
     assert sent(life) == [] and job.state is JobState.RUNNING and worker.free_slots == 1
-    life.complete(worker, result("j1", 2), b"\x00\x00", 0.2)
+    life.life.complete(worker, result("j1", 2), b"\x00\x00", 0.2)
     assert [(i, c) for _, i, c, _ in sent(life)] == [(C1, Command.RESULT)] and job.state is JobState.DONE
 
 
@@ -247,15 +261,15 @@ def test_max_attempts_counts_tries_since_the_last_reopen() -> None:
     submit(life)
     for attempt in (1, 2):
         life.dispatch(0.0)
-        life.worker_failed(worker, Fail(job_id="j1", attempt=attempt, code="oom", retryable=True))
+        failed(life, worker, Fail(job_id="j1", attempt=attempt, code="oom", retryable=True))
     assert [e["code"] for e in errors(life)] == ["max_attempts"]
     job = life.jobs.get("j1")
-    assert job is not None and life.retry(job, 1.0) is None
+    assert job is not None and retry(life, job, 1.0) is None
     seen = []
     for attempt in (3, 4):
         life.dispatch(1.0)
         seen += dispatched(life)
-        life.worker_failed(worker, Fail(job_id="j1", attempt=attempt, code="oom", retryable=True))
+        failed(life, worker, Fail(job_id="j1", attempt=attempt, code="oom", retryable=True))
     assert seen == [("j1", 3), ("j1", 4)]  # two more tries after the reopen, with new attempt numbers
     assert job.state is JobState.FAILED and job.error is not None
     assert job.error.code == "max_attempts" and "after 2 attempts" in job.error.message
@@ -267,7 +281,7 @@ def test_a_non_retryable_worker_failure_is_final_whatever_its_code(code: str) ->
     worker = join(life)
     submit(life)
     life.dispatch(0.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code=code, retryable=False))
+    failed(life, worker, Fail(job_id="j1", attempt=1, code=code, retryable=False))
     [error] = errors(life)
     assert (error["code"], error["retryable"]) == (code, False)
     submit(life, identity=C2)  # a resubmission gets the same final answer, it does not run the job again
@@ -294,7 +308,7 @@ def test_a_result_over_max_result_bytes_fails_the_job_with_too_large() -> None:
     worker = join(life)
     submit(life)
     life.dispatch(0.0)
-    life.complete(worker, result(), b"\x00" * 2048, 0.1)
+    life.life.complete(worker, result(), b"\x00" * 2048, 0.1)
     [error] = errors(life)
     assert (error["code"], error["retryable"]) == ("too_large", False) and "max_result_bytes" in error["message"]
     assert worker.free_slots == 1 and worker.jobs_failed == 1 and life.jobs.get("j1").audio is None  # type: ignore[union-attr]
@@ -319,7 +333,7 @@ def test_a_journal_row_past_today_s_limits_is_skipped_with_one_warning(tmp_path:
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "journal.sqlite3"
     hook = JournalHook(path, synchronous="normal", result_ttl_s=60.0)
-    life = Lifecycle(settings(), [hook])
+    life = BrokerCore(settings(), [hook])
     submit(life, "good")
     hook.commit()
     hook.close()
@@ -331,7 +345,7 @@ def test_a_journal_row_past_today_s_limits_is_skipped_with_one_warning(tmp_path:
     db.commit()
     db.close()
     hook = JournalHook(path, synchronous="normal", result_ttl_s=60.0)
-    life = Lifecycle(settings(), [hook])
+    life = BrokerCore(settings(), [hook])
     with caplog.at_level(logging.WARNING, logger="tts_broker.journal"):
         life.restore()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -340,6 +354,6 @@ def test_a_journal_row_past_today_s_limits_is_skipped_with_one_warning(tmp_path:
     worker = join(life)
     life.dispatch(0.0)
     [(job_id, attempt)] = dispatched(life)
-    life.complete(worker, result(job_id, attempt), b"\x00\x00", 0.1)
+    life.life.complete(worker, result(job_id, attempt), b"\x00\x00", 0.1)
     assert life.jobs.get("good").state is JobState.DONE  # type: ignore[union-attr]
     hook.close()

@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tts_protocol.messages import Fail, Ready, StatusView, Submit, WorkerResult
 from tts_protocol.views import status_document
 
-from tts_broker.handlers import BrokerInfo, status_view
-from tts_broker.lifecycle import Lifecycle
+from tts_broker.core import BrokerCore
 from tts_broker.metrics import MetricsHook
 from tts_broker.settings import BrokerSettings
+from tts_broker.status import BrokerInfo, status_view
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -33,10 +33,10 @@ def at(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, *
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def setup(**over: Any) -> tuple[Lifecycle, MetricsHook]:
+def setup(**over: Any) -> tuple[BrokerCore, MetricsHook]:
     hook = MetricsHook()
     settings = BrokerSettings(_env_file=None, max_attempts=2, **over)  # type: ignore[call-arg]
-    life = Lifecycle(settings, [hook])
+    life = BrokerCore(settings, [hook])
     hook.attach(life, BrokerInfo(broker_id="b-test", version="0", started_at=0.0))
     return life, hook
 
@@ -44,22 +44,22 @@ def setup(**over: Any) -> tuple[Lifecycle, MetricsHook]:
 def test_jobs_retries_dead_letters_and_levels() -> None:
     life, hook = setup(default_model="tone")
     for i in range(3):
-        life.submit(b"c", Submit(job_id=f"j{i}", text="hi", priority="high" if i == 0 else "normal"), 1.0)
+        life.life.submit(b"c", Submit(job_id=f"j{i}", text="hi", priority="high" if i == 0 else "normal"), 1.0, 1.0)
     hook.tick(5.0)
     found = scrape(hook)
     assert at(found, "tts_jobs_total", model="tone", state="queued") == 3
     assert at(found, "tts_queue_depth", model="tone", priority="high") == 1
     assert at(found, "tts_queue_depth", model="tone", priority="normal") == 2
     assert at(found, "tts_queue_oldest_age_seconds", model="tone") == 4.0
-    life.worker_ready(b"w-1", Ready(worker_id="w-1", engine="tone", model="v1", capacity=2), 5.0)
+    life.life.worker_ready(b"w-1", Ready(worker_id="w-1", engine="tone", model="v1", capacity=2), 5.0)
     life.dispatch(5.0)
     worker = life.workers.get(b"w-1")
     assert worker is not None
     pcm = b"\x00\x00" * 16000  # one second at 16 kHz
-    life.complete(worker, WorkerResult(job_id="j0", attempt=1, sample_rate=16000, gen_time_ms=250), pcm, 6.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="engine_error", retryable=True))
+    life.life.complete(worker, WorkerResult(job_id="j0", attempt=1, sample_rate=16000, gen_time_ms=250), pcm, 6.0)
+    life.life.worker_failed(worker, Fail(job_id="j1", attempt=1, code="engine_error", retryable=True), 6.0)
     life.dispatch(6.0)
-    life.worker_failed(worker, Fail(job_id="j1", attempt=2, code="bad_speaker", retryable=False))
+    life.life.worker_failed(worker, Fail(job_id="j1", attempt=2, code="bad_speaker", retryable=False), 6.0)
     hook.tick(7.0)
     found = scrape(hook)
     assert at(found, "tts_jobs_total", model="tone", state="done") == 1
@@ -75,7 +75,7 @@ def test_jobs_retries_dead_letters_and_levels() -> None:
     snap = hook.snapshot
     assert [j["job_id"] for j in snap.failures] == ["j1"]
     assert snap.status == status_document(status_view(life, hook._info, 7.0))  # type: ignore[arg-type]
-    life.worker_gone(worker, "died")
+    life.life.worker_gone(worker, "died", 7.0)
     hook.tick(8.0)
     found = scrape(hook)
     assert not [k for k in found if k[0].startswith("tts_worker_")]
@@ -89,12 +89,17 @@ def test_cache_hits_count_as_accepted_and_done() -> None:
     from tts_broker.hooks import CachedAudio, Hook
 
     class Answers(Hook):
+        def may_answer(self, job: Any) -> bool:
+            return True
+
         def lookup(self, job: Any) -> CachedAudio:
             return CachedAudio("tone", "v1", 16000, 1, "s16le", b"\x00\x00" * 10)
 
-    life = Lifecycle(life.settings, [Answers(), hook])
+    life = BrokerCore(life.settings, [Answers(), hook])
     hook.attach(life, BrokerInfo(broker_id="b-test", version="0", started_at=0.0))
-    life.submit(b"c", Submit(job_id="cached", text="hi"), 1.0)
+    life.life.submit(b"c", Submit(job_id="cached", text="hi"), 1.0, 1.0)
+    [job] = life.pending_lookups()  # the server's I/O step between turns
+    life.on_lookup(job, life.hooks.lookup(job), 1.0)
     hook.tick(1.0)
     found = scrape(hook)
     assert at(found, "tts_jobs_total", model="any", state="queued") == 1
