@@ -29,7 +29,7 @@ DEMO_WAIT_S ?= 180
 help:
 	@echo "make demo   - start a local broker + $(DEMO_WORKERS) $(DEMO_ENGINE) workers, speak the seed example into ./$(DEMO_OUTPUT)/, stop"
 	@echo "make test   - lint, pytest, then the Node client's tests, then scripts/test-*.sh"
-	@echo "make lint   - ruff check . and mypy on the four packages"
+	@echo "make lint   - ruff check . and mypy on the five packages (also for Python 3.10)"
 	@echo "make test-unit - the fast in-process tests only (pytest -m unit)"
 	@echo "make clean  - remove output/, caches and the demo state (keeps .venv)"
 
@@ -38,7 +38,7 @@ $(PY):
 
 # Reinstalled whenever pyproject.toml changes. `.[piper,gateway,test]`: the Piper engine (GPL-3.0-or-later,
 # optional extra) is what the demo speaks with and what tests/worker/test_engine_piper.py checks; the gateway
-# extra is what `tts gateway` and its tests need.
+# extra is what `tts gateway` (gateway/tts_gateway) and its tests (tests/gateway) need.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -e '.[piper,gateway,test]'
 	touch $@
@@ -67,9 +67,12 @@ demo: $(STAMP)
 		--output-dir $(DEMO_OUTPUT) --watch-pid "$$up_pid"
 
 # Lint first: it takes seconds and fails before the minutes of tests. Settings: [tool.ruff], [tool.mypy].
+# mypy twice: at [tool.mypy]'s python_version, and at 3.10, the oldest Python pyproject.toml accepts. The same
+# three checks are the hooks of .pre-commit-config.yaml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
+	$(PY) -m mypy --python-version 3.10
 
 test: lint test-python test-node test-extra
 

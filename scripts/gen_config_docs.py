@@ -52,10 +52,10 @@ class Row:
 def components() -> list[Component]:
     from tts_broker.cli import main as broker_cli
     from tts_broker.settings import BrokerSettings
-    from tts_client.cli import gateway as gateway_cli
     from tts_client.cli import main as client_cli
-    from tts_client.gateway.settings import GatewaySettings
     from tts_client.settings import ClientSettings
+    from tts_gateway.cli import gateway as gateway_cli
+    from tts_gateway.settings import GatewaySettings
     from tts_worker.cli import main as worker_cli
     from tts_worker.settings import WorkerSettings
 

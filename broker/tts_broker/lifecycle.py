@@ -304,7 +304,7 @@ class Lifecycle:
         else:
             # retryable=false is final whatever the code: a worker sending `internal` or `shutting_down`
             # with retryable=false must not make clients resubmit the job for ever.
-            self.fail(job, now, known_code(body.code), body.message or body.code, worker_code=body.code,
+            self.fail(job, now, ErrorCode.parse(body.code), body.message or body.code, worker_code=body.code,
                       retryable=False)
 
     def _end_attempt(self, worker: WorkerRecord, job_id: str, attempt: int) -> Optional[Job]:
@@ -379,10 +379,3 @@ class Lifecycle:
 def error_body(job: Job) -> Error:
     assert job.error is not None
     return Error(job_id=job.job_id, code=job.error.code, message=job.error.message, retryable=job.error.retryable)
-
-
-def known_code(code: str) -> ErrorCode:
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.ENGINE_ERROR

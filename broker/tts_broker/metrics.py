@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from tts_protocol import routing
 from tts_protocol.constants import JobState
 from tts_protocol.messages import WorkerResult
 from tts_protocol.views import status_document
@@ -54,8 +55,7 @@ def model_label(key: Optional[str]) -> str:
 
 
 def worker_model(worker: WorkerRecord) -> str:
-    ready = worker.ready
-    return f"{ready.engine}:{ready.model}" if ready.model else ready.engine
+    return routing.worker_key(worker.ready.engine, worker.ready.model)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

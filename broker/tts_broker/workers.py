@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 from typing import Any, Iterator, Optional
 
+from tts_protocol import routing
 from tts_protocol.messages import Ready, WorkerView
 
 from tts_broker.jobs import Job
@@ -60,8 +61,7 @@ class WorkerRecord:
 
     @property
     def served_keys(self) -> tuple[Optional[str], ...]:
-        engine, model = self.ready.engine, self.ready.model
-        return (None, engine, f"{engine}:{model}") if model else (None, engine)
+        return routing.served_keys(self.ready.engine, self.ready.model)
 
     def serves(self, key: Optional[str]) -> bool:
         return key in self.served_keys

@@ -8,6 +8,7 @@ the broker answers but no connected worker serves the model.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -57,7 +58,28 @@ from tts_client.results import SynthesisResult
 from tts_client.settings import ClientSettings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class LazyCommands(click.Group):
+    """The `tts` group, plus commands that live in other packages and are imported only when run or listed
+    in --help: `tts gateway` is the gateway's (tts_gateway.cli), so `tts say` never imports it."""
+
+    lazy = {"gateway": ("tts_gateway.cli", "gateway", "gateway")}  # name -> (module, attribute, extra)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute, extra = self.lazy[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            fail(f"`tts {cmd_name}` needs its extra: pip install 'tts-broker[{extra}]' ({exc})", EXIT_USAGE)
+        command: click.Command = getattr(module, attribute)
+        return command
+
+
+@click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="tts")
 @click.option("--broker", "broker_url", envvar="TTS_BROKER_URL", help="Broker frontend URL [env TTS_BROKER_URL].")
 @click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
@@ -119,7 +141,7 @@ def up(workers: int, engine: str, engine_opts: tuple[str, ...], device: Optional
     """Run a broker and WORKERS workers in the foreground until Ctrl-C or SIGTERM (then drain and stop)."""
     parse_options(engine_opts)  # reject malformed pairs before starting anything
     if gateway_listen is not None:
-        from tts_client.gateway.settings import parse_listen
+        from tts_gateway.settings import parse_listen
 
         try:
             parse_listen(gateway_listen)
@@ -197,40 +219,6 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
                     announced = True
                     _say(f"{registered} worker(s) ready; Ctrl-C to stop", fg="green")
     return EXIT_OK
-
-
-# ---- tts gateway -----------------------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--listen", help="HOST:PORT to bind; port 0 picks a free one [env TTS_GATEWAY_LISTEN, 127.0.0.1:8000].")
-@click.option("--broker", "gateway_broker", help="Broker frontend (default: tts --broker) [env TTS_GATEWAY_BROKER].")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True),
-              help="Accepted bearer tokens, one per line [env TTS_GATEWAY_API_KEY_FILE].")
-@click.option("--ready-file", type=click.Path(dir_okay=False), help="Write the bound URL here as JSON once ready.")
-@click.pass_context
-def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[str], api_key_file: Optional[str],
-            ready_file: Optional[str]) -> None:
-    """Serve OpenAI's POST /v1/audio/speech (plus /v1/models, /v1/audio/voices, /health) over HTTP."""
-    try:
-        from tts_client.gateway.server import serve
-        from tts_client.gateway.settings import GatewaySettings
-    except ImportError as exc:
-        fail(f"the gateway needs its extra: pip install -e '.[gateway]' in the tts-broker checkout ({exc})",
-              EXIT_USAGE)
-    given = {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file, "ready_file": ready_file}
-    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    try:
-        settings = GatewaySettings(**overrides)
-        settings.host_port()
-        settings.tokens()
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError; OSError: the key file
-        raise click.UsageError(str(exc)) from exc
-    try:
-        serve(settings, ctx.obj, on_listening=lambda url: click.secho(f"gateway listening on {url}", fg="cyan",
-                                                                      err=True))
-    except OSError as exc:
-        fail(f"gateway: cannot listen on {settings.listen}: {exc}", EXIT_JOB_FAILED)
 
 
 # ---- tts say ---------------------------------------------------------------------------------------

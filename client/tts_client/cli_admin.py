@@ -10,6 +10,7 @@ from typing import Optional
 
 import click
 
+from tts_protocol import routing
 from tts_protocol.constants import JobState
 from tts_protocol.curve import CurveKeyError, generate
 from tts_protocol.views import status_document
@@ -173,7 +174,7 @@ def health(ctx: click.Context, model: Optional[str], as_json: bool) -> None:
     settings: ClientSettings = ctx.obj
     view = client_for(ctx).broker_status()
     key = model or settings.model or view.default_model
-    serving = [w for w in view.workers if _serves(w.engine, w.model, key)]
+    serving = [w for w in view.workers if routing.serves(w.engine, w.model, key)]
     healthy = bool(serving) and not view.draining
     if view.draining:
         reason = "broker is draining"
@@ -188,10 +189,6 @@ def health(ctx: click.Context, model: Optional[str], as_json: bool) -> None:
         click.secho(f"{'healthy' if healthy else 'unhealthy'}: {reason}", fg="green" if healthy else "red")
     sys.exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
 
-
-def _serves(engine: str, model: str, key: Optional[str]) -> bool:
-    """The broker's routing rule (tts_broker.workers.WorkerRecord.serves) seen from a worker view."""
-    return key is None or key == engine or (bool(model) and key == f"{engine}:{model}")
 
 
 @click.command("get")

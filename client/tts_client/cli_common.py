@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import click
 
+from tts_protocol import routing
+
 from tts_client.client import TtsClient
 from tts_client.errors import (
     BrokerUnavailable,
@@ -98,12 +100,7 @@ def require_route(client: TtsClient, model: Optional[str]) -> None:
         click.secho(f"tts: no worker is connected yet; the job waits for one serving {model}", fg="yellow",
                     err=True)
         return
-    served: set[str] = set()
-    for w in workers:
-        served.add(w.engine)
-        if w.model:
-            served.add(f"{w.engine}:{w.model}")
-    if model not in served:
-        connected = sorted({f"{w.engine}:{w.model}" if w.model else w.engine for w in workers})
+    if not any(routing.serves(w.engine, w.model, model) for w in workers):
+        connected = sorted({routing.worker_key(w.engine, w.model) for w in workers})
         raise NoWorkers(f"no_workers: no connected worker serves {model!r}; connected: {', '.join(connected)}",
                         connected=connected)

@@ -28,13 +28,27 @@ class ErrorCode(str, enum.Enum):
 
     @property
     def retryable(self) -> bool:
-        return self in _RETRYABLE
+        """Whether the broker marks this code retryable; RETRYABLE_CODES is the one list."""
+        return self in RETRYABLE_CODES
+
+    @classmethod
+    def parse(cls, code: object, default: ErrorCode | None = None) -> ErrorCode:
+        """`code` (a peer's string, or already an ErrorCode) as an ErrorCode; an unknown one is `default`
+        (engine_error unless given): a worker or engine plugin may send codes outside the protocol's list."""
+        if isinstance(code, ErrorCode):
+            return code
+        try:
+            return cls(code)
+        except ValueError:
+            return ErrorCode.ENGINE_ERROR if default is None else default
 
 
-_RETRYABLE = frozenset(
+RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
     {ErrorCode.QUEUE_FULL, ErrorCode.SHUTTING_DOWN, ErrorCode.NO_WORKERS, ErrorCode.INTERNAL,
      ErrorCode.TOO_MANY_JOBS, ErrorCode.JOURNAL_UNAVAILABLE}
 )
+"""The codes the broker sends with retryable=true: PROTOCOL.md's table, protocol/retry_policy.json and the Node
+client's RETRY_POLICY.retryableCodes are checked against this set (tests/protocol/test_protocol_facts.py)."""
 
 
 class TtsError(Exception):

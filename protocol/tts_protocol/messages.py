@@ -363,7 +363,9 @@ class Disconnect(Body):
 # ---- broker -> worker ------------------------------------------------------------------------------
 
 
-class Job(Body):
+class JobAssignment(Body):
+    """B_JOB: one attempt of a job leased to a worker (the broker's own Job record is tts_broker.jobs.Job)."""
+
     job_id: JobId
     attempt: Attempt
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -414,7 +416,7 @@ BODY_TYPES: dict[Command, type[Body]] = {
     Command.W_RESULT: WorkerResult,
     Command.W_FAIL: Fail,
     Command.W_DISCONNECT: Disconnect,
-    Command.B_JOB: Job,
+    Command.B_JOB: JobAssignment,
     Command.B_CANCEL: CancelLease,
     Command.B_HEARTBEAT: Empty,
     Command.B_DISCONNECT: Disconnect,

@@ -9,8 +9,8 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from tts_broker.settings import BrokerSettings
-from tts_client.gateway.settings import GatewaySettings
 from tts_client.settings import ClientSettings
+from tts_gateway.settings import GatewaySettings
 from tts_worker.settings import WorkerSettings
 
 from conftest import ROOT

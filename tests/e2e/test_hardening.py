@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tts_protocol import Command, Side, body_for, decode, encode
 from tts_protocol.constants import CLIENT_HEADER, WORKER_HEADER
-from tts_protocol.messages import Job
+from tts_protocol.messages import JobAssignment
 
 from conftest import BrokerProc, Proc, wait_for
 from peers import RawClient, RawWorker
@@ -173,7 +173,7 @@ def test_fuzz_a_real_worker_s_job_parsing_then_it_runs_a_normal_job(tmp_path, st
             continue
         if not sent_job and message.command is Command.W_HEARTBEAT and message.body.stats.get("busy") == 0:
             # The fuzz's valid JOBs are all answered: now a normal one.
-            job = Job(job_id="after-fuzz", attempt=7, text="a normal job", model="tone", timeout_ms=30_000)
+            job = JobAssignment(job_id="after-fuzz", attempt=7, text="a normal job", model="tone", timeout_ms=30_000)
             router.send_multipart([identity, *encode(Command.B_JOB, job)])
             sent_job = True
         if message.command is Command.W_RESULT and message.body.job_id == "after-fuzz":

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tts_protocol import ProtocolError, Side, decode
 from tts_protocol.constants import Command
-from tts_protocol.messages import MAX_ATTEMPT, MAX_DURATION_MS, Job
+from tts_protocol.messages import MAX_ATTEMPT, MAX_DURATION_MS, JobAssignment
 
 from tts_worker.engines.base import SynthesisRequest
 
@@ -40,7 +40,7 @@ def test_decode_of_broker_messages_raises_only_protocol_error_and_jobs_are_bound
         except ProtocolError as exc:
             assert str(exc)
             return
-        if isinstance(message.body, Job):
+        if isinstance(message.body, JobAssignment):
             job = message.body
             assert 0 <= job.timeout_ms <= MAX_DURATION_MS and 1 <= job.attempt <= MAX_ATTEMPT
             request = SynthesisRequest(job_id=job.job_id, text=job.text, speaker=job.speaker,

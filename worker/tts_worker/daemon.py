@@ -38,7 +38,7 @@ from tts_protocol.messages import (
     Disconnect,
     Fail,
     Heartbeat,
-    Job,
+    JobAssignment,
     Partial,
     Ready,
     WorkerReload,
@@ -230,7 +230,7 @@ class WorkerDaemon:
         body = message.body
         if message.command is Command.B_HEARTBEAT:
             return
-        if message.command is Command.B_JOB and isinstance(body, Job):
+        if message.command is Command.B_JOB and isinstance(body, JobAssignment):
             self._on_job(body)
         elif message.command is Command.B_CANCEL and isinstance(body, CancelLease):
             self._on_cancel(body)
@@ -248,7 +248,7 @@ class WorkerDaemon:
         else:
             log.warning("[%s] unexpected %s from broker ignored", self._tag(), message.command.name)
 
-    def _on_job(self, job: Job) -> None:
+    def _on_job(self, job: JobAssignment) -> None:
         assert self.conn is not None
         key = (job.job_id, job.attempt)
         if key in self.leases:

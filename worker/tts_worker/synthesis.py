@@ -148,7 +148,7 @@ class SynthesisRunner:
             return Failed(task.key, ErrorCode.CANCELLED, "cancelled", False, elapsed_ms(), cancelled=True)
         except EngineError as exc:
             log.info("job %s: engine rejected the job: %s", job_id, _clip(str(exc)))
-            return Failed(task.key, _error_code(exc.code), _clip(str(exc)), exc.retryable, elapsed_ms())
+            return Failed(task.key, ErrorCode.parse(exc.code), _clip(str(exc)), exc.retryable, elapsed_ms())
         except Exception as exc:  # an engine bug must fail the job, never the worker
             log.exception("job %s: unexpected engine error", job_id)
             return Failed(task.key, ErrorCode.INTERNAL, _clip(f"{type(exc).__name__}: {exc}"), True, elapsed_ms())
@@ -162,16 +162,6 @@ class SynthesisRunner:
             return bool(check(task.request)) if check is not None else False
         except Exception:  # a wrong answer here only costs a cache entry
             return False
-
-
-def _error_code(code: object) -> ErrorCode:
-    """A plugin's EngineError code as an ErrorCode; anything outside the protocol's list is an engine error."""
-    if isinstance(code, ErrorCode):
-        return code
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.ENGINE_ERROR
 
 
 def _clip(text: str) -> str:

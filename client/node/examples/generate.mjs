@@ -4,7 +4,8 @@
 //   python -m tts_worker --broker tcp://127.0.0.1:5556 --engine tone --concurrency 2 &
 //   TTS_BROKER_URL=tcp://127.0.0.1:5555 node examples/generate.mjs [outputDir]
 //
-// (npm run example builds the package first.)
+// (`npm run example` in client/node runs this against lib/, which `npm install` there, or installing the
+// folder into a project, built.)
 
 import {
   createMessageChunks,

@@ -20,6 +20,8 @@ export const RETRY_POLICY = {
   pingIntervalMs: 1000,
   /** No PONG for this many ping intervals: the broker is lost; its next PONG makes the client resubmit. */
   brokerLostPings: 3,
+  /** The codes today's broker sends with retryable=true (for reading; the ERROR's retryable flag decides). */
+  retryableCodes: ["internal", "journal_unavailable", "no_workers", "queue_full", "shutting_down", "too_many_jobs"],
 } as const;
 
 /**

@@ -24,8 +24,8 @@ export interface TtsClientOptions extends CurveOptions {
   pingIntervalMs?: number;
   /** Resubmit (same job id) a job the broker has said nothing about for this long (ms). Default 5000. */
   resubmitAfterMs?: number;
-  /** Most retries of a job after retryable ERRORs (queue_full, shutting_down, no_workers, internal). Default
-   * unlimited: the call's timeout bounds them (PROTOCOL.md section 9). */
+  /** Most retries of a job after retryable ERRORs (those with retryable=true; RETRY_POLICY.retryableCodes lists
+   * today's). Default unlimited: the call's timeout bounds them (PROTOCOL.md section 9). */
   maxRetries?: number;
   /** First retry delay (ms), doubled per retry, never over retryBackoffMaxMs, up to a quarter shorter at random
    * (PROTOCOL.md section 9). Default 200. */

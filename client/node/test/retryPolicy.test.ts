@@ -52,6 +52,7 @@ describe("retry policy constants", { timeout: 5_000 }, () => {
     assert.equal(RETRY_POLICY.resubmitAfterMs, POLICY.resubmit_after_s * 1000);
     assert.equal(RETRY_POLICY.pingIntervalMs, POLICY.ping_interval_s * 1000);
     assert.equal(RETRY_POLICY.brokerLostPings, POLICY.broker_lost_pings);
+    assert.deepEqual([...RETRY_POLICY.retryableCodes], POLICY.retryable_codes);
   });
 
   test("backoffDelayMs follows the formula and grows until the cap", () => {

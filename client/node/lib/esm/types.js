@@ -1,2 +1,0 @@
-/** Public shapes of the Node client: options, results, and the broker's views as they come off the wire. */
-export {};
