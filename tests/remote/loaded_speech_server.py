@@ -43,6 +43,7 @@ class LoadedServer:
         self.aborted = 0
         self.max_in_flight = 0
         self.streaming = 0  # requests that sent their first audio and are still going
+        self.voices: list[str] = []  # the voice of each request, in arrival order
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -67,7 +68,7 @@ class LoadedServer:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"ttfa_ms": self.ttfa_ms, "requests": self.requests, "aborted": self.aborted,
                                   "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                                  "streaming": self.streaming})
+                                  "streaming": self.streaming, "voices": self.voices})
 
     async def stats_reset(self, request: web.Request) -> web.Response:
         self.reset()
@@ -92,6 +93,7 @@ class LoadedServer:
         if "[500]" in text:
             return _error(500, "the input holds the [500] marker")
         self.requests += 1
+        self.voices.append(body["voice"])
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         started_streaming = False

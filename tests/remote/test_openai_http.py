@@ -162,3 +162,24 @@ def _key_file(broker: BrokerProc) -> str:
     path = broker.tmp / "gateway.key"
     path.write_text(f"# the gateway's bearer token\n{GATEWAY_KEY}\n")
     return str(path)
+
+
+def test_same_voice_prefers_the_same_server_when_jobs_queue(
+        broker_factory: Callable[..., BrokerProc], speech_server: Callable[..., SpeechServer],
+        openai_worker: Callable[..., Proc], make_client: Callable[..., TtsClient],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker's sticky routing on the engine's `warm` voices: with a backlog of two voices alternating, each
+    server ends up with (nearly) one voice. The wait limit is raised so a slow machine cannot void the check."""
+    monkeypatch.setenv("TTS_STICKY_MAX_WAIT_S", "60")
+    broker = broker_factory()
+    servers = [speech_server(f"s{i}", base_ms=60, per_request_ms=0, chunks=2, chunk_ms=10) for i in (1, 2)]
+    for server in servers:
+        openai_worker(broker, server.v1, min_concurrency=1, max_concurrency=1)
+    client = make_client(broker.frontend)
+    registered(client, n=2)
+    handles = [client.submit(f"Line {i}.", speaker="anna" if i % 2 else "bert") for i in range(24)]
+    assert all(h.result().num_frames > 0 for h in handles)
+    voices = [server.stats()["voices"] for server in servers]
+    purity = [max(v.count("anna"), v.count("bert")) / len(v) for v in voices]
+    print(f"requests per server: {[len(v) for v in voices]}; share of its main voice: {purity}")
+    assert all(len(v) >= 4 for v in voices) and min(purity) >= 0.8

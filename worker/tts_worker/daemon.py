@@ -99,6 +99,7 @@ class WorkerDaemon:
         self.conn: Optional[BrokerConnection] = None
         self._next_heartbeat = 0.0
         self._advertised = _UNSENT  # the capacity the broker was last told (adaptive engines)
+        self._warm_generation: Optional[int] = None  # the engine's warm_generation at the last heartbeat
         self._next_capacity_at = 0.0
 
     # ---- life cycle ------------------------------------------------------------------------------
@@ -386,14 +387,17 @@ class WorkerDaemon:
     # ---- worker -> broker ------------------------------------------------------------------------
 
     def _advertise_capacity(self, now: float) -> None:
-        """Tell the broker an adaptive engine's new capacity: a fall at once, a rise at most every 50 ms."""
+        """Tell the broker an adaptive engine's new capacity (a fall at once, a rise at most every 50 ms) and
+        new warm speakers (at most every 50 ms) by an early heartbeat, so dispatch sees them before the next job."""
         assert self.conn is not None
         if not self.conn.connected:
             return
         capacity = self.engine_host.capacity_now()
-        if capacity is None or capacity == self._advertised:
+        warm_changed = self.engine_host.warm_generation() != self._warm_generation
+        if (capacity is None or capacity == self._advertised) and not warm_changed:
             return
-        if self._advertised != _UNSENT and capacity > self._advertised and now < self._next_capacity_at:
+        falls = capacity is not None and self._advertised != _UNSENT and capacity < self._advertised
+        if not falls and self._advertised != _UNSENT and now < self._next_capacity_at:
             return
         self._next_capacity_at = now + CAPACITY_MIN_INTERVAL_S
         self._send_heartbeat()
@@ -423,6 +427,7 @@ class WorkerDaemon:
         supervisor = self._supervisor_status()
         if supervisor:
             stats["supervisor"] = supervisor
+        self._warm_generation = self.engine_host.warm_generation()
         capacity = self.engine_host.capacity_now()
         if capacity is not None and capacity != self._advertised:
             log.debug("[%s] capacity %s -> %d", self._tag(), self._advertised, capacity)

@@ -99,6 +99,11 @@ class EngineHost:
             return None
         return min(max(0, value), max(1, self.info.capacity))
 
+    def warm_generation(self) -> Optional[int]:
+        """A counter an engine bumps when its warm speakers change (optional `warm_generation`), else None."""
+        value = getattr(self.engine, "warm_generation", None)
+        return value if isinstance(value, int) else None
+
     def stats(self) -> Any:
         """The engine's own heartbeat figures, best effort: a failing stats() becomes a `stats_error` entry."""
         try:

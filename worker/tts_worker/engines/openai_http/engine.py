@@ -100,6 +100,7 @@ class OpenAIHttpEngine:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._warm: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._warm_generation = 0
         self._counts = collections.Counter[str]()
         self._health_error: Optional[str] = "not probed yet"
         self._recheck = threading.Event()
@@ -239,7 +240,14 @@ class OpenAIHttpEngine:
             self._server_trouble(f"HTTP {status}: is api_key_file right?")
         return EngineError(f"{self.url}: {exc}", code=ErrorCode.ENGINE_ERROR, retryable=True)
 
+    @property
+    def warm_generation(self) -> int:
+        """Changes whenever the set of warm voices does (the worker then sends a heartbeat at once)."""
+        return self._warm_generation
+
     def _note_voice(self, voice: str) -> None:
+        if voice not in self._warm:
+            self._warm_generation += 1  # a new voice: the broker should know before the next job is placed
         self._warm[voice] = None
         self._warm.move_to_end(voice)
         while len(self._warm) > WARM_VOICES:
