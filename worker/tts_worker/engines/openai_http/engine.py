@@ -46,6 +46,7 @@ from tts_worker.engines.base import (
     SynthesisRequest,
 )
 from tts_worker.engines.openai_http.admission import AdaptiveLimit, TtfaWindow
+from tts_worker.engines.openai_http.pcm_body import PcmBody, WavMismatch
 from tts_worker.engines.openai_http.transport import (
     Cancelled,
     HttpStatusError,
@@ -179,25 +180,25 @@ class OpenAIHttpEngine:
             self._note_voice(body["voice"])
         started = time.monotonic()
         first = True
-        carry = b""
+        pcm = PcmBody(self.sample_rate)
         total = 0
         try:
             for data in self._transport.stream(body, cancel=cancel, total_s=request.timeout_s or None):
-                if not data:
+                samples = pcm.feed(data)
+                if not samples:
                     continue
                 if first:
                     first = False
                     ttfa_ms = (time.monotonic() - started) * 1000.0
                     self.ttfa.add(ttfa_ms)
                     self.admission.observe(ttfa_ms, started_at=started, in_flight_at_start=in_flight)
-                data = carry + data
-                even = len(data) - len(data) % 2
-                carry = data[even:]
-                if even:
-                    total += even
-                    yield AudioChunk(np.frombuffer(data[:even], dtype="<i2"), self.sample_rate)
+                total += len(samples)
+                yield AudioChunk(np.frombuffer(samples, dtype="<i2"), self.sample_rate)
         except Cancelled:
             raise SynthesisCancelled() from None
+        except WavMismatch as exc:
+            self._count("errors_format")
+            raise EngineError(f"{self.url}: {exc}", code=ErrorCode.ENGINE_ERROR, retryable=True) from None
         except HttpStatusError as exc:
             raise self._status_error(exc, started) from None
         except TransportError as exc:
