@@ -214,3 +214,82 @@ def dead_endpoint() -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         yield f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+# ---- the in-process tier: the real Broker loop in a thread --------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock a test moves by hand: the broker's timers (liveness, deadlines) fire when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class InProcBroker:
+    """The real tts_broker.server.Broker (sockets, loop, commit, core) run in a thread on random loopback ports.
+
+    Starts in milliseconds, so whole-broker behaviour is tested without a process; `clock` is the FakeClock
+    when the test asked for one (else the real monotonic clock). Faults (kill -9, restarts on the same
+    journal) stay with the subprocess tier (BrokerProc).
+    """
+
+    def __init__(self, tmp: Path, clock: Optional[FakeClock], **settings: object) -> None:
+        import threading
+
+        from tts_broker.server import Broker
+        from tts_broker.settings import BrokerSettings
+
+        options: dict[str, object] = {"frontend": "tcp://127.0.0.1:*", "backend": "tcp://127.0.0.1:*",
+                                      "state_dir": str(tmp / "broker-state"), **settings}
+        self.clock = clock
+        self.context = zmq.Context()
+        self.broker = Broker(BrokerSettings(_env_file=None, **options),  # type: ignore[call-arg]
+                             context=self.context, clock=clock or time.monotonic)
+        self.frontend, self.backend = self.broker.frontend_endpoint, self.broker.backend_endpoint
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="inproc-broker", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.broker.run()
+        except BaseException as exc:  # the test fails at teardown with it
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self.broker.stop()
+        self.thread.join(10)
+        alive = self.thread.is_alive()
+        self.context.destroy(linger=0)
+        assert not alive, "the in-process broker did not stop within 10 s"
+        assert not self.errors, f"the in-process broker loop raised: {self.errors[0]!r}"
+
+
+@pytest.fixture
+def inproc_broker_factory(tmp_path: Path) -> Iterator[Callable[..., InProcBroker]]:
+    """inproc_broker_factory(fake_clock=False, **settings): an InProcBroker; all are stopped at teardown."""
+    started: list[InProcBroker] = []
+
+    def make(*, fake_clock: bool = False, **settings: object) -> InProcBroker:
+        folder = tmp_path / f"inproc-{len(started)}"
+        folder.mkdir()
+        b = InProcBroker(folder, FakeClock() if fake_clock else None, **settings)
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.close()
+
+
+@pytest.fixture
+def inproc_broker(inproc_broker_factory: Callable[..., InProcBroker]) -> InProcBroker:
+    """An in-process broker with default settings and the real clock."""
+    return inproc_broker_factory()

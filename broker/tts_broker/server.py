@@ -63,10 +63,13 @@ def build_hooks(settings: BrokerSettings) -> list[Hook]:
 class Broker:
     """Queues jobs from clients and leases them to workers (PROTOCOL.md)."""
 
-    def __init__(self, settings: BrokerSettings, *, context: Optional[zmq.Context] = None) -> None:
+    def __init__(self, settings: BrokerSettings, *, context: Optional[zmq.Context] = None,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+        """`clock` (monotonic seconds) and `wall_clock` are what the core is told the time is: tests that run the
+        loop in a thread (tests/conftest.py, inproc_broker) pass a fake one to step timers without waiting."""
         self.settings = settings
-        self.info = BrokerInfo(broker_id="b-" + secrets.token_hex(6), version=__version__,
-                               started_at=time.monotonic())
+        self.clock, self.wall_clock = clock, wall_clock
+        self.info = BrokerInfo(broker_id="b-" + secrets.token_hex(6), version=__version__, started_at=clock())
         # CURVE gets a context of its own: one ZAP handler per context, and brokers in one process (tests)
         # must not share it.
         self._own_ctx = context is None and settings.curve
@@ -115,7 +118,7 @@ class Broker:
         self.http: Optional[HttpServer] = None
         self.http_url: Optional[str] = None
         if self.metrics is not None and settings.http is not None:
-            self.metrics.tick(time.monotonic())  # /api/status has a snapshot from the first request on
+            self.metrics.tick(clock())  # /api/status has a snapshot from the first request on
             self.http = HttpServer(self.metrics, settings.http, tokens=settings.http_tokens())
             try:
                 self.http_url = self.http.start()
@@ -164,7 +167,11 @@ class Broker:
             self.start_drain()
 
     def start_drain(self) -> None:
-        self.core.start_drain(time.monotonic())
+        self.core.start_drain(self.clock())
+
+    def stop(self) -> None:
+        """Leave the loop at its next turn (within one poll, 50 ms) without draining; safe from another thread."""
+        self._stop_now = True
 
     # ---- the loop ----------------------------------------------------------------------------------
 
@@ -186,7 +193,7 @@ class Broker:
                     self._drain(self.workers, self._on_worker_frames)
                 if self.clients.sock in events:
                     self._drain(self.clients, self._on_client_frames)
-                now = time.monotonic()
+                now = self.clock()
                 self._guarded(self._read_cache, now)
                 self._guarded(core.tick, now)
                 self._send(core.outbox.now)
@@ -230,7 +237,7 @@ class Broker:
                 principal = Principal.of(user)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
-        self.core.on_client(identity, principal, message, time.monotonic(), time.time())
+        self.core.on_client(identity, principal, message, self.clock(), self.wall_clock())
 
     def _on_worker_frames(self, frames: list[Any]) -> None:
         message: Message | ProtocolError
@@ -239,7 +246,7 @@ class Broker:
             identity, message = self.workers.parse(frames)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
-        self.core.on_worker(identity, key, message, time.monotonic())
+        self.core.on_worker(identity, key, message, self.clock())
 
     def _read_cache(self, now: float) -> None:
         """The I/O the core set aside: read the result cache for new jobs that may have a stored answer."""

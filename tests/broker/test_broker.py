@@ -21,44 +21,6 @@ def workers_registered(client: RawClient, n: int) -> bool:
     return len(client.status().workers) >= n
 
 
-def test_job_round_trip_with_payload_and_metadata(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    worker = RawWorker(ctx, broker.backend)
-    client.submit("j1", "Hello, world!", speaker="narrator", voice={"length_scale": 1.2})
-    accepted = client.recv_until(Command.ACCEPTED)
-    assert accepted.body.state is JobState.QUEUED and not accepted.body.duplicate
-    job = worker.next_job()
-    assert (job.job_id, job.attempt, job.text, job.speaker) == ("j1", 1, "Hello, world!", "narrator")
-    assert job.voice == {"length_scale": 1.2} and job.timeout_ms == 300_000
-    pcm = bytes(range(200)) * 10
-    worker.result(job, pcm, sample_rate=22050)
-    result = client.recv_until(Command.RESULT)
-    assert result.payload == pcm
-    body = result.body
-    assert (body.job_id, body.attempt, body.worker_id, body.sample_rate, body.num_samples) == (
-        "j1", 1, worker.worker_id, 22050, len(pcm) // 2)
-    status = client.status()
-    assert status.jobs["done"] == 1 and status.workers[0].jobs_done == 1 and status.workers[0].state == "idle"
-
-
-def test_resubmitting_a_job_id_attaches_and_returns_the_same_result(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client, other = RawClient(ctx, broker.frontend), RawClient(ctx, broker.frontend)
-    worker = RawWorker(ctx, broker.backend)
-    client.submit("same", "one")
-    client.recv_until(Command.ACCEPTED)
-    job = worker.next_job()
-    other.submit("same", "one")
-    dup = other.recv_until(Command.ACCEPTED)
-    assert dup.body.duplicate and dup.body.state is JobState.RUNNING
-    worker.result(job, b"\x01\x00" * 4)
-    assert client.recv_until(Command.RESULT).payload == b"\x01\x00" * 4
-    assert other.recv_until(Command.RESULT).payload == b"\x01\x00" * 4
-    # After it finished: the retained result comes back at once, no second synthesis.
-    client.submit("same", "one")
-    assert client.recv_until(Command.RESULT).body.attempt == 1
-    worker.assert_quiet(via=client)
-
-
 def test_dead_worker_job_is_requeued_and_its_late_result_dropped(broker_factory, ctx: zmq.Context) -> None:
     broker = broker_factory("--heartbeat-interval-s", "0.2", "--heartbeat-liveness", "3")
     client = RawClient(ctx, broker.frontend)
@@ -81,55 +43,6 @@ def test_dead_worker_job_is_requeued_and_its_late_result_dropped(broker_factory,
     survivor.result(retry, b"\x07\x00")
     result = client.recv_until(Command.RESULT)
     assert result.payload == b"\x07\x00" and result.body.attempt == 2 and result.body.worker_id == survivor.worker_id
-
-
-def test_poison_job_fails_after_max_attempts(broker_factory, ctx: zmq.Context) -> None:
-    broker = broker_factory("--max-attempts", "2")
-    client = RawClient(ctx, broker.frontend)
-    worker = RawWorker(ctx, broker.backend)
-    client.submit("poison")
-    for attempt in (1, 2):
-        job = worker.next_job()
-        assert job.attempt == attempt
-        worker.fail(job, code="crashed", retryable=True, message="engine crashed")
-    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
-    assert error.body.code == "max_attempts" and not error.body.retryable
-    assert "2 attempts" in error.body.message
-
-
-def test_engine_error_is_final_and_carries_the_remote_code(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    worker = RawWorker(ctx, broker.backend)
-    client.submit("bad-speaker", speaker="nobody")
-    worker.fail(worker.next_job(), code="engine_error", message="unknown speaker 'nobody'")
-    error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
-    assert (error.body.code, error.body.message, error.body.retryable) == (
-        "engine_error", "unknown speaker 'nobody'", False)
-
-
-def test_cancel_queued_and_running(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    worker = RawWorker(ctx, broker.backend)
-    client.submit("running")
-    client.submit("queued")
-    job = worker.next_job()
-    assert job.job_id == "running"
-    client.send(Command.CANCEL, {"job_id": "queued"})
-    client.send(Command.CANCEL, {"job_id": "running"})
-    codes = {}
-    while len(codes) < 2:
-        msg = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
-        codes[msg.body.job_id] = msg.body.code
-    assert codes == {"queued": "cancelled", "running": "cancelled"}
-    cancel = worker.recv_until(Command.B_CANCEL)
-    assert (cancel.body.job_id, cancel.body.attempt) == ("running", 1)
-    # Until the worker answers for the revoked lease its slot stays busy: a new job waits.
-    client.submit("next")
-    worker.assert_quiet(via=client)
-    worker.fail(job, code="cancelled")
-    assert worker.next_job().job_id == "next"
-    client.send(Command.CANCEL, {"job_id": "never-submitted"})
-    assert client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,)).body.code == "not_found"
 
 
 def test_deadline_fails_the_job_and_cancels_the_worker(broker: BrokerProc, ctx: zmq.Context) -> None:
@@ -170,47 +83,6 @@ def test_attempt_timeout_requeues_then_fails(broker_factory, ctx: zmq.Context) -
     assert first.attempt == 1
 
 
-def test_queue_full_is_a_retryable_error(broker_factory, ctx: zmq.Context) -> None:
-    broker = broker_factory("--max-queue", "3")
-    client = RawClient(ctx, broker.frontend)
-    for i in range(3):
-        client.submit(f"q{i}")
-        client.recv_until(Command.ACCEPTED)
-    client.submit("q3")
-    error = client.recv_until(Command.ERROR)
-    assert (error.body.job_id, error.body.code, error.body.retryable) == ("q3", "queue_full", True)
-
-
-def test_priority_levels_dispatch_high_first_fifo_within(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    order = [("l1", "low"), ("n1", "normal"), ("h1", "high"), ("n2", "normal"), ("h2", "high"), ("l2", "low")]
-    for job_id, priority in order:
-        client.submit(job_id, priority=priority)
-        client.recv_until(Command.ACCEPTED)
-    worker = RawWorker(ctx, broker.backend)
-    seen = []
-    for _ in order:
-        job = worker.next_job()
-        seen.append(job.job_id)
-        worker.result(job)
-    assert seen == ["h1", "h2", "n1", "n2", "l1", "l2"]
-
-
-def test_jobs_are_routed_by_model(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    tone = RawWorker(ctx, broker.backend, engine="tone", model="tone-v1")
-    piper = RawWorker(ctx, broker.backend, engine="piper", model="en_US-joe-medium")
-    client.submit("p1", model="piper")
-    client.submit("p2", model="piper:en_US-joe-medium")
-    client.submit("t1", model="tone")
-    assert tone.next_job().job_id == "t1"
-    job = piper.next_job()
-    assert job.job_id == "p1"
-    tone.assert_quiet(via=client)  # p2 waits for the piper worker; the idle tone worker does not take it
-    piper.result(job)
-    assert piper.next_job().job_id == "p2"
-
-
 def test_unroutable_jobs_fail_after_the_timeout(broker_factory, ctx: zmq.Context) -> None:
     broker = broker_factory("--unroutable-timeout-s", "0.3")
     client = RawClient(ctx, broker.frontend)
@@ -218,19 +90,6 @@ def test_unroutable_jobs_fail_after_the_timeout(broker_factory, ctx: zmq.Context
     client.submit("nobody-serves", model="fish-speech")
     error = client.recv_until(Command.ERROR, skip=(Command.ACCEPTED,))
     assert (error.body.code, error.body.retryable) == ("no_workers", True)
-
-
-def test_capacity_and_lru_dispatch(broker: BrokerProc, ctx: zmq.Context) -> None:
-    client = RawClient(ctx, broker.frontend)
-    big = RawWorker(ctx, broker.backend, capacity=3)
-    wait_for(lambda: workers_registered(client, 1))
-    for i in range(4):
-        client.submit(f"c{i}")
-    got = [big.next_job() for _ in range(3)]
-    assert [j.job_id for j in got] == ["c0", "c1", "c2"]
-    big.assert_quiet(via=client)  # a fourth would exceed its capacity
-    big.result(got[0])
-    assert big.next_job().job_id == "c3"
 
 
 def test_sticky_routing_prefers_a_warm_worker_without_starving(broker: BrokerProc, ctx: zmq.Context) -> None:
