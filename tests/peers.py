@@ -1,7 +1,10 @@
-"""Hand-driven protocol peers for broker tests: a raw client and a raw worker on real DEALER sockets.
+"""Scripted protocol peers, one family on real sockets, speaking TTSP/2 through tts_protocol one message at a time.
 
-They speak TTSP/2 through tts_protocol, one message at a time, so a test can script exactly what a worker
-does (answer late, go silent, send garbage) and see exactly what the broker sends back.
+Toward a real broker: RawClient and RawWorker (DEALERs), so a test can script exactly what a worker does (answer
+late, go silent, send garbage) and see exactly what the broker sends back. In place of the broker:
+ScriptedRouter (a ROUTER on a random loopback port) and its two kinds, ScriptedBroker for the clients under
+test (Python and Node) and WorkerScriptedBroker for a worker process under test. Made from the `ctx` fixture's
+context, they are closed at teardown.
 
 Sentinels (`assert_quiet`): a test that asserts something does NOT arrive sends a request the broker answers
 in order and checks that the answer comes first, with nothing before it; a slow machine makes such a test
@@ -14,15 +17,16 @@ then miss a stray message, but never fails a correct broker.)
 
 from __future__ import annotations
 
+import collections
 import secrets
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import zmq
 
 from tts_protocol import Command, Message, Side, as_body, decode, encode
 from tts_protocol.curve import CurveKeys, HandshakeWatch
-from tts_protocol.messages import Ready
+from tts_protocol.messages import Body, Ready
 
 
 class Peer:
@@ -42,6 +46,9 @@ class Peer:
             curve.apply(self.sock)
             self.watch = HandshakeWatch(self.sock)
         self.sock.connect(endpoint)
+        adopt = getattr(ctx, "adopt", None)
+        if adopt is not None:  # the `ctx` fixture's context closes its peers at teardown
+            adopt(self)
 
     def send(self, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
         try:
@@ -77,6 +84,7 @@ class Peer:
                 raise AssertionError(f"expected nothing before {command.name}, got {msg.command.name} {msg.body}")
 
     def close(self) -> None:
+        """Close the socket (and its CURVE handshake monitor); a second call does nothing."""
         if self.watch is not None:
             self.watch.close()
         self.sock.close(0)
@@ -161,3 +169,194 @@ class RawWorker(Peer):
     def fail(self, job: Any, code: str = "engine_error", retryable: bool = False, message: str = "") -> None:
         self.send(Command.W_FAIL, {"job_id": job.job_id, "attempt": job.attempt, "code": code,
                                    "message": message, "retryable": retryable})
+
+
+# ---- in place of the broker ----------------------------------------------------------------------------------
+
+
+class ScriptedRouter:
+    """A ROUTER on a random loopback port that the test drives, standing in for the broker: what the peer under
+    test sends is decoded as its `side` sends it; `restart` closes and rebinds the same port (a broker restart)."""
+
+    def __init__(self, ctx: zmq.Context, side: Side) -> None:
+        self.ctx = ctx
+        self.side = side
+        self.port = 0
+        self.sock = self._bind()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        adopt = getattr(ctx, "adopt", None)
+        if adopt is not None:  # the `ctx` fixture's context closes it at teardown
+            adopt(self)
+
+    def _bind(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if not self.port:
+            self.port = sock.bind_to_random_port("tcp://127.0.0.1")
+            return sock
+        # ZeroMQ closes the old listener asynchronously: retry until the port is free again.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sock.bind(f"tcp://127.0.0.1:{self.port}")
+                return sock
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    sock.close(linger=0)
+                    raise
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Close and rebind on the same port: to the peer this is a broker restart (silence, then a new peer)."""
+        self.sock.close(linger=0)
+        self.sock = self._bind()
+
+    def receive(self, timeout_s: float) -> Optional[tuple[bytes, Message]]:
+        """The next (routing id, message), or None after timeout_s."""
+        if not self.sock.poll(int(max(0.0, timeout_s) * 1000)):
+            return None
+        identity, *frames = self.sock.recv_multipart()
+        return identity, decode(frames, side=self.side, to_broker=True)
+
+    def send_to(self, identity: bytes, command: Command, body: Union[dict[str, Any], Body],
+                payload: Optional[bytes] = None) -> None:
+        self.sock.send_multipart([identity, *encode(command, as_body(command, body), payload)])
+
+    def send_raw(self, identity: bytes, frames: list[bytes]) -> None:
+        self.sock.send_multipart([identity, *frames])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class ScriptedBroker(ScriptedRouter):
+    """The broker as a client sees it: PINGs answered with PONG(`broker_id`) while `answer_pings`, RETRY
+    requests noted (not answered), everything else left to the test.
+
+    Two ways to read: `recv(command)` takes the next message, which must be `command` (PINGs and RETRYs are
+    handled on the way); `pump`/`next` queue messages in `backlog` with their arrival times, for timing.
+    """
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        super().__init__(ctx, Side.CLIENT)
+        self.broker_id = "b-one"
+        self.answer_pings = True
+        self.pings_answered = 0
+        self.retries: list[str] = []  # job ids of every RETRY seen
+        self.retried: set[str] = set()  # jobs with a RETRY not yet followed by their SUBMIT (pump)
+        self.backlog: collections.deque[tuple[float, Message]] = collections.deque()
+        self.identity: Optional[bytes] = None  # the client that spoke last
+
+    def _handled(self, identity: bytes, msg: Message) -> bool:
+        """Answer a PING, note a RETRY; True if the message was one of them."""
+        self.identity = identity
+        if msg.command is Command.PING:
+            if self.answer_pings:
+                self.send_to(identity, Command.PONG, {"req_id": msg.body.req_id, "broker_id": self.broker_id,
+                                                      "time_ms": 1})
+                self.pings_answered += 1
+            return True
+        if msg.command is Command.RETRY:
+            self.retries.append(msg.body.job_id)
+            self.retried.add(msg.body.job_id)
+            return True
+        return False
+
+    def recv(self, command: Command, timeout_s: float = 10.0) -> tuple[bytes, Message]:
+        """The next client message with `command` (PINGs are answered or dropped on the way, RETRYs noted)."""
+        deadline = time.monotonic() + timeout_s
+        while (item := self.receive(deadline - time.monotonic())) is not None:
+            identity, msg = item
+            if msg.command is command and command in (Command.PING, Command.RETRY):
+                self._handled(identity, msg)
+                return identity, msg
+            if self._handled(identity, msg):
+                continue
+            if msg.command is command:
+                return identity, msg
+            raise AssertionError(f"expected {command.name}, got {msg.command.name}")
+        raise AssertionError(f"no {command.name} within {timeout_s}s")
+
+    def pings_first(self, count: int, timeout_s: float = 10.0) -> None:
+        """Sentinel: the client's next `count` PINGs arrive (and are answered) with nothing else before them.
+
+        The client pings on its own, on its one socket, in order with everything else it sends.
+        """
+        for _ in range(count):
+            self.recv(Command.PING, timeout_s)
+
+    def pump(self, timeout_s: float) -> None:
+        """Receive for up to timeout_s (returns after the first batch): PINGs and RETRYs handled, the rest
+        queued in `backlog` with their arrival time."""
+        if not self.sock.poll(int(max(0.0, timeout_s) * 1000)):
+            return
+        while True:
+            try:
+                identity, *frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            msg = decode(frames, side=Side.CLIENT, to_broker=True)
+            if not self._handled(identity, msg):
+                self.backlog.append((time.monotonic(), msg))
+
+    def next(self, timeout_s: float = 5.0) -> tuple[float, Message]:
+        """The oldest queued message and its arrival time (pumping until one comes)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.backlog:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"nothing from the client within {timeout_s}s")
+            self.pump(left)
+        return self.backlog.popleft()
+
+    def reply(self, command: Command, body: Union[dict[str, Any], Body], payload: Optional[bytes] = None) -> None:
+        """Send to the client that spoke last."""
+        assert self.identity is not None, "the client has not spoken yet"
+        self.send_to(self.identity, command, body, payload)
+
+
+class WorkerScriptedBroker(ScriptedRouter):
+    """The broker as a worker sees it: answers READY and HEARTBEAT with HEARTBEAT (while `answer_heartbeats`)
+    and an unknown routing id with DISCONNECT, as a real broker does; keeps every message in `log`."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        super().__init__(ctx, Side.WORKER)
+        self.backend = self.url  # what start_worker connects the worker to
+        self.log: list[tuple[bytes, Message]] = []
+        self.answer_heartbeats = True  # keeps the worker's liveness check happy while the test reads
+        self.known: set[bytes] = set()  # routing ids that sent READY since the last (re)start
+
+    def restart(self) -> None:
+        self.known.clear()
+        super().restart()
+
+    def recv(self, timeout_s: float = 10.0) -> Optional[tuple[bytes, Message]]:
+        item = self.receive(timeout_s)
+        if item is None:
+            return None
+        self.log.append(item)
+        rid, msg = item
+        if msg.command is Command.W_READY:
+            self.known.add(rid)
+        if self.answer_heartbeats and msg.command in (Command.W_READY, Command.W_HEARTBEAT):
+            if rid in self.known:
+                self.send_to(rid, Command.B_HEARTBEAT, {})
+            else:  # what a real broker says to a peer it does not know (PROTOCOL.md section 5)
+                self.send_to(rid, Command.B_DISCONNECT, {"reason": "unknown worker"})
+        return item
+
+    def expect(self, command: Command, timeout_s: float = 15.0,
+               where: Callable[[bytes, Message], bool] = lambda rid, m: True) -> tuple[bytes, Message]:
+        """The next `command` matching `where`; other messages are kept in `log` and skipped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            item = self.recv(max(0.0, left)) if left > 0 else None
+            if item is None:
+                seen = [m.command.name for _, m in self.log[-10:]]
+                raise AssertionError(f"no {command.name} within {timeout_s}s (last seen: {seen})")
+            if item[1].command is command and where(*item):
+                return item
+
+    def job(self, rid: bytes, job_id: str, text: str = "Hello there.", attempt: int = 1, **extra: object) -> None:
+        self.send_to(rid, Command.B_JOB, {"job_id": job_id, "attempt": attempt, "text": text, **extra})

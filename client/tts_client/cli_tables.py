@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from tts_protocol import routing
 from tts_protocol.messages import JobView, StatusView
 
 
@@ -19,7 +20,7 @@ def render_status(view: StatusView) -> str:
     headers = ["WORKER", "NAME", "ENGINE/MODEL", "STATE", "DONE", "FAILED", "MEAN GEN", "RSS"]
     rows = []
     for w in view.workers:
-        rows.append([w.worker_id, w.name, f"{w.engine}:{w.model}" if w.model else w.engine,
+        rows.append([w.worker_id, w.name, routing.worker_key(w.engine, w.model),
                      f"{w.state} {w.busy}/{w.capacity}", str(w.jobs_done), str(w.jobs_failed),
                      f"{w.mean_gen_ms:.0f} ms", f"{w.rss_bytes / 2**20:.0f} MiB"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]

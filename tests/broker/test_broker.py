@@ -11,7 +11,7 @@ import zmq
 from tts_protocol import Command, Side
 from tts_protocol.constants import JobState
 
-from conftest import BrokerProc, wait_for
+from harness import BrokerProc, wait_for
 from peers import Peer, RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(60)

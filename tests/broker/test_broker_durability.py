@@ -8,7 +8,7 @@ import zmq
 from tts_protocol import Command
 from tts_protocol.constants import JobState
 
-from conftest import BrokerProc
+from harness import BrokerProc
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,8 +20,7 @@ from tts_protocol import Command
 
 from tts_client import TtsClient
 
-from conftest import ROOT, BrokerProc, Proc, wait_for
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc, Proc, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ import zmq
 from tts_protocol import Command
 from tts_protocol.constants import JobState
 
-from conftest import InProcBroker, wait_for
+from harness import InProcBroker, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(30)

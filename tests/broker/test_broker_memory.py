@@ -17,7 +17,7 @@ import zmq
 
 from tts_protocol import Command, as_body, encode
 
-from conftest import BrokerProc, wait_for
+from harness import BrokerProc, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(300)

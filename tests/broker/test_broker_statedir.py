@@ -15,7 +15,7 @@ import zmq
 
 from tts_protocol import Command
 
-from conftest import BrokerProc, Proc, wait_for
+from harness import BrokerProc, Proc, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(90)

@@ -7,7 +7,7 @@ import zmq
 
 from tts_protocol import Command
 
-from conftest import BrokerProc, wait_for
+from harness import BrokerProc, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from conftest import ROOT, BrokerProc
-from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc, tone_frames
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,8 +15,7 @@ from tts_protocol import Command
 from tts_client import seed_api
 from tts_client.errors import InvalidRequest
 
-from conftest import ROOT, BrokerProc
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc
 from peers import RawClient
 
 pytestmark = pytest.mark.timeout(120)

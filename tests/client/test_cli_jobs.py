@@ -9,8 +9,7 @@ import pytest
 
 from tts_client import JobFailed
 
-from conftest import wait_for
-from conftest_client import make_client, registered_workers  # noqa: F401 (fixture)
+from harness import registered_workers, wait_for
 from test_cli_commands import tts
 
 pytestmark = pytest.mark.timeout(120)

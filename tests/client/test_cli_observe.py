@@ -21,8 +21,7 @@ from tts_protocol import Command
 from tts_client import TtsClient
 from tts_client.errors import NotFound, RemoteError
 
-from conftest import ROOT, BrokerProc, Proc, wait_for
-from conftest_client import make_client, registered_workers, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from harness import ROOT, BrokerProc, Proc, registered_workers, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(120)

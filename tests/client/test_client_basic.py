@@ -26,8 +26,7 @@ from tts_client import (
     save_line,
 )
 
-from conftest import BrokerProc, wait_for
-from conftest_client import TONE_RATE, client, make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from harness import TONE_RATE, BrokerProc, tone_frames, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,8 +13,7 @@ import pytest
 from tts_client import TtsClient, UnsafePath, save_line, write_pcm
 from tts_client.audio import line_output_path, safe_output_path
 
-from conftest import BrokerProc, wait_for
-from conftest_client import make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from harness import BrokerProc, tone_frames, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 

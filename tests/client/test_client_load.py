@@ -13,8 +13,7 @@ from tts_protocol import output_filename
 
 from tts_client import seed_api
 
-from conftest import BrokerProc, wait_for
-from conftest_client import TONE_RATE, make_client, tone_frames, tone_workers  # noqa: F401 (fixtures)
+from harness import TONE_RATE, BrokerProc, tone_frames, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

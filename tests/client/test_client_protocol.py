@@ -7,83 +7,18 @@ a broker_id that changes, retryable errors, a silent broker and garbage frames.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 import pytest
-import zmq
 
-from tts_protocol import Command, Message, Side, as_body, decode, encode
+from tts_protocol import Command
 
 from tts_client import JobFailed, QueueFull, TtsClient
 
-from conftest import wait_for
-from conftest_client import make_client  # noqa: F401 (fixture)
+from harness import wait_for
+from peers import ScriptedBroker
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
-
-
-class ScriptedBroker:
-    """A ROUTER on a random port that the test answers by hand; answers PING itself with `broker_id` and
-    notes (without answering) RETRY requests."""
-
-    def __init__(self) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
-        self.broker_id = "b-one"
-        self.answer_pings = True
-        self.retries: list[str] = []  # job ids of RETRY requests seen (not answered)
-
-    def recv(self, command: Command, timeout_s: float = 10.0) -> tuple[bytes, Message]:
-        """The next client message with `command` (PINGs are answered or dropped on the way)."""
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not self.sock.poll(left * 1000):
-                break
-            identity, *frames = self.sock.recv_multipart()
-            msg = decode(frames, side=Side.CLIENT, to_broker=True)
-            if msg.command is Command.PING:
-                self._pong(identity, msg)
-                if command is Command.PING:
-                    return identity, msg
-                continue
-            if msg.command is Command.RETRY and command is not Command.RETRY:
-                self.retries.append(msg.body.job_id)
-                continue
-            if msg.command is command:
-                return identity, msg
-            raise AssertionError(f"expected {command.name}, got {msg.command.name}")
-        raise AssertionError(f"no {command.name} within {timeout_s}s")
-
-    def pings_first(self, count: int, timeout_s: float = 10.0) -> None:
-        """Sentinel: the client's next `count` PINGs arrive (and are answered) with nothing else before them.
-
-        The client pings on its own, on its one socket, in order with everything else it sends.
-        """
-        for _ in range(count):
-            self.recv(Command.PING, timeout_s)
-
-    def _pong(self, identity: bytes, ping: Message) -> None:
-        if self.answer_pings:
-            self.send(identity, Command.PONG, {"req_id": ping.body.req_id, "broker_id": self.broker_id, "time_ms": 1})
-
-    def send(self, identity: bytes, command: Command, body: dict[str, Any], payload: Optional[bytes] = None) -> None:
-        self.sock.send_multipart([identity, *encode(command, as_body(command, body), payload)])
-
-    def send_raw(self, identity: bytes, frames: list[bytes]) -> None:
-        self.sock.send_multipart([identity, *frames])
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
-
-
-@pytest.fixture
-def scripted() -> Iterator[ScriptedBroker]:
-    b = ScriptedBroker()
-    yield b
-    b.close()
 
 
 def fmt(job_id: str, attempt: int, seq: int) -> dict[str, Any]:
@@ -103,17 +38,17 @@ def test_retried_attempt_skips_chunks_already_delivered(scripted: ScriptedBroker
     ident, submit = scripted.recv(Command.SUBMIT)
     assert submit.body.job_id == "s1" and submit.body.stream
     a, b, c = b"\x01\x00" * 10, b"\x02\x00" * 10, b"\x03\x00" * 10
-    scripted.send(ident, Command.ACCEPTED, {"job_id": "s1", "state": "running", "queue_depth": 0})
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 1, 0), a)
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 1, 1), b)
+    scripted.send_to(ident, Command.ACCEPTED, {"job_id": "s1", "state": "running", "queue_depth": 0})
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 1, 0), a)
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 1, 1), b)
     # worker died: attempt 2 starts again from seq 0 (same deterministic audio), a stale attempt-1 chunk after it
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 2, 0), a)
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 1, 2), b"\x09\x00" * 10)
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 2, 1), b)
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 2, 2), c)
-    scripted.send(ident, Command.PARTIAL, fmt("s1", 2, 2), c)  # a repeat
-    scripted.send(ident, Command.RESULT, result_body("s1", 2, a + b + c), a + b + c)
-    scripted.send(ident, Command.RESULT, result_body("s1", 2, a + b + c), a + b + c)  # a duplicate
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 2, 0), a)
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 1, 2), b"\x09\x00" * 10)
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 2, 1), b)
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 2, 2), c)
+    scripted.send_to(ident, Command.PARTIAL, fmt("s1", 2, 2), c)  # a repeat
+    scripted.send_to(ident, Command.RESULT, result_body("s1", 2, a + b + c), a + b + c)
+    scripted.send_to(ident, Command.RESULT, result_body("s1", 2, a + b + c), a + b + c)  # a duplicate
     chunks = list(stream)
     assert [(ch.attempt, ch.seq, ch.pcm) for ch in chunks] == [(1, 0, a), (1, 1, b), (2, 2, c)]
     assert stream.result.pcm == a + b + c and stream.result.meta.attempt == 2
@@ -125,9 +60,9 @@ def test_missed_partials_are_filled_from_the_result(scripted: ScriptedBroker,
     stream = client.stream("gap", job_id="gap")
     ident, _ = scripted.recv(Command.SUBMIT)
     a, b, c = b"\x01\x00" * 4, b"\x02\x00" * 4, b"\x03\x00" * 4
-    scripted.send(ident, Command.PARTIAL, fmt("gap", 1, 0), a)
-    scripted.send(ident, Command.PARTIAL, fmt("gap", 1, 2), c)  # seq 1 never came
-    scripted.send(ident, Command.RESULT, result_body("gap", 1, a + b + c), a + b + c)
+    scripted.send_to(ident, Command.PARTIAL, fmt("gap", 1, 0), a)
+    scripted.send_to(ident, Command.PARTIAL, fmt("gap", 1, 2), c)  # seq 1 never came
+    scripted.send_to(ident, Command.RESULT, result_body("gap", 1, a + b + c), a + b + c)
     assert b"".join(ch.pcm for ch in stream) == a + b + c
 
 
@@ -140,7 +75,7 @@ def test_new_broker_id_resubmits_unfinished_jobs(scripted: ScriptedBroker,
     _, second = scripted.recv(Command.SUBMIT)
     assert {first.body.job_id, second.body.job_id} == {"r-done", "r-pending"}
     pcm = b"\x05\x00" * 8
-    scripted.send(ident, Command.RESULT, result_body("r-done", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("r-done", 1, pcm), pcm)
     assert done.result().pcm == pcm
     scripted.pings_first(2)  # and no SUBMIT: the client learns "b-one"
     wait_for(lambda: client.broker_id == "b-one", 5, what="the client learns the broker id")
@@ -148,7 +83,7 @@ def test_new_broker_id_resubmits_unfinished_jobs(scripted: ScriptedBroker,
     _, again = scripted.recv(Command.SUBMIT, timeout_s=5)
     assert again.body.job_id == "r-pending" and again.body.text == "still running"
     scripted.pings_first(2)  # resubmitted once only, and never the finished job
-    scripted.send(ident, Command.RESULT, result_body("r-pending", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("r-pending", 1, pcm), pcm)
     assert pending.result().job_id == "r-pending"
 
 
@@ -161,7 +96,7 @@ def test_silent_job_is_resubmitted_with_the_same_id(scripted: ScriptedBroker,
     _, again = scripted.recv(Command.SUBMIT, timeout_s=5)
     assert again.body == first.body and time.monotonic() - started >= 0.4
     pcm = b"\x07\x00" * 2
-    scripted.send(ident, Command.RESULT, result_body("lost-1", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("lost-1", 1, pcm), pcm)
     assert handle.result().pcm == pcm
 
 
@@ -172,7 +107,7 @@ def test_retryable_errors_are_retried_with_backoff(scripted: ScriptedBroker,
     ident, _ = scripted.recv(Command.SUBMIT)
     times = [time.monotonic()]
     for code in ("queue_full", "no_workers", "shutting_down"):
-        scripted.send(ident, Command.ERROR, {"job_id": "busy", "code": code, "message": "try later",
+        scripted.send_to(ident, Command.ERROR, {"job_id": "busy", "code": code, "message": "try later",
                                              "retryable": True})
         scripted.recv(Command.SUBMIT)
         times.append(time.monotonic())
@@ -180,7 +115,7 @@ def test_retryable_errors_are_retried_with_backoff(scripted: ScriptedBroker,
     assert gaps[0] >= 0.07 and gaps[2] > gaps[0]  # backoff grows
     assert scripted.retries == ["busy"] * 3  # each resubmission first asks to requeue a retained failure
     pcm = b"\x01\x00"
-    scripted.send(ident, Command.RESULT, result_body("busy", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("busy", 1, pcm), pcm)
     assert handle.result().pcm == pcm
 
 
@@ -196,7 +131,7 @@ def test_queue_full_until_the_timeout_raises_queue_full(scripted: ScriptedBroker
             except AssertionError:
                 handle.result()  # the client gave up: this raises
                 continue
-            scripted.send(ident, Command.ERROR, {"job_id": "full", "code": "queue_full", "retryable": True})
+            scripted.send_to(ident, Command.ERROR, {"job_id": "full", "code": "queue_full", "retryable": True})
         handle.result()
     assert info.value.code == "queue_full" and info.value.retryable
 
@@ -205,12 +140,12 @@ def test_non_retryable_error_fails_once(scripted: ScriptedBroker, make_client: C
     client = make_client(scripted.url)
     handle = client.submit("bad", job_id="bad-1")
     ident, _ = scripted.recv(Command.SUBMIT)
-    scripted.send(ident, Command.ERROR, {"job_id": "bad-1", "code": "bad_request", "message": "text too long"})
+    scripted.send_to(ident, Command.ERROR, {"job_id": "bad-1", "code": "bad_request", "message": "text too long"})
     with pytest.raises(JobFailed) as info:
         handle.result()
     assert (info.value.code, info.value.message, info.value.retryable) == ("bad_request", "text too long", False)
     pcm = b"\x01\x00"
-    scripted.send(ident, Command.RESULT, result_body("bad-1", 1, pcm), pcm)  # a late result changes nothing
+    scripted.send_to(ident, Command.RESULT, result_body("bad-1", 1, pcm), pcm)  # a late result changes nothing
     assert isinstance(handle.future.exception(), JobFailed)
 
 
@@ -223,9 +158,9 @@ def test_garbage_from_the_broker_is_dropped(scripted: ScriptedBroker, make_clien
                    [b"TTSC2\x01", b"\x80"]):
         scripted.send_raw(ident, frames)
     pcm = b"\x02\x00" * 3
-    scripted.send(ident, Command.RESULT, result_body("g1", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("g1", 1, pcm), pcm)
     assert handle.result().pcm == pcm
     second = client.submit("still alive", job_id="g2")  # the I/O thread survived
     ident, _ = scripted.recv(Command.SUBMIT)
-    scripted.send(ident, Command.RESULT, result_body("g2", 1, pcm), pcm)
+    scripted.send_to(ident, Command.RESULT, result_body("g2", 1, pcm), pcm)
     assert second.result().job_id == "g2"

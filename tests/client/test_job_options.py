@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+import zmq
 
 from tts_protocol import Command, Message
 from tts_protocol.constants import Priority
@@ -16,7 +17,7 @@ from tts_protocol.messages import Error, Result, Submit
 from tts_client import AsyncTtsClient, ClientSettings, InvalidRequest, JobOptions, NotFound, TtsClient
 from tts_client.jobspec import job_options
 
-from test_retry_policy import ScriptedRouter
+from peers import ScriptedBroker
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -52,25 +53,23 @@ def test_invalid_options_raise_invalid_request(text: str, options: JobOptions) -
         options.to_submit(SETTINGS, text)
 
 
-def send_result(router: ScriptedRouter, job_id: str) -> None:
-    router.send(Command.RESULT, Result(job_id=job_id, attempt=1, worker_id="w", engine="tone", model="m",
+def send_result(router: ScriptedBroker, job_id: str) -> None:
+    router.reply(Command.RESULT, Result(job_id=job_id, attempt=1, worker_id="w", engine="tone", model="m",
                                        sample_rate=16000, num_samples=4), b"\x01\x00" * 4)
 
 
-def next_message(router: ScriptedRouter, command: Command) -> Message:
+def next_message(router: ScriptedBroker, command: Command) -> Message:
     _at, msg = router.next(10)
     assert msg.command is command, f"expected {command.name}, got {msg.command.name}"
     return msg
 
 
 @pytest.fixture
-def router() -> Iterator[ScriptedRouter]:
-    r = ScriptedRouter()
-    yield r
-    r.close()
+def router(ctx: zmq.Context) -> ScriptedBroker:
+    return ScriptedBroker(ctx)
 
 
-def test_both_clients_send_the_same_bodies(router: ScriptedRouter) -> None:
+def test_both_clients_send_the_same_bodies(router: ScriptedBroker) -> None:
     options = JobOptions(speaker="ann", voice={"length_scale": 1.5}, priority="low")
     bodies: dict[str, Any] = {}
     with TtsClient(router.url, settings=SETTINGS) as sync_client:
@@ -82,7 +81,7 @@ def test_both_clients_send_the_same_bodies(router: ScriptedRouter) -> None:
             status = pool.submit(sync_client.job_status, "nope")
             msg = next_message(router, Command.JOB_STATUS)
             assert msg.body.job_id == "nope"
-            router.send(Command.ERROR, Error(req_id=msg.body.req_id, code="not_found"))
+            router.reply(Command.ERROR, Error(req_id=msg.body.req_id, code="not_found"))
             with pytest.raises(NotFound):
                 status.result(10)
 

@@ -6,7 +6,6 @@ client/node/test/retryPolicy.test.ts runs the same cases against the Node client
 
 from __future__ import annotations
 
-import collections
 import json
 import time
 from pathlib import Path
@@ -15,12 +14,14 @@ from typing import Any, Iterator, Optional
 import pytest
 import zmq
 
-from tts_protocol import Command, Message, Side, as_body, decode, encode
+from tts_protocol import Command
 from tts_protocol.constants import JobState
-from tts_protocol.messages import Accepted, Body, Error, Partial, Pong, Result
+from tts_protocol.messages import Accepted, Error, Partial, Result
 
 from tts_client import ClientSettings, ClientTimeout, RemoteError, SynthesisStream, TtsClient, retry
 from tts_client.client import JobHandle
+
+from peers import ScriptedBroker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,59 +65,6 @@ def chunk_pcm(k: int) -> bytes:
     return bytes((k + 1, 0)) * 8
 
 
-class ScriptedRouter:
-    """A ROUTER that answers PING itself (while `answer_pings`), notes RETRYs, and queues everything else."""
-
-    def __init__(self) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.url = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
-        self.broker_id = "b-one"
-        self.answer_pings = True
-        self.pings_answered = 0
-        self.retried: set[str] = set()  # jobs with a RETRY not yet followed by their SUBMIT
-        self.backlog: collections.deque[tuple[float, Message]] = collections.deque()
-        self.identity: Optional[bytes] = None
-
-    def pump(self, timeout_s: float) -> None:
-        """Receive for up to timeout_s (returns at the first message batch)."""
-        if not self.sock.poll(int(max(0.0, timeout_s) * 1000)):
-            return
-        while True:
-            try:
-                identity, *frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.identity = identity
-            msg = decode(frames, side=Side.CLIENT, to_broker=True)
-            if msg.command is Command.PING:
-                if self.answer_pings:
-                    self.send(Command.PONG, Pong(req_id=msg.body.req_id, broker_id=self.broker_id, time_ms=1))
-                    self.pings_answered += 1
-            elif msg.command is Command.RETRY:
-                self.retried.add(msg.body.job_id)
-            else:
-                self.backlog.append((time.monotonic(), msg))
-
-    def next(self, timeout_s: float = 5.0) -> tuple[float, Message]:
-        deadline = time.monotonic() + timeout_s
-        while not self.backlog:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"nothing from the client within {timeout_s}s")
-            self.pump(left)
-        return self.backlog.popleft()
-
-    def send(self, command: Command, body: Body, payload: Optional[bytes] = None) -> None:
-        assert self.identity is not None, "the client has not spoken yet"
-        self.sock.send_multipart([self.identity, *encode(command, as_body(command, body), payload)])
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
-
-
 class Job:
     def __init__(self, handle: JobHandle | SynthesisStream) -> None:
         self.handle = handle
@@ -130,9 +78,9 @@ class Job:
 
 
 class CaseRunner:
-    def __init__(self, case: dict[str, Any]) -> None:
+    def __init__(self, case: dict[str, Any], ctx: zmq.Context) -> None:
         conf = {**CASES["defaults"]["client"], **case.get("client", {})}
-        self.broker = ScriptedRouter()
+        self.broker = ScriptedBroker(ctx)
         self.client = TtsClient(self.broker.url, timeout_s=60, request_timeout_s=5,
                                 ping_interval_s=conf["ping_interval_s"], resubmit_after_s=conf["resubmit_after_s"],
                                 retry_backoff_initial_s=conf["backoff_initial_s"],
@@ -187,16 +135,16 @@ class CaseRunner:
     def send(self, step: dict[str, Any]) -> None:
         job_id, command = step["job"], Command[step["command"]]
         if command is Command.ACCEPTED:
-            self.broker.send(command, Accepted(job_id=job_id, state=JobState.QUEUED, queue_depth=0))
+            self.broker.reply(command, Accepted(job_id=job_id, state=JobState.QUEUED, queue_depth=0))
         elif command is Command.ERROR:
-            self.broker.send(command, Error(job_id=job_id, code=step["code"], message=step.get("message", ""),
+            self.broker.reply(command, Error(job_id=job_id, code=step["code"], message=step.get("message", ""),
                                             retryable=step["retryable"]))
         elif command is Command.PARTIAL:
-            self.broker.send(command, Partial(job_id=job_id, attempt=1, seq=step["seq"], sample_rate=16000),
+            self.broker.reply(command, Partial(job_id=job_id, attempt=1, seq=step["seq"], sample_rate=16000),
                              chunk_pcm(step["seq"]))
         else:
             pcm = b"".join(chunk_pcm(k) for k in range(step.get("chunks", 1)))
-            self.broker.send(command, Result(job_id=job_id, attempt=1, worker_id="w-x", engine="tone", model="m",
+            self.broker.reply(command, Result(job_id=job_id, attempt=1, worker_id="w-x", engine="tone", model="m",
                                              sample_rate=16000, num_samples=len(pcm) // 2), pcm)
 
     def answer_pings(self, step: dict[str, Any]) -> None:
@@ -221,7 +169,7 @@ class CaseRunner:
                 assert msg.command is Command.SUBMIT and msg.body.job_id == step["job"], \
                     f"got {msg.command.name} {msg.body}"
                 count += 1
-                self.broker.send(Command.ERROR, Error(job_id=step["job"], code=step["code"], retryable=True))
+                self.broker.reply(Command.ERROR, Error(job_id=step["job"], code=step["code"], retryable=True))
         assert count >= step["min_count"], f"only {count} SUBMITs"
 
     def expect_outcome(self, step: dict[str, Any]) -> None:
@@ -247,11 +195,11 @@ class CaseRunner:
 
 
 @pytest.fixture
-def runner_for() -> Iterator[Any]:
+def runner_for(ctx: zmq.Context) -> Iterator[Any]:
     made: list[CaseRunner] = []
 
     def make(case: dict[str, Any]) -> CaseRunner:
-        made.append(CaseRunner(case))
+        made.append(CaseRunner(case, ctx))
         return made[-1]
 
     yield make

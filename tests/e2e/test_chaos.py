@@ -21,8 +21,7 @@ import pytest
 
 from tts_protocol import Command
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_client import make_client, tone_frames  # noqa: F401  (fixture)
+from harness import BrokerProc, Proc, tone_frames, wait_for
 from peers import RawClient
 
 pytestmark = pytest.mark.timeout(240)

@@ -13,8 +13,7 @@ import pytest
 
 from tts_client import TtsClient
 
-from conftest import Proc, wait_for
-from conftest_client import make_client, registered_workers, tone_frames  # noqa: F401 (fixture)
+from harness import Proc, registered_workers, tone_frames, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

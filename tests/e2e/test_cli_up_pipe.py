@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import wait_for
+from harness import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

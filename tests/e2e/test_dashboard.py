@@ -18,7 +18,7 @@ import pytest
 
 from tts_client import TtsClient
 
-from conftest import ROOT, BrokerProc, Proc, wait_for
+from harness import ROOT, BrokerProc, Proc, wait_for
 
 PREFIX = ROOT / ".cache" / "playwright"
 PROBE = Path(__file__).with_name("dashboard_probe.mjs")

@@ -11,8 +11,7 @@ import soundfile
 
 from tts_client import JobFailed, seed_api
 
-from conftest import BrokerProc, wait_for
-from conftest_client import make_client, registered_workers, tone_workers  # noqa: F401 (fixtures)
+from harness import BrokerProc, registered_workers, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

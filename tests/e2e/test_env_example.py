@@ -13,7 +13,7 @@ from tts_client.settings import ClientSettings
 from tts_gateway.settings import GatewaySettings
 from tts_worker.settings import WorkerSettings
 
-from conftest import ROOT
+from harness import ROOT
 
 pytestmark = pytest.mark.unit
 

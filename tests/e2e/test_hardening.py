@@ -22,7 +22,7 @@ from tts_protocol import Command, Side, body_for, decode, encode
 from tts_protocol.constants import CLIENT_HEADER, WORKER_HEADER
 from tts_protocol.messages import JobAssignment
 
-from conftest import BrokerProc, Proc, wait_for
+from harness import BrokerProc, Proc, TrackedContext, wait_for
 from peers import RawClient, RawWorker
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,8 +35,9 @@ WORKER_VALID = {"worker_id": "fz-w", "engine": "fuzz", "model": "", "capacity": 
 HYPOTHESIS = settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
-def fuzz_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def fuzz_socket(ctx: TrackedContext, endpoint: str) -> zmq.Socket:
     sock = ctx.socket(zmq.DEALER)
+    ctx.adopt(sock)  # the `ctx` fixture closes it at teardown
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.connect(endpoint)
@@ -69,7 +70,7 @@ def assert_no_tracebacks(log: str) -> None:
     assert "Traceback" not in log and "internal error" not in log, log[-3000:]
 
 
-def test_fuzz_the_client_port_then_a_normal_job_succeeds(broker_factory, start_worker, ctx: zmq.Context) -> None:
+def test_fuzz_the_client_port_then_a_normal_job_succeeds(broker_factory, start_worker, ctx: TrackedContext) -> None:
     broker = broker_factory("--max-text-chars", "500", "--job-timeout-s", "5")
     sock = fuzz_socket(ctx, broker.frontend)
     budget = Budget(FUZZ_S)
@@ -96,7 +97,7 @@ def test_fuzz_the_client_port_then_a_normal_job_succeeds(broker_factory, start_w
 
 
 def test_fuzz_the_worker_port_then_status_and_a_normal_job_work(broker_factory, start_worker,
-                                                                ctx: zmq.Context) -> None:
+                                                                ctx: TrackedContext) -> None:
     broker = broker_factory("--job-timeout-s", "5")
     client = RawClient(ctx, broker.frontend)
     client.submit("fz-1", "a job a fuzzing worker may be leased", model="fuzz")
@@ -126,8 +127,9 @@ def test_fuzz_the_worker_port_then_status_and_a_normal_job_work(broker_factory, 
 
 
 def test_fuzz_a_real_worker_s_job_parsing_then_it_runs_a_normal_job(tmp_path, start_worker, procs,
-                                                                     ctx: zmq.Context) -> None:
+                                                                     ctx: TrackedContext) -> None:
     router = ctx.socket(zmq.ROUTER)
+    ctx.adopt(router)  # the `ctx` fixture closes it at teardown
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     broker = BrokerProc(tmp_path, procs, [])
@@ -186,7 +188,7 @@ def test_fuzz_a_real_worker_s_job_parsing_then_it_runs_a_normal_job(tmp_path, st
 # ---- fairness, conflicts, leases, limits --------------------------------------------------------------
 
 
-def test_a_flooding_client_beside_a_normal_one(broker_factory, start_worker, ctx: zmq.Context) -> None:
+def test_a_flooding_client_beside_a_normal_one(broker_factory, start_worker, ctx: TrackedContext) -> None:
     broker = broker_factory("--max-queue", "20000", "--max-client-queued", "10000")
     flooder, normal = RawClient(ctx, broker.frontend), RawClient(ctx, broker.frontend)
     tone_worker(broker, start_worker, normal, latency_s=0.05)
@@ -210,7 +212,7 @@ def test_a_flooding_client_beside_a_normal_one(broker_factory, start_worker, ctx
     assert error.body.job_id.startswith("extra-") and "max_client_queued" in error.body.message
 
 
-def test_the_same_id_with_two_texts_is_a_conflict(broker, ctx: zmq.Context) -> None:
+def test_the_same_id_with_two_texts_is_a_conflict(broker, ctx: TrackedContext) -> None:
     client, other = RawClient(ctx, broker.frontend), RawClient(ctx, broker.frontend)
     client.submit("same-id", "the first text")
     assert client.recv_until(Command.ACCEPTED).body.duplicate is False
@@ -221,7 +223,7 @@ def test_the_same_id_with_two_texts_is_a_conflict(broker, ctx: zmq.Context) -> N
     assert other.recv_until(Command.ACCEPTED).body.duplicate is True
 
 
-def test_retry_after_cancel_with_a_slow_to_stop_worker(broker, ctx: zmq.Context) -> None:
+def test_retry_after_cancel_with_a_slow_to_stop_worker(broker, ctx: TrackedContext) -> None:
     client = RawClient(ctx, broker.frontend)
     worker = RawWorker(ctx, broker.backend, capacity=2)
     client.submit("slow", "hello")
@@ -244,7 +246,7 @@ def test_retry_after_cancel_with_a_slow_to_stop_worker(broker, ctx: zmq.Context)
 
 
 def test_a_timeout_of_2_64_minus_1_is_refused_and_cannot_kill_the_broker(broker_factory, start_worker,
-                                                                         ctx: zmq.Context) -> None:
+                                                                         ctx: TrackedContext) -> None:
     broker = broker_factory()
     client = RawClient(ctx, broker.frontend)
     huge = {"job_id": "huge", "text": "hello", "timeout_ms": 2**64 - 1}
@@ -288,7 +290,7 @@ def test_a_timeout_of_2_64_minus_1_is_refused_and_cannot_kill_the_broker(broker_
     assert_no_tracebacks(broker.log())
 
 
-def test_a_result_over_max_result_bytes_fails_with_too_large(broker_factory, ctx: zmq.Context) -> None:
+def test_a_result_over_max_result_bytes_fails_with_too_large(broker_factory, ctx: TrackedContext) -> None:
     broker = broker_factory("--max-result-bytes", "4096")
     client = RawClient(ctx, broker.frontend)
     worker = RawWorker(ctx, broker.backend)
@@ -302,7 +304,7 @@ def test_a_result_over_max_result_bytes_fails_with_too_large(broker_factory, ctx
 
 
 def test_a_worker_refuses_to_send_a_result_over_its_own_max_result_bytes(broker, start_worker,
-                                                                          ctx: zmq.Context) -> None:
+                                                                          ctx: TrackedContext) -> None:
     client = RawClient(ctx, broker.frontend)
     start_worker(broker, "tone", env={"TTS_WORKER_MAX_RESULT_BYTES": "2048"})
     wait_for(lambda: client.status().workers, 30, what="tone worker READY")

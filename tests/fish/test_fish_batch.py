@@ -11,8 +11,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pytest
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_client import make_client
 from fishkit import (
     FAMILIES,
     FOLDERS,
@@ -23,9 +21,10 @@ from fishkit import (
     voices,
     write_voices,
 )
+from harness import BrokerProc, Proc, wait_for
 
 pytestmark = [pytest.mark.skipif(not fish_available(), reason=SKIP_REASON), pytest.mark.timeout(180)]
-_ = (make_engine, tiny_dir, voices, make_client)
+_ = (make_engine, tiny_dir, voices)
 
 TEXTS = [
     "Hello world, this is a test.",

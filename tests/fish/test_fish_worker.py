@@ -9,12 +9,11 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_client import make_client
 from fishkit import FOLDERS, SKIP_REASON, fish_available, tiny_dir, write_voices
+from harness import BrokerProc, Proc, wait_for
 
 pytestmark = [pytest.mark.skipif(not fish_available(), reason=SKIP_REASON), pytest.mark.timeout(180)]
-_ = (make_client, tiny_dir)
+_ = (tiny_dir,)
 
 from tts_client import TtsClient  # noqa: E402
 from tts_client.errors import JobFailed  # noqa: E402

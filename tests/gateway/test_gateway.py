@@ -21,9 +21,8 @@ from openai import AsyncOpenAI, OpenAI
 
 from tts_client import TtsClient
 
-from conftest import BrokerProc, Proc, free_port, wait_for
-from conftest_client import make_client, registered_workers, tone_workers  # noqa: F401 (fixtures)
-from gateway_fixtures import API_KEY, GatewayProc, decode, gateway_factory, tone_pcm  # noqa: F401 (fixture)
+from gatewaykit import API_KEY, GatewayProc, decode, tone_pcm
+from harness import BrokerProc, Proc, free_port, registered_workers, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

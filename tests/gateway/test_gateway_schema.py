@@ -22,9 +22,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import BrokerProc, Proc
-from conftest_client import make_client, tone_workers  # noqa: F401 (fixtures)
-from gateway_fixtures import API_KEY, GatewayProc, gateway_factory  # noqa: F401 (fixture)
+from gatewaykit import API_KEY, GatewayProc
+from harness import BrokerProc, Proc
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -21,7 +21,7 @@ import pytest
 
 from tts_client import TtsClient
 
-from conftest import ROOT, BrokerProc, Proc, wait_for
+from harness import ROOT, BrokerProc, Proc, wait_for
 
 SERVER = ROOT / "tests" / "remote" / "loaded_speech_server.py"
 GATEWAY_KEY = "sk-remote-test"

@@ -12,8 +12,7 @@ import pytest
 from tts_client import JobFailed, TtsClient
 from tts_client.errors import JobCancelled
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_client import make_client  # noqa: F401 (fixture)
+from harness import BrokerProc, Proc, wait_for
 from remote_fixtures import (  # noqa: F401 (fixtures)
     GatewayStack,
     SpeechServer,

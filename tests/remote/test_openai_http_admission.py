@@ -12,8 +12,7 @@ import pytest
 from tts_client import TtsClient
 from tts_worker.engines.openai_http.admission import AdaptiveLimit, TtfaWindow
 
-from conftest import BrokerProc, Proc, wait_for
-from conftest_client import make_client  # noqa: F401 (fixture)
+from harness import BrokerProc, Proc, wait_for
 from remote_fixtures import SpeechServer, openai_worker, speech_server  # noqa: F401 (fixtures)
 
 TARGET_MS = 400

@@ -12,7 +12,7 @@ import zmq
 
 from tts_protocol import Command, Message
 
-from conftest import BrokerProc, Proc, wait_for
+from harness import BrokerProc, Proc, wait_for
 from peers import RawClient
 
 pytestmark = pytest.mark.timeout(120)

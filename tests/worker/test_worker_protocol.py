@@ -10,112 +10,26 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import msgpack
 import psutil
 import pytest
-import zmq
 
-from tts_protocol import Command, Message, Side, as_body, decode, encode
+from tts_protocol import Command
 
 from tts_worker.exit_codes import ExitCode
 
-from conftest import Proc, wait_for
+from harness import Proc, wait_for
+from peers import WorkerScriptedBroker
 
 pytestmark = pytest.mark.timeout(90)
 
 FAST = ["--heartbeat-interval-s", "0.2", "--cancel-grace-s", "2"]
 
 
-class FakeBroker:
-    """A ROUTER socket on a random loopback port, with helpers to await worker messages."""
-
-    def __init__(self, context: zmq.Context) -> None:
-        self.context = context
-        self.port = 0
-        self.sock = self._bind()
-        self.backend = f"tcp://127.0.0.1:{self.port}"
-        self.log: list[tuple[bytes, Message]] = []
-        self.answer_heartbeats = True  # keeps the worker's liveness check happy while the test reads
-        self.known: set[bytes] = set()  # routing ids that sent READY since the last (re)start
-
-    def _bind(self) -> zmq.Socket:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.linger = 0
-        if not self.port:
-            self.port = sock.bind_to_random_port("tcp://127.0.0.1")
-            return sock
-        # ZeroMQ closes the old listener asynchronously: retry until the port is free again.
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                sock.bind(f"tcp://127.0.0.1:{self.port}")
-                return sock
-            except zmq.ZMQError:
-                if time.monotonic() > deadline:
-                    sock.close(linger=0)
-                    raise
-                time.sleep(0.05)
-
-    def restart(self) -> None:
-        """Close and rebind on the same port: to the worker this is a broker restart (silence, new peer)."""
-        self.sock.close(linger=0)
-        self.known.clear()
-        self.sock = self._bind()
-
-    def recv(self, timeout_s: float = 10.0) -> Optional[tuple[bytes, Message]]:
-        if not self.sock.poll(int(timeout_s * 1000)):
-            return None
-        frames = self.sock.recv_multipart()
-        item = (frames[0], decode(frames[1:], side=Side.WORKER, to_broker=True))
-        self.log.append(item)
-        if item[1].command is Command.W_READY:
-            self.known.add(item[0])
-        if self.answer_heartbeats and item[1].command in (Command.W_READY, Command.W_HEARTBEAT):
-            if item[0] in self.known:
-                self.send(item[0], Command.B_HEARTBEAT, {})
-            else:  # what a real broker says to a peer it does not know (PROTOCOL.md section 5)
-                self.send(item[0], Command.B_DISCONNECT, {"reason": "unknown worker"})
-        return item
-
-    def expect(self, command: Command, timeout_s: float = 15.0,
-               where: Callable[[bytes, Message], bool] = lambda rid, m: True) -> tuple[bytes, Message]:
-        """The next `command` matching `where`; other messages are kept in `log` and skipped."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            item = self.recv(max(0.0, left)) if left > 0 else None
-            if item is None:
-                seen = [m.command.name for _, m in self.log[-10:]]
-                raise AssertionError(f"no {command.name} within {timeout_s}s (last seen: {seen})")
-            if item[1].command is command and where(*item):
-                return item
-
-    def send(self, rid: bytes, command: Command, body: dict) -> None:
-        self.sock.send_multipart([rid, *encode(command, as_body(command, body))])
-
-    def send_raw(self, rid: bytes, frames: list[bytes]) -> None:
-        self.sock.send_multipart([rid, *frames])
-
-    def job(self, rid: bytes, job_id: str, text: str = "Hello there.", attempt: int = 1, **extra: object) -> None:
-        self.send(rid, Command.B_JOB, {"job_id": job_id, "attempt": attempt, "text": text, **extra})
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
-
-
 @pytest.fixture
-def fake_broker() -> Iterator[FakeBroker]:
-    context = zmq.Context()
-    broker = FakeBroker(context)
-    yield broker
-    broker.close()
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def worker(start_worker: Callable[..., Proc], fake_broker: FakeBroker) -> Callable[..., Proc]:
+def worker(start_worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> Callable[..., Proc]:
     """Start one worker process (no supervisor) on the fake broker."""
 
     def start(opts: Optional[dict[str, object]] = None, *extra: str, supervised: bool = False) -> Proc:
@@ -125,7 +39,7 @@ def worker(start_worker: Callable[..., Proc], fake_broker: FakeBroker) -> Callab
     return start
 
 
-def test_ready_then_job_with_stream(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_ready_then_job_with_stream(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     proc = worker()
     rid, ready = fake_broker.expect(Command.W_READY)
     body = ready.body
@@ -148,7 +62,7 @@ def test_ready_then_job_with_stream(worker: Callable[..., Proc], fake_broker: Fa
     assert "gpu_mem_bytes" not in stats  # torch is not loaded by the tone engine
 
 
-def test_heartbeats_continue_during_a_long_job(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_heartbeats_continue_during_a_long_job(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     worker({"latency_s": 3})
     rid, _ = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "long-1")
@@ -167,10 +81,10 @@ def test_heartbeats_continue_during_a_long_job(worker: Callable[..., Proc], fake
     assert max(b - a for a, b in zip([started, *beats], beats, strict=False)) < 1.0
 
 
-def test_engine_error_and_unknown_lease_cancel(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_engine_error_and_unknown_lease_cancel(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     worker({"fail_on": "BAD"})
     rid, _ = fake_broker.expect(Command.W_READY)
-    fake_broker.send(rid, Command.B_CANCEL, {"job_id": "never-leased", "attempt": 1})
+    fake_broker.send_to(rid, Command.B_CANCEL, {"job_id": "never-leased", "attempt": 1})
     fake_broker.job(rid, "bad-1", "this is BAD")
     _, fail = fake_broker.expect(Command.W_FAIL)
     assert (fail.body.job_id, fail.body.code, fail.body.retryable) == ("bad-1", "engine_error", False)
@@ -179,33 +93,33 @@ def test_engine_error_and_unknown_lease_cancel(worker: Callable[..., Proc], fake
     assert (fail.body.job_id, fail.body.code) == ("ok-1", "engine_error")
 
 
-def test_cancel_running_job(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_cancel_running_job(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     worker({"latency_s": 30})
     rid, _ = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "c-1", attempt=2)
     fake_broker.expect(Command.W_HEARTBEAT, where=lambda r, m: m.body.stats["busy"] == 1)
-    fake_broker.send(rid, Command.B_CANCEL, {"job_id": "c-1", "attempt": 2, "reason": "timeout"})
+    fake_broker.send_to(rid, Command.B_CANCEL, {"job_id": "c-1", "attempt": 2, "reason": "timeout"})
     _, fail = fake_broker.expect(Command.W_FAIL, timeout_s=5)
     assert (fail.body.job_id, fail.body.attempt, fail.body.code, fail.body.retryable) == ("c-1", 2, "cancelled", False)
     fake_broker.job(rid, "c-2", "after cancel")
-    fake_broker.send(rid, Command.B_CANCEL, {"job_id": "c-2", "attempt": 1})
+    fake_broker.send_to(rid, Command.B_CANCEL, {"job_id": "c-2", "attempt": 1})
     _, fail = fake_broker.expect(Command.W_FAIL)
     assert fail.body.code == "cancelled"
 
 
-def test_hung_engine_exits_after_grace(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_hung_engine_exits_after_grace(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     proc = worker({"hang_on": "HANG"})
     rid, _ = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "h-1", "HANG here")
     fake_broker.expect(Command.W_HEARTBEAT, where=lambda r, m: m.body.stats["busy"] == 1)
-    fake_broker.send(rid, Command.B_CANCEL, {"job_id": "h-1", "attempt": 1})
+    fake_broker.send_to(rid, Command.B_CANCEL, {"job_id": "h-1", "attempt": 1})
     _, bye = fake_broker.expect(Command.W_DISCONNECT, timeout_s=10)
     assert "hung" in bye.body.reason
     wait_for(lambda: not proc.alive(), 10, what="hung worker to exit")
     assert proc.popen.returncode == ExitCode.ENGINE_HUNG
 
 
-def test_garbage_from_the_broker_is_ignored(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_garbage_from_the_broker_is_ignored(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     proc = worker()
     rid, _ = fake_broker.expect(Command.W_READY)
     garbage = [
@@ -233,7 +147,7 @@ def test_garbage_from_the_broker_is_ignored(worker: Callable[..., Proc], fake_br
 
 
 def test_silent_broker_means_reconnect_with_new_identity(worker: Callable[..., Proc],
-                                                         fake_broker: FakeBroker) -> None:
+                                                         fake_broker: WorkerScriptedBroker) -> None:
     worker({"latency_s": 1.5}, "--heartbeat-liveness", "3")
     fake_broker.answer_heartbeats = False
     rid, _ = fake_broker.expect(Command.W_READY)
@@ -242,7 +156,7 @@ def test_silent_broker_means_reconnect_with_new_identity(worker: Callable[..., P
     rid2, ready2 = fake_broker.expect(Command.W_READY, timeout_s=10)
     assert rid2 != rid and ready2.body.worker_id == rid2.decode()
     fake_broker.answer_heartbeats = True
-    fake_broker.send(rid2, Command.B_HEARTBEAT, {})
+    fake_broker.send_to(rid2, Command.B_HEARTBEAT, {})
     # The job leased on the old socket is never reported, on either socket.
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
@@ -255,10 +169,10 @@ def test_silent_broker_means_reconnect_with_new_identity(worker: Callable[..., P
     assert result.body.job_id == "new-1"
 
 
-def test_broker_disconnect_and_restart(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_broker_disconnect_and_restart(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     worker(None, "--heartbeat-liveness", "5")
     rid, _ = fake_broker.expect(Command.W_READY)
-    fake_broker.send(rid, Command.B_DISCONNECT, {"reason": "unknown worker"})
+    fake_broker.send_to(rid, Command.B_DISCONNECT, {"reason": "unknown worker"})
     rid2, _ = fake_broker.expect(Command.W_READY, timeout_s=10)
     assert rid2 != rid
     fake_broker.restart()
@@ -268,7 +182,7 @@ def test_broker_disconnect_and_restart(worker: Callable[..., Proc], fake_broker:
     assert result.body.job_id == "after-restart"
 
 
-def test_sigterm_finishes_the_current_job_first(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_sigterm_finishes_the_current_job_first(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     proc = worker({"latency_s": 1.5})
     rid, _ = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "t-1")
@@ -285,7 +199,7 @@ def test_sigterm_finishes_the_current_job_first(worker: Callable[..., Proc], fak
 
 
 def test_jobs_offered_while_draining_are_refused_retryable(worker: Callable[..., Proc],
-                                                           fake_broker: FakeBroker) -> None:
+                                                           fake_broker: WorkerScriptedBroker) -> None:
     proc = worker({"latency_s": 2, "capacity": 2})
     rid, ready = fake_broker.expect(Command.W_READY)
     assert ready.body.capacity == 2
@@ -303,7 +217,8 @@ def test_jobs_offered_while_draining_are_refused_retryable(worker: Callable[...,
     assert proc.popen.returncode == 0
 
 
-def test_max_jobs_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_max_jobs_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc],
+                                                   fake_broker: WorkerScriptedBroker) -> None:
     proc = worker(None, "--max-jobs", "2")
     rid, _ = fake_broker.expect(Command.W_READY)
     for i in range(2):
@@ -315,13 +230,13 @@ def test_max_jobs_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc], 
     assert proc.popen.returncode == ExitCode.RECYCLE
 
 
-def test_reload_with_new_options(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_reload_with_new_options(worker: Callable[..., Proc], fake_broker: WorkerScriptedBroker) -> None:
     worker({"latency_s": 1})
     rid, ready = fake_broker.expect(Command.W_READY)
     assert ready.body.capacity == 1
     fake_broker.job(rid, "r-1")
     fake_broker.expect(Command.W_HEARTBEAT, where=lambda r, m: m.body.stats["busy"] == 1)
-    fake_broker.send(rid, Command.B_RELOAD, {"options": {"capacity": 2, "latency_s": None}})
+    fake_broker.send_to(rid, Command.B_RELOAD, {"options": {"capacity": 2, "latency_s": None}})
     _, result = fake_broker.expect(Command.W_RESULT)  # the job in hand is finished first
     assert result.body.job_id == "r-1"
     _, bye = fake_broker.expect(Command.W_DISCONNECT)
@@ -333,7 +248,7 @@ def test_reload_with_new_options(worker: Callable[..., Proc], fake_broker: FakeB
     fake_broker.expect(Command.W_RESULT)
     assert time.monotonic() - started < 0.9  # latency_s was removed by the reload
     # A reload that fails keeps the engine and says why in the heartbeat.
-    fake_broker.send(rid2, Command.B_RELOAD, {"options": {"no_such_option": 1}})
+    fake_broker.send_to(rid2, Command.B_RELOAD, {"options": {"no_such_option": 1}})
     rid3, ready3 = fake_broker.expect(Command.W_READY)
     assert ready3.body.capacity == 2
     _, beat = fake_broker.expect(Command.W_HEARTBEAT, where=lambda r, m: r == rid3)
@@ -343,7 +258,7 @@ def test_reload_with_new_options(worker: Callable[..., Proc], fake_broker: FakeB
 
 
 def test_supervisor_restarts_killed_child_and_stops_on_sigterm(worker: Callable[..., Proc],
-                                                               fake_broker: FakeBroker) -> None:
+                                                               fake_broker: WorkerScriptedBroker) -> None:
     proc = worker(None, "--concurrency", "2", supervised=True)
     readies = {fake_broker.expect(Command.W_READY)[1].body.name for _ in range(2)}
     assert readies == {"test-1/0", "test-1/1"}
@@ -365,7 +280,8 @@ def test_supervisor_restarts_killed_child_and_stops_on_sigterm(worker: Callable[
     assert sum(1 for _, m in fake_broker.log if m.command is Command.W_DISCONNECT) >= 2
 
 
-def test_supervisor_restarts_recycled_child_at_once(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_supervisor_restarts_recycled_child_at_once(worker: Callable[..., Proc],
+                                                    fake_broker: WorkerScriptedBroker) -> None:
     proc = worker(None, "--max-jobs", "1", supervised=True)
     rid, first = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "once")
@@ -379,7 +295,7 @@ def test_supervisor_restarts_recycled_child_at_once(worker: Callable[..., Proc],
 
 
 def test_supervisor_stops_when_the_engine_cannot_load(start_worker: Callable[..., Proc],
-                                                      fake_broker: FakeBroker, tmp_path: Path) -> None:
+                                                      fake_broker: WorkerScriptedBroker, tmp_path: Path) -> None:
     proc = start_worker(fake_broker, engine="piper", opts={"model": str(tmp_path / "nope.onnx")},
                         concurrency=2)
     wait_for(lambda: not proc.alive(), 30, what="supervisor to give up")
@@ -389,7 +305,8 @@ def test_supervisor_stops_when_the_engine_cannot_load(start_worker: Callable[...
     assert "restarting in" not in log
 
 
-def test_max_rss_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc], fake_broker: FakeBroker) -> None:
+def test_max_rss_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc],
+                                                  fake_broker: WorkerScriptedBroker) -> None:
     proc = worker(None, "--max-rss-mb", "1")
     rid, _ = fake_broker.expect(Command.W_READY)
     fake_broker.job(rid, "rss-1")
