@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 from tts_protocol import ErrorCode, ProtocolError
 from tts_protocol.codec import Message, pack_body
 from tts_protocol.constants import Command
-from tts_protocol.messages import Empty
+from tts_protocol.messages import Disconnect, Empty
 
 from tts_broker.auth import Principal
 from tts_broker.dispatcher import Dispatcher
@@ -175,6 +175,11 @@ class BrokerCore:
         for job in self.jobs.live():
             self.life.fail(job, now, ErrorCode.SHUTTING_DOWN, "broker shut down before the job finished; resubmit")
         return True
+
+    def shut_down(self) -> None:
+        """The broker stops: every connected worker is told to leave (the server sends it before closing)."""
+        for worker in self.workers:
+            self.outbox.worker(worker.identity, Command.B_DISCONNECT, Disconnect(reason="broker shutting down"))
 
     # ---- steps -------------------------------------------------------------------------------------
 

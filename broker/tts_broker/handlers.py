@@ -149,7 +149,7 @@ class ClientCommands:
             self.outbox.error(call.identity, ErrorCode.BAD_REQUEST, "text is empty or only whitespace",
                               job_id=req.job_id)
             return
-        existing = self.jobs.get(req.job_id)
+        existing = self.life.find(req.job_id)  # a job set aside for the cache belongs to its submitter too
         if existing is not None and not self._visible(call, existing, req.job_id):
             return
         fault = self.state.journal_fault

@@ -68,6 +68,10 @@ class Lifecycle:
 
     # ---- client transitions ------------------------------------------------------------------------
 
+    def find(self, job_id: str) -> Optional[Job]:
+        """The job with this id: known, or new and set aside for the result cache this turn."""
+        return self.jobs.get(job_id) or self.lookups.get(job_id)
+
     def submit(self, identity: bytes, req: Submit, now: float, wall: float, *, owner: Optional[str] = None,
                admin: bool = True) -> None:
         """SUBMIT: accept a new job, or attach the sender to the job that already has this id.
@@ -75,7 +79,7 @@ class Lifecycle:
         `owner`: the submitter's CURVE key name (commands.py checks it before a resubmission attaches);
         `admin`: whether the sender holds an admin key (allow_high_priority = "admin"; every sender without CURVE).
         """
-        job = self.jobs.get(req.job_id) or self.lookups.get(req.job_id)
+        job = self.find(req.job_id)
         if job is not None:
             if job.digest != request_digest(req):
                 self.outbox.error(identity, ErrorCode.CONFLICT,
@@ -207,6 +211,7 @@ class Lifecycle:
         if old is not None:
             log.warning("worker %s sent READY again; resetting it", old.worker_id)
             self.worker_gone(old, "re-registered", now)
+        self.hooks.emit("worker_ready", ready)  # a reload waiting for this worker hears how it went, even now
         if self.draining:
             self.outbox.worker(identity, Command.B_DISCONNECT, Disconnect(reason="broker is draining"))
             return
@@ -218,7 +223,6 @@ class Lifecycle:
         self.dirty = True
         log.info("worker %s ready: %s/%s on %s (%s pid %d), capacity %d", ready.worker_id, ready.engine,
                  ready.model, ready.device, ready.host, ready.pid, ready.capacity)
-        self.hooks.emit("worker_ready", ready)
 
     def worker_gone(self, worker: WorkerRecord, why: str, now: float) -> None:
         """A worker left, died or re-registered: the jobs it held go back to the queue."""

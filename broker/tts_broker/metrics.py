@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -32,10 +32,8 @@ from tts_protocol.views import status_document
 
 from tts_broker.hooks import Hook
 from tts_broker.jobs import Job
+from tts_broker.status import BrokerInfo, BrokerState, status_view
 from tts_broker.workers import WorkerRecord
-
-if TYPE_CHECKING:
-    from tts_broker.status import BrokerInfo, BrokerState
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +206,6 @@ class MetricsHook(Hook):
     # ---- the snapshot ----------------------------------------------------------------------------
 
     def _take(self, now: float) -> Snapshot:
-        from tts_broker.status import status_view  # status imports hooks, which this module's hook extends
-
         life, info = self._life, self._info
         assert life is not None and info is not None
         status = status_document(status_view(life, info, now))

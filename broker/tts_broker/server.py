@@ -20,9 +20,8 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from tts_protocol import Command, ProtocolError, Side
+from tts_protocol import ProtocolError, Side
 from tts_protocol.codec import Message, RouterPort, routing_id, user_id
-from tts_protocol.messages import Disconnect
 
 from tts_broker import __version__
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
@@ -294,8 +293,8 @@ class Broker:
             self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
 
     def _shutdown(self) -> None:
-        for worker in self.core.workers:
-            self.workers.send(worker.identity, Command.B_DISCONNECT, Disconnect(reason="broker shutting down"))
+        self.core.shut_down()
+        self._send(self.core.outbox.now)
         self.close()
         log.info("broker %s stopped", self.broker_id)
 

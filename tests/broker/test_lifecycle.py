@@ -1,7 +1,8 @@
 """The job lifecycle in-process: every transition, what it queues in the outbox and what it records.
 
-No sockets: the Lifecycle is driven directly with explicit times, and the outbox and a recording hook are
-read back. The process-level broker tests (test_broker*.py) check the same behaviour over real sockets.
+No sockets: the core (BrokerCore, its transitions in core.life) is driven directly with explicit times, and
+the outbox and a recording hook are read back. The process-level broker tests (test_broker*.py) check the same
+behaviour over real sockets.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pause/resume of a routing key and draining a worker, in the Lifecycle (no sockets; fake clock)."""
+"""Pause/resume of a routing key and draining a worker, in the core (no sockets; fake clock)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 9 in-process: fairness between clients, idempotency bound to content, leases unique for ever, limits.
 
-Driven like test_lifecycle.py: a Lifecycle with explicit times, its outbox read back. No sockets.
+Driven like test_lifecycle.py: the core (BrokerCore) with explicit times, its outbox read back. No sockets.
 """
 
 from __future__ import annotations

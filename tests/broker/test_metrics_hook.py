@@ -1,6 +1,6 @@
 """MetricsHook in-process: counters move with the lifecycle's transitions, the snapshot holds the levels.
 
-The Lifecycle is driven directly with explicit times (as in test_lifecycle.py); the registry is read back with
+The core (BrokerCore) is driven directly with explicit times (as in test_lifecycle.py); the registry is read back with
 prometheus-client's own exposition and parser, the way a scrape sees it.
 """
 
