@@ -194,7 +194,7 @@ class TrackedContext(zmq.Context):
         """Close the adopted peers, then every socket; returns the sockets that were left open otherwise."""
         for peer in self.adopted:
             peer.close()
-        leaked = [f"{sock.socket_type!r} socket {sock!r}" for sock in self.made if not sock.closed]
+        leaked = [repr(sock) for sock in self.made if not sock.closed]
         self.destroy(linger=0)
         return leaked
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
-from tts_protocol.messages import JobView, ReloadReply, StatusView
-
-from tts_client.api import ClientBase, PingReply
+from tts_client.api import ClientApi, ClientBase, awaitable
 from tts_client.core import ClientCore
-from tts_client.jobspec import JobOptions, VoiceSettings, job_options
+from tts_client.jobspec import JobOptions, job_options
 from tts_client.results import AudioChunk, SynthesisResult
 
 if TYPE_CHECKING:
@@ -88,45 +86,19 @@ class AsyncTtsClient(ClientBase):
         job_id, future = self._api.submit(text, job_options(options, keywords), sink=sink)
         return AsyncSynthesisStream(self._api.core, job_id, chunks, asyncio.wrap_future(future))
 
-    async def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        return await asyncio.wrap_future(self._api.job_status(job_id, timeout_s))
-
-    async def jobs(self, state: Optional[str] = None, *, limit: int = 50,
-                   timeout_s: Optional[float] = None) -> list[JobView]:
-        return await asyncio.wrap_future(self._api.jobs(state, limit, timeout_s))
-
-    async def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        return await asyncio.wrap_future(self._api.retry(job_id, timeout_s))
-
-    async def get_result(self, job_id: str, *, timeout_s: Optional[float] = None) -> SynthesisResult:
-        return await asyncio.wrap_future(self._api.get_result(job_id, timeout_s))
-
-    async def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
-        return await asyncio.wrap_future(self._api.broker_status(timeout_s))
-
-    async def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
-        return await asyncio.wrap_future(self._api.ping(timeout_s))
-
-    async def is_alive(self, *, timeout_s: Optional[float] = None) -> bool:
-        return await asyncio.wrap_future(self._api.is_alive(timeout_s))
-
-    async def reload(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
-                     timeout_s: Optional[float] = None) -> int:
-        return await asyncio.wrap_future(self._api.reload(model, options, timeout_s))
-
-    async def reload_wait(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
-                          wait_s: float = 120.0, timeout_s: Optional[float] = None) -> ReloadReply:
-        return await asyncio.wrap_future(self._api.reload_wait(model, options, wait_s, timeout_s))
-    async def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
-                    timeout_s: Optional[float] = None) -> list[str]:
-        reply = await asyncio.wrap_future(self._api.drain(worker, host, timeout_s))
-        return list(reply.workers)
-
-    async def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
-        return list((await asyncio.wrap_future(self._api.pause(model, timeout_s))).paused)
-
-    async def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
-        return list((await asyncio.wrap_future(self._api.resume(model, timeout_s))).paused)
+    # The request calls, declared once in ClientApi (signature and docstring), awaited here.
+    job_status = awaitable(ClientApi.job_status)
+    jobs = awaitable(ClientApi.jobs)
+    retry = awaitable(ClientApi.retry)
+    get_result = awaitable(ClientApi.get_result)
+    broker_status = awaitable(ClientApi.broker_status)
+    ping = awaitable(ClientApi.ping)
+    is_alive = awaitable(ClientApi.is_alive)
+    reload = awaitable(ClientApi.reload)
+    reload_wait = awaitable(ClientApi.reload_wait)
+    drain = awaitable(ClientApi.drain)
+    pause = awaitable(ClientApi.pause)
+    resume = awaitable(ClientApi.resume)
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)

@@ -6,11 +6,9 @@ import queue
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from tts_protocol.messages import JobView, ReloadReply, StatusView
-
-from tts_client.api import ClientBase, PingReply, resolve_settings
+from tts_client.api import ClientApi, ClientBase, PingReply, blocking, resolve_settings
 from tts_client.core import ClientCore
-from tts_client.jobspec import JobOptions, VoiceSettings, job_options
+from tts_client.jobspec import JobOptions, job_options
 from tts_client.results import AudioChunk, SynthesisResult
 
 if TYPE_CHECKING:
@@ -115,60 +113,19 @@ class TtsClient(ClientBase):
         job_id, future = self._api.submit(text, job_options(options, keywords), sink=chunks.put)
         return SynthesisStream(self._api.core, job_id, chunks, future)
 
-    def job_status(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        """The broker's view of one job; raises NotFound for a job it does not know."""
-        return self._api.job_status(job_id, timeout_s).result()
-
-    def jobs(self, state: Optional[str] = None, *, limit: int = 50,
-             timeout_s: Optional[float] = None) -> list[JobView]:
-        """Recent jobs, newest first; state="failed" is the dead-letter list."""
-        return self._api.jobs(state, limit, timeout_s).result()
-
-    def retry(self, job_id: str, *, timeout_s: Optional[float] = None) -> JobView:
-        """Queue a failed or cancelled job again under the same id (fresh attempts); returns its view.
-        Resubmit it (submit with the same job_id) to receive its result."""
-        return self._api.retry(job_id, timeout_s).result()
-
-    def get_result(self, job_id: str, *, timeout_s: Optional[float] = None) -> SynthesisResult:
-        """A finished job's audio by its id alone; NotFound once the broker no longer retains it."""
-        return self._api.get_result(job_id, timeout_s).result()
-
-    def broker_status(self, *, timeout_s: Optional[float] = None) -> StatusView:
-        """Queue depth, job counters and every connected worker."""
-        return self._api.broker_status(timeout_s).result()
-
-    def ping(self, *, timeout_s: Optional[float] = None) -> PingReply:
-        """Round trip to the broker; raises BrokerUnavailable if it does not answer in time."""
-        return self._api.ping(timeout_s).result()
-
-    def is_alive(self, *, timeout_s: Optional[float] = None) -> bool:
-        """True if the broker answers a ping in time."""
-        return self._api.is_alive(timeout_s).result()
-
-    def reload(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
-               timeout_s: Optional[float] = None) -> int:
-        """Hot-reload the workers serving `model` (all if None) with `options`; returns how many were told."""
-        return self._api.reload(model, options, timeout_s).result()
-
-    def reload_wait(self, model: Optional[str] = None, options: Optional[VoiceSettings] = None, *,
-                    wait_s: float = 120.0, timeout_s: Optional[float] = None) -> ReloadReply:
-        """Hot-reload and wait until each told worker is back: the reply's `outcomes` say how each one did
-        (reloaded, failed with its error, or missing after wait_s)."""
-        return self._api.reload_wait(model, options, wait_s, timeout_s).result()
-    def drain(self, worker: Optional[str] = None, *, host: Optional[str] = None,
-              timeout_s: Optional[float] = None) -> list[str]:
-        """Drain one worker (worker_id or name) or every worker of `host`: no new jobs, finish, then leave.
-
-        Returns the ids of the drained workers; RemoteError `not_found` if none matched."""
-        return list(self._api.drain(worker, host, timeout_s).result().workers)
-
-    def pause(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
-        """Stop dispatching jobs queued for routing key `model` (they wait); returns the paused keys."""
-        return list(self._api.pause(model, timeout_s).result().paused)
-
-    def resume(self, model: str, *, timeout_s: Optional[float] = None) -> list[str]:
-        """Dispatch jobs for `model` again; returns the keys still paused."""
-        return list(self._api.resume(model, timeout_s).result().paused)
+    # The request calls, declared once in ClientApi (signature and docstring), waited for here.
+    job_status = blocking(ClientApi.job_status)
+    jobs = blocking(ClientApi.jobs)
+    retry = blocking(ClientApi.retry)
+    get_result = blocking(ClientApi.get_result)
+    broker_status = blocking(ClientApi.broker_status)
+    ping = blocking(ClientApi.ping)
+    is_alive = blocking(ClientApi.is_alive)
+    reload = blocking(ClientApi.reload)
+    reload_wait = blocking(ClientApi.reload_wait)
+    drain = blocking(ClientApi.drain)
+    pause = blocking(ClientApi.pause)
+    resume = blocking(ClientApi.resume)
 
     def __enter__(self) -> "TtsClient":
         return self

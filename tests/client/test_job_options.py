@@ -98,3 +98,21 @@ def test_both_clients_send_the_same_bodies(router: ScriptedBroker) -> None:
     asyncio.run(run_async())
     assert bodies["sync"].model_copy(update={"job_id": "x"}) == bodies["async"].model_copy(update={"job_id": "x"})
     assert (bodies["sync"].speaker, bodies["sync"].cache, bodies["sync"].priority) == ("ann", True, Priority.LOW)
+
+
+def test_both_clients_are_made_from_client_api() -> None:
+    """Every request call is declared once, in ClientApi: both clients have it, with its signature and docstring;
+    TtsClient's returns the result, AsyncTtsClient's is a coroutine."""
+    import inspect
+
+    from tts_client.api import ClientApi
+
+    calls = [name for name, f in vars(ClientApi).items()
+             if inspect.isfunction(f) and not name.startswith("_") and name not in ("submit", "cancel")]
+    assert {"job_status", "jobs", "broker_status", "ping", "drain", "pause", "resume"} <= set(calls)
+    for name in calls:
+        api_call, sync_call = getattr(ClientApi, name), getattr(TtsClient, name)
+        async_call = getattr(AsyncTtsClient, name)
+        assert api_call.__doc__ and sync_call.__doc__ == async_call.__doc__ == api_call.__doc__, name
+        assert inspect.signature(sync_call) == inspect.signature(async_call) == inspect.signature(api_call), name
+        assert inspect.iscoroutinefunction(async_call) and not inspect.iscoroutinefunction(sync_call), name
