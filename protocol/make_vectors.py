@@ -258,6 +258,12 @@ VALID: list[tuple[str, Command, dict[str, Any], bytes | None]] = [
         None,
     ),
     (
+        "worker_heartbeat_capacity",
+        Command.W_HEARTBEAT,
+        {"stats": {"busy": 3, "engine": {"health": "up", "ttfa_p90_ms": 412}}, "capacity": 5},
+        None,
+    ),
+    (
         "worker_partial",
         Command.W_PARTIAL,
         {"job_id": "job-1", "attempt": 1, "seq": 2, "sample_rate": 22050, "channels": 1, "sample_format": "s16le"},

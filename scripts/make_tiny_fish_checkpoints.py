@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: codec files written the way upstream's real files are (see as_real_codec_file)
 SEED = 1234
 
 # vocab = 256 byte tokens + the family's special tokens + 1024 semantic tokens.
@@ -116,13 +116,49 @@ def make_family(family: str, out: Path, force: bool) -> Path:
     family_enum = Family(family)
     override = CODEC_OVERRIDE[family]
     codec = build_codec(merge_override(default_codec_config(family_enum), override, "recipe"))
-    torch.save(codec.state_dict(), folder / CODEC_FILE[family])
+    torch.save(as_real_codec_file(codec.state_dict(), family), folder / CODEC_FILE[family])
     (folder / "codec_config.json").write_text(json.dumps(override, indent=2), encoding="utf-8")
     llm_params = sum(p.numel() for p in model.parameters())
     codec_params = sum(p.numel() for p in codec.parameters())
     stamp_file.write_text(stamp + "\n")
     print(f"{folder}: LLM {llm_params / 1e6:.2f} M params, codec {codec_params / 1e6:.2f} M params")
     return folder
+
+
+WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+DERIVED_BUFFERS = ("freqs_cis", "causal_mask")
+
+
+def as_real_codec_file(state: dict[str, Any], family: str) -> dict[str, Any]:
+    """The codec weights as upstream's released files hold them, whatever the installed classes build:
+    S1's codec.pth with weight norm spelt the old way (weight_g/weight_v) in the quantizer and the new way
+    (parametrizations.weight.original0/1) in the encoder and decoder, and the derived freqs_cis / causal_mask
+    buffers at a training-time size; 1.5's Firefly file as a Lightning `state_dict` of `generator.` and
+    `discriminator.` weights, weight norm spelt the old way throughout (the installed classes build the new
+    way). The engine must load exactly this, and nothing more."""
+    import torch
+
+    real: dict[str, Any] = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if leaf in DERIVED_BUFFERS:
+            continue
+        old_style = family == "1.5" or key.startswith("quantizer.")
+        for old, new in WEIGHT_NORM.items():
+            if old_style and key.endswith("." + new):
+                key = key[: -len(new)] + old
+            elif not old_style and leaf == old:
+                key = f"{prefix}.{new}"
+        real[key] = value
+    transformers = sorted({k.split(".layers.")[0] for k in real if ".layers." in k and k.startswith("quantizer.")})
+    for owner in transformers:  # stale training-time buffers of each window-limited transformer
+        real[f"{owner}.freqs_cis"] = torch.zeros(4096, 16, 2)
+        real[f"{owner}.causal_mask"] = torch.ones(4096, 4096, dtype=torch.bool)[:64, :64].clone()
+    if family == "1.5":
+        wrapped = {f"generator.{k}": v for k, v in real.items()}
+        wrapped["discriminator.mpd.convs.0.weight"] = torch.zeros(4, 1, 5, 1)
+        return {"state_dict": wrapped, "epoch": 0, "global_step": 0}
+    return real
 
 
 def main(argv: list[str]) -> int:

@@ -293,6 +293,9 @@ class WorkerCommands:
     def heartbeat(self, worker: WorkerRecord, message: Message, now: float) -> None:
         body: Heartbeat = message.body  # type: ignore[assignment]
         worker.update_stats(body.stats)
+        capacity = None if body.capacity is None else min(body.capacity, self.life.settings.max_worker_capacity)
+        if self.life.workers.set_capacity(worker, capacity):
+            self.life.dirty = True
 
     def result(self, worker: WorkerRecord, message: Message, now: float) -> None:
         body: WorkerResult = message.body  # type: ignore[assignment]

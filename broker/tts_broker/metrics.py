@@ -262,7 +262,7 @@ class MetricsHook(Hook):
         spent, spoken = self._rtf.get(worker.worker_id, (0.0, 0.0))
         return WorkerFigures(
             worker_id=worker.worker_id, model=worker_model(worker), engine=worker.ready.engine,
-            state="busy" if worker.leases else "idle", busy=len(worker.leases), capacity=worker.ready.capacity,
+            state="busy" if worker.leases else "idle", busy=len(worker.leases), capacity=worker.capacity,
             jobs_done=worker.jobs_done, jobs_failed=worker.jobs_failed, rss_bytes=int(_num(stats, "rss_bytes")),
             cpu_percent=float(_num(stats, "cpu_percent")), gpu_mem_bytes=int(_num(stats, "gpu_mem_bytes")),
             real_time_factor=round(spent / spoken, 4) if spoken > 0 else None,

@@ -40,6 +40,7 @@ class WorkerRecord:
     key: Optional[str] = None  # ZAP User-Id ("worker:NAME") of its connection under CURVE
     draining: bool = False  # DRAIN_WORKER: no new leases; DISCONNECT once its leases are answered
     free_seq: int = 0  # when it last joined the free list: lower = less recently used
+    advertised: Optional[int] = None  # the last HEARTBEAT `capacity` (adaptive workers); None: READY's
 
     @property
     def worker_id(self) -> str:
@@ -53,8 +54,13 @@ class WorkerRecord:
         return f"{self.key.partition(':')[2]}/{self.ready.pid}"
 
     @property
+    def capacity(self) -> int:
+        """Jobs this worker takes at once now: its last HEARTBEAT `capacity`, else READY's."""
+        return self.ready.capacity if self.advertised is None else self.advertised
+
+    @property
     def free_slots(self) -> int:
-        return self.ready.capacity - len(self.leases)
+        return self.capacity - len(self.leases)
 
     @property
     def served_keys(self) -> tuple[Optional[str], ...]:
@@ -93,7 +99,7 @@ class WorkerRecord:
             model=ready.model,
             device=ready.device,
             state="draining" if self.draining else "busy" if self.leases else "idle",
-            capacity=ready.capacity,
+            capacity=self.capacity,
             busy=len(self.leases),
             jobs_done=self.jobs_done,
             jobs_failed=self.jobs_failed,
@@ -182,6 +188,15 @@ class WorkerRegistry:
         """The lease no longer counts for its job, but the slot stays busy until the worker answers."""
         if lease in record.leases:
             record.leases[lease] = None
+
+    def set_capacity(self, record: WorkerRecord, capacity: Optional[int]) -> bool:
+        """Apply a HEARTBEAT `capacity` (None: unchanged); True if the worker gained free slots (worth a dispatch)."""
+        if capacity is None or capacity == record.advertised:
+            return False
+        before = record.free_slots
+        record.advertised = capacity
+        self._refresh(record)
+        return record.free_slots > before
 
     def drain(self, record: WorkerRecord) -> None:
         """Give this worker no new leases (DRAIN_WORKER)."""

@@ -370,6 +370,8 @@ class Ready(Body):
 class Heartbeat(Body):
     stats: Annotated[dict[ShortStr, Any], Field(max_length=64), AfterValidator(_check_stats)] = Field(
         default_factory=dict)
+    # Jobs the worker takes at once from now on (replaces READY's; 0 = none for now); None = unchanged.
+    capacity: Optional[Annotated[int, Field(ge=0, le=MAX_CAPACITY)]] = None
 
 
 class WorkerResult(Body):

@@ -64,6 +64,8 @@ MAX_MESSAGE = 4096
 MAX_CAPACITY = 1024
 MAX_SAMPLE_RATE = 384_000
 MAX_RELOAD_ERROR = 1000
+CAPACITY_MIN_INTERVAL_S = 0.05  # an adaptive engine's capacity changes go out at most this often
+_UNSENT = -1
 
 
 def _name(text: str) -> str:
@@ -96,6 +98,9 @@ class WorkerDaemon:
         self._context: Optional[zmq.Context] = None
         self.conn: Optional[BrokerConnection] = None
         self._next_heartbeat = 0.0
+        self._advertised = _UNSENT  # the capacity the broker was last told (adaptive engines)
+        self._warm_generation: Optional[int] = None  # the engine's warm_generation at the last heartbeat
+        self._next_capacity_at = 0.0
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class WorkerDaemon:
             now = time.monotonic()
             self._check_cancel_grace(now)
             self._touch_health_file(now)
+            self._advertise_capacity(now)
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
                 self._next_heartbeat = now + self.settings.heartbeat_interval_s
@@ -351,6 +357,9 @@ class WorkerDaemon:
             self.stats.record_done(event.gen_ms)
         else:
             self.stats.record_failed()
+        # A lowered capacity (an engine that just found its server down) must reach the broker before the
+        # answer that frees the slot, or the broker hands the retry straight back to this worker.
+        self._advertise_capacity(time.monotonic())
         if not self._reportable(lease):
             log.info("[%s] job %s attempt %d: finished after the broker connection was lost; not reported",
                      self._tag(), lease.job_id, lease.attempt)
@@ -408,20 +417,40 @@ class WorkerDaemon:
 
     # ---- worker -> broker ------------------------------------------------------------------------
 
+    def _advertise_capacity(self, now: float) -> None:
+        """Tell the broker an adaptive engine's new capacity (a fall at once, a rise at most every 50 ms) and
+        new warm speakers (at most every 50 ms) by an early heartbeat, so dispatch sees them before the next job."""
+        assert self.conn is not None
+        if not self.conn.connected:
+            return
+        capacity = self.engine_host.capacity_now()
+        warm_changed = self.engine_host.warm_generation() != self._warm_generation
+        if (capacity is None or capacity == self._advertised) and not warm_changed:
+            return
+        falls = capacity is not None and self._advertised != _UNSENT and capacity < self._advertised
+        if not falls and self._advertised != _UNSENT and now < self._next_capacity_at:
+            return
+        self._next_capacity_at = now + CAPACITY_MIN_INTERVAL_S
+        self._send_heartbeat()
+        self._next_heartbeat = now + self.settings.heartbeat_interval_s
+
     def _send_ready(self) -> None:
         assert self.conn is not None
         info = self.engine_host.info
+        adaptive = self.engine_host.capacity_now()
+        capacity = info.capacity if adaptive is None else max(1, adaptive)
+        self._advertised = _UNSENT  # an adaptive engine's HEARTBEAT follows at once (it may say 0)
         self.conn.send(Command.W_READY, Ready(
             worker_id=_name(self.conn.routing_id), name=_name(self.settings.name), host=_name(self._host),
             pid=os.getpid(), engine=_name(info.engine), model=_name(info.model),
-            capacity=min(max(1, info.capacity), MAX_CAPACITY), device=_name(info.device),
+            capacity=min(max(1, capacity), MAX_CAPACITY), device=_name(info.device),
             sample_rate=min(max(0, info.sample_rate), MAX_SAMPLE_RATE), licence=info.licence[:MAX_STR],
             load_time_ms=max(0, self.stats.load_time_ms),
             reload_error=(self.stats.reload_error or "")[:1000],
             running=self.survival.announce(self.conn.generation) if self.survival is not None else [],
         ))
         log.info("[%s] READY sent (engine %s, model %s, capacity %d)", self._tag(), info.engine, info.model,
-                 info.capacity)
+                 capacity)
 
     def _send_heartbeat(self) -> None:
         assert self.conn is not None
@@ -430,7 +459,12 @@ class WorkerDaemon:
         supervisor = self._supervisor_status()
         if supervisor:
             stats["supervisor"] = supervisor
-        self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats))
+        self._warm_generation = self.engine_host.warm_generation()
+        capacity = self.engine_host.capacity_now()
+        if capacity is not None and capacity != self._advertised:
+            log.debug("[%s] capacity %s -> %d", self._tag(), self._advertised, capacity)
+            self._advertised = capacity
+        self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats, capacity=capacity))
 
     def _touch_health_file(self, now: float) -> None:
         """Liveness for probes: the I/O loop is turning (settings.health_file's mtime is recent)."""

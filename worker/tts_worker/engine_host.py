@@ -84,6 +84,26 @@ class EngineHost:
         assert self._runner is not None, "engine not loaded"
         self._runner.submit(task)
 
+    def capacity_now(self) -> Optional[int]:
+        """The capacity an adaptive engine asks for now (its `capacity_now()`), or None for a fixed one.
+
+        Bounded by the engine's thread count (EngineInfo.capacity); 0 = take no new job for now.
+        """
+        ask = getattr(self.engine, "capacity_now", None)
+        if ask is None:
+            return None
+        try:
+            value = int(ask())
+        except Exception as exc:  # an engine bug: keep the last advertised capacity
+            log.warning("engine capacity_now() failed: %s", exc)
+            return None
+        return min(max(0, value), max(1, self.info.capacity))
+
+    def warm_generation(self) -> Optional[int]:
+        """A counter an engine bumps when its warm speakers change (optional `warm_generation`), else None."""
+        value = getattr(self.engine, "warm_generation", None)
+        return value if isinstance(value, int) else None
+
     def stats(self) -> Any:
         """The engine's own heartbeat figures, best effort: a failing stats() becomes a `stats_error` entry."""
         try:

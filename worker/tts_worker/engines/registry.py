@@ -59,6 +59,10 @@ BUILTIN_ENGINES: dict[str, EngineSpec] = {
                    "code Apache-2.0; weights CC-BY-NC-SA-4.0",
                    "Fish Speech 1.5 / OpenAudio S1-mini (GPU recommended)",
                    requires=("torch",), install_hint="see docs/fish-speech.md"),
+        EngineSpec("openai-http", "tts_worker.engines.openai_http:OpenAIHttpEngine",
+                   "that of the remote server's model",
+                   "any OpenAI-compatible /v1/audio/speech server, admission by time to first audio",
+                   requires=("aiohttp",), install_hint="pip install -e . (aiohttp is a base dependency)"),
     )
 }
 

@@ -256,7 +256,13 @@ export const BODY_SCHEMAS: ReadonlyMap<number, Schema> = new Map<number, Schema>
       ["running", { kind: "list", item: LEASE_REF, maxEntries: 1024, default: () => [] }],
     ],
   ],
-  [Command.W_HEARTBEAT, [["stats", { kind: "map", maxEntries: 64, default: () => ({}) }]]],
+  [
+    Command.W_HEARTBEAT,
+    [
+      ["stats", { kind: "map", maxEntries: 64, default: () => ({}) }],
+      ["capacity", { kind: "int", min: 0, max: 1024, nullable: true, default: null }],
+    ],
+  ],
   [Command.W_PARTIAL, PARTIAL],
   [
     Command.W_RESULT,

@@ -1,5 +1,10 @@
 """The audio codec (1.5: Firefly VQ-GAN, S1: modded DAC): build it from a config dict, load it strictly.
 
+What a real file may hold beyond the model's own names, and is accepted as upstream accepts it: a Lightning
+`state_dict` wrapper, a `generator.` prefix (training files also hold `discriminator.` weights, dropped),
+either spelling of weight norm, and the derived `freqs_cis` / `causal_mask` buffers (ignored). Anything else
+that does not match (a missing weight, an unknown key, a wrong shape) is refused, naming the keys.
+
 Upstream builds the codec through hydra config folders and pyrootutils, which fail from site-packages, and
 loads it with strict=False (a wrong file only warns). Here the config is the one the installed package ships
 (1.5: fish_speech_lib.config.FIREFLY_GAN_VQ_CONFIG; S1: fish_speech/configs/modded_dac_vq.yaml), optionally
@@ -14,7 +19,7 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Collection, Mapping, Optional
 
 import torch
 
@@ -89,8 +94,53 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+# Buffers the codec computes from its config at construction (rotary tables, attention masks of the
+# quantizer's window-limited transformers). Real files may hold them at training-time sizes, or not at all;
+# upstream's strict=False load ignores them, and so do we (from the file, and when the file lacks them).
+DERIVED_BUFFERS = frozenset({"freqs_cis", "causal_mask"})
+# Weight norm's two spellings: torch.nn.utils.weight_norm (old) and torch.nn.utils.parametrizations.weight_norm
+# (new). Upstream's files mix them (old in the quantizer, new in the decoder) whatever the installed code builds.
+_WEIGHT_NORM_NAMES = (("weight_g", "parametrizations.weight.original0"),
+                      ("weight_v", "parametrizations.weight.original1"))
+MAX_LISTED_KEYS = 12
+
+
+def fit_weight_names(weights: Mapping[str, torch.Tensor], expected: Collection[str]) -> dict[str, torch.Tensor]:
+    """The file's weights under the names the model uses: derived buffers dropped, weight norm's other
+    spelling renamed where the model expects it. Nothing else changes, so anything else that does not match
+    is still refused by load_checked."""
+    fitted: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        if key.rpartition(".")[2] in DERIVED_BUFFERS:
+            continue
+        if key not in expected:
+            key = _weight_norm_alias(key, expected) or key
+        fitted[key] = value
+    return fitted
+
+
+def _weight_norm_alias(key: str, expected: Collection[str]) -> Optional[str]:
+    for old, new in _WEIGHT_NORM_NAMES:
+        for have, want in ((old, new), (new, old)):
+            if key.endswith("." + have):
+                alias = f"{key[: -len(have)]}{want}"
+                if alias in expected:
+                    return alias
+    return None
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_LISTED_KEYS])
+    return shown + (f" (and {len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else "")
+
+
 def load_checked(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: Path) -> None:
-    """load_state_dict that fails fast: any missing, unexpected or mis-shaped key is an EngineLoadError."""
+    """load_state_dict that fails fast: any missing, unexpected or mis-shaped key is an EngineLoadError.
+
+    Before loading, the file's names are fitted to the model (fit_weight_names); missing derived buffers are
+    fine (the model computed them). The error lists the offending keys.
+    """
+    weights = fit_weight_names(weights, module.state_dict().keys())
     try:
         result = module.load_state_dict(dict(weights), strict=False, assign=True)
     except RuntimeError as exc:  # shape mismatches raise even with strict=False
@@ -99,12 +149,11 @@ def load_checked(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], s
         more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
         raise EngineLoadError(f"{source} does not fit this model: {detail}{more}") from exc
     problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing key(s), e.g. {', '.join(result.missing_keys[:3])}")
+    missing = [k for k in result.missing_keys if k.rpartition(".")[2] not in DERIVED_BUFFERS]
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listed(missing)}")
     if result.unexpected_keys:
-        problems.append(
-            f"{len(result.unexpected_keys)} unexpected key(s), e.g. {', '.join(result.unexpected_keys[:3])}"
-        )
+        problems.append(f"{len(result.unexpected_keys)} unexpected key(s): {_listed(result.unexpected_keys)}")
     if problems:
         raise EngineLoadError(f"{source} does not match the model it should hold: {'; '.join(problems)}")
 
