@@ -82,14 +82,33 @@ class Restored:
     running: tuple[str, ...] = ()  # ids of the unfinished jobs that were running (leased) when last written
 
 
-class Journal:
+class PendingRows:
+    """The jobs a journal writes at its next flush, for either backend (SQLite here, PostgreSQL in journal_pg)."""
+
+    def __init__(self) -> None:
+        self._new: dict[str, Job] = {}  # whole row to write
+        self._changed: dict[str, Job] = {}  # state/attempt/outcome columns to update
+
+    @property
+    def pending(self) -> int:
+        return len(self._new) + len(self._changed)
+
+    def record(self, job: Job, *, new: bool = False) -> None:
+        """Note a new (or re-opened) job, or a change to a known one; written at the next flush()."""
+        if new or job.job_id in self._new:
+            self._new[job.job_id] = job
+            self._changed.pop(job.job_id, None)
+        else:
+            self._changed[job.job_id] = job
+
+
+class Journal(PendingRows):
     """Group-committed record of jobs (see module docstring)."""
 
     def __init__(self, path: Path, *, synchronous: str = "normal", accept_loss: bool = False) -> None:
+        super().__init__()
         self.path = path
         self.side_path = path.with_name(path.name + ".seq")
-        self._new: dict[str, Job] = {}  # whole row to write
-        self._changed: dict[str, Job] = {}  # state/attempt/outcome columns to update
         self.commits = 0
         self.audio_bytes = 0  # audio BLOBs of finished jobs in the file
         self.pruned_jobs = 0
@@ -149,18 +168,6 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise JournalCorrupt(f"journal {path} cannot be used: {exc}") from exc
         self._write_side(force=True)
-
-    @property
-    def pending(self) -> int:
-        return len(self._new) + len(self._changed)
-
-    def record(self, job: Job, *, new: bool = False) -> None:
-        """Note a new (or re-opened) job, or a change to a known one; written at the next flush()."""
-        if new or job.job_id in self._new:
-            self._new[job.job_id] = job
-            self._changed.pop(job.job_id, None)
-        else:
-            self._changed[job.job_id] = job
 
     def flush(self) -> None:
         """Write every noted job in one transaction; raises JournalUnavailable (rows kept) if that fails."""

@@ -20,8 +20,7 @@ import time
 from typing import Any, Optional
 
 from tts_broker.hooks import JournalHook
-from tts_broker.jobs import Job
-from tts_broker.journal import JournalUnavailable, Restored, _row, _update, read_rows
+from tts_broker.journal import JournalUnavailable, PendingRows, Restored, _row, _update, read_rows
 from tts_broker.leadership import LeaderLink, LeadershipLost, _one_line
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,13 @@ def create_schema(conn: Any) -> None:
             conn.execute(statement)
 
 
-class PgJournal:
+class PgJournal(PendingRows):
     """Group-committed record of jobs in PostgreSQL (see module docstring)."""
 
     def __init__(self, link: LeaderLink) -> None:
+        super().__init__()
         self.link = link
         self.path = link.shown_url  # what status shows as "journal"
-        self._new: dict[str, Job] = {}
-        self._changed: dict[str, Job] = {}
         self.commits = 0
         self.pruned_jobs = 0
         self.pruned_bytes = 0
@@ -83,17 +81,6 @@ class PgJournal:
             link.connect()
         link.ensure_schema(create_schema)
         self.audio_bytes = self._audio_total()
-
-    @property
-    def pending(self) -> int:
-        return len(self._new) + len(self._changed)
-
-    def record(self, job: Job, *, new: bool = False) -> None:
-        if new or job.job_id in self._new:
-            self._new[job.job_id] = job
-            self._changed.pop(job.job_id, None)
-        else:
-            self._changed[job.job_id] = job
 
     def _session(self) -> Any:
         """The live session; after a lost one, regain it first (LeadershipLost if someone took over)."""
