@@ -12,6 +12,9 @@
 #   5. The compose stack (deploy/compose.yaml with host-network addresses: scripts/images/hostnet_compose.py):
 #      up, the OpenAI endpoint answers with speech, `down` and `up` with jobs in flight loses none
 #      (scripts/images/jobs_survive.py).
+#   6. The failover stack (deploy/compose.failover.yaml: two brokers on a PostgreSQL journal; the journal is a
+#      throwaway PostgreSQL on the host, tests/pg_throwaway.py, instead of the postgres image): one broker active,
+#      `docker kill -s KILL` of it with jobs in flight, the standby takes over and every job is answered.
 # Each step prints its time. Everything the test made (containers, volumes, images, the daemon and its data) is
 # removed at the end, whatever happened; only the base tarball cache stays (~/.cache/tts-broker/images).
 set -euo pipefail
@@ -43,10 +46,13 @@ cleanup() {
         fi
         [ -f "$WORK/compose.yaml" ] && docker-compose -p "$PROJECT" -f "$WORK/compose.yaml" down -v -t 5 \
             >/dev/null 2>&1 || true
+        [ -f "$WORK/failover.yaml" ] && POSTGRES_PASSWORD=unused docker-compose -p "${PROJECT}f" \
+            -f "$WORK/failover.yaml" down -v -t 5 >/dev/null 2>&1 || true
         docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
         docker volume ls -q | xargs -r docker volume rm -f >/dev/null 2>&1 || true
         docker images -q | xargs -r docker rmi -f >/dev/null 2>&1 || true
     fi
+    if [ -n "${pg_pid:-}" ]; then kill "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
     local pid
     pid="$(cat "$WORK/dockerd.pid" 2>/dev/null || true)"
     if [ -n "$pid" ]; then
@@ -103,13 +109,14 @@ docker run --rm "$IMAGE" sh -c '
     [ "$(id -u)" != 0 ] || { echo "runs as root"; exit 1; }
     for c in tts-broker tts-worker tts; do command -v "$c" >/dev/null || { echo "no $c"; exit 1; }; done
     tts-broker --version >/dev/null && tts-worker --list-engines | grep -q piper && tts gateway --help >/dev/null
+    python -c "import psycopg, tts_bridge" || { echo "the postgres or bridges extra is missing"; exit 1; }
     for c in gcc cc g++ make pip; do ! command -v "$c" >/dev/null || { echo "$c is in the image"; exit 1; }; done
     [ ! -d "$HOME/.cache/pip" ] && [ ! -d /root/.cache/pip ] || { echo "a pip cache is in the image"; exit 1; }
     [ -w /var/lib/tts-broker/state ] || { echo "state volume not writable"; exit 1; }
 ' || fail "image contents"
 health=$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$IMAGE")
 [ "$health" != "null" ] || fail "the image has no HEALTHCHECK"
-step "image contents: non-root, tts-broker/tts-worker/tts/tts gateway, no compilers or pip, HEALTHCHECK $health"
+step "image contents: non-root, tts-broker/tts-worker/tts/tts gateway, PostgreSQL journal and bridges, no compilers or pip, HEALTHCHECK $health"
 
 # ---- 4. docker run: a broker and two Piper workers --------------------------------------------------------------
 FRONT=$(free_port); BACK=$(free_port)
@@ -178,4 +185,34 @@ step "the OpenAI endpoint answered with speech"
 step "compose down and up with 6 jobs in flight: every job answered"
 $COMPOSE down -v >/dev/null 2>&1 || fail "compose down"
 step "compose down"
+
+# ---- 6. the failover stack --------------------------------------------------------------------------------------
+"$PY" "$ROOT/tests/pg_throwaway.py" >"$WORK/pg.url" 2>"$WORK/pg.log" &
+pg_pid=$!
+for _ in $(seq 1 600); do [ -s "$WORK/pg.url" ] && break; kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.2; done
+[ -s "$WORK/pg.url" ] || { cat "$WORK/pg.log" >&2; fail "no throwaway PostgreSQL"; }
+JOURNAL_URL="$(head -n 1 "$WORK/pg.url")"
+FFRONT=$(free_port); FBACK=$(free_port); FGATE=$(free_port); FHTTP_A=$(free_port); FHTTP_B=$(free_port)
+"$PY" "$ROOT/scripts/images/hostnet_compose.py" "$ROOT/deploy/compose.failover.yaml" "$WORK/failover.yaml" \
+    --image "$IMAGE" --drop postgres --env "TTS_JOURNAL_URL=$JOURNAL_URL" --port "5555=$FFRONT" \
+    --port "5556=$FBACK" --port "8000=$FGATE" --port "9464=$FHTTP_A" --service-port "broker-b:9464=$FHTTP_B" >/dev/null
+FCOMPOSE="docker-compose -p ${PROJECT}f -f $WORK/failover.yaml"
+export POSTGRES_PASSWORD=unused  # only the dropped postgres service and the replaced URL named it
+failover_started=$(date +%s)
+$FCOMPOSE up -d >"$WORK/failover-up.log" 2>&1 || { cat "$WORK/failover-up.log" >&2; fail "failover compose up"; }
+FURL="tcp://127.0.0.1:$FFRONT"
+for _ in $(seq 1 240); do "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.5; done
+"$TTS" --broker "$FURL" --timeout-s 5 health >/dev/null || fail "failover stack: no Piper worker serving"
+healthz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz" || true; }
+a=$(healthz "$FHTTP_A"); b=$(healthz "$FHTTP_B")
+if [ "$a" = 200 ] && [ "$b" != 200 ]; then active=broker-a; standby_http=$FHTTP_B
+elif [ "$b" = 200 ] && [ "$a" != 200 ]; then active=broker-b; standby_http=$FHTTP_A
+else fail "failover stack: /healthz answered $a (broker-a) and $b (broker-b): wanted exactly one 200"; fi
+step "failover stack up: $active active, the other standing by, 2 Piper workers ($(( $(date +%s) - failover_started )) s)"
+"$PY" "$ROOT/scripts/images/jobs_survive.py" --broker "$FURL,$FURL" --jobs 6 \
+    "docker kill -s KILL ${PROJECT}f_${active}_1" || fail "jobs lost when the active broker was killed"
+[ "$(healthz "$standby_http")" = 200 ] || fail "the standby did not become active"
+step "docker kill of the active broker with 6 jobs in flight: the standby took over, every job answered"
+$FCOMPOSE down -v >/dev/null 2>&1 || fail "failover compose down"
+step "failover compose down"
 log "all image checks passed in $(( $(date +%s) - T0 )) s"

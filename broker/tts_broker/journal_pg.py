@@ -20,6 +20,7 @@ import time
 from typing import Any, Optional
 
 from tts_broker.hooks import JournalHook
+from tts_broker.jobs import JobState
 from tts_broker.journal import JournalUnavailable, PendingRows, Restored, _row, _update, read_rows
 from tts_broker.leadership import LeaderLink, LeadershipLost, _one_line
 
@@ -124,13 +125,16 @@ class PgJournal(PendingRows):
     def tick(self) -> None:
         """Nothing to do: PostgreSQL needs no side file."""
 
-    def forget_finished_before(self, wall: float) -> int:
+    def forget_finished_before(self, wall: float, *, failed_before: Optional[float] = None) -> int:
+        """Delete jobs finished before `wall`; failed ones (dead letters) only if finished before failed_before."""
+        failed_wall = wall if failed_before is None else min(wall, failed_before)
         conn = self._session()
         try:
             with conn.transaction():
                 self.link.fence()
-                cur = conn.execute("DELETE FROM tts_jobs WHERE finished_wall IS NOT NULL AND finished_wall < %s",
-                                   (wall,))
+                cur = conn.execute("DELETE FROM tts_jobs WHERE finished_wall IS NOT NULL AND ((state != %s AND"
+                                   " finished_wall < %s) OR (state = %s AND finished_wall < %s))",
+                                   (JobState.FAILED.value, wall, JobState.FAILED.value, failed_wall))
             count = cur.rowcount
             if count:
                 self.audio_bytes = self._audio_total()
@@ -188,9 +192,11 @@ class PgJournal(PendingRows):
 class PgJournalHook(JournalHook):
     """The lifecycle's journal hook (hooks.JournalHook) on the PostgreSQL journal of the leadership session."""
 
-    def __init__(self, journal: PgJournal, *, result_ttl_s: float, max_audio_bytes: int = 0) -> None:
+    def __init__(self, journal: PgJournal, *, result_ttl_s: float, max_audio_bytes: int = 0,
+                 dead_letter_ttl_s: float = 0.0) -> None:
         self.journal = journal  # type: ignore[assignment]  # the same duck-typed interface as journal.Journal
         self._result_ttl_s = result_ttl_s
+        self._dead_letter_ttl_s = max(dead_letter_ttl_s, result_ttl_s)
         self._max_audio_bytes = max_audio_bytes
         self._next_purge = 0.0
         self.fault: Optional[str] = None

@@ -62,7 +62,8 @@ class LeaderPost:
             if standby_http is not None:
                 standby_http.stop()
         hook = PgJournalHook(journal, result_ttl_s=settings.result_ttl_s,
-                             max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024)
+                             max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024,
+                             dead_letter_ttl_s=settings.dead_letter_ttl_s)
         return cls(link, hook)
 
     def check(self, now: float) -> None:

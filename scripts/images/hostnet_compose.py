@@ -4,10 +4,14 @@ The test's docker daemon has no bridge network and no iptables rules, so every c
 network and must bind 127.0.0.1 on free ports. This keeps the compose file's services, commands, environment,
 health checks, dependencies, volumes and stop periods as they are and changes only addresses:
     python scripts/images/hostnet_compose.py deploy/compose.yaml OUT.yaml --image tts-broker:cpu-test \
-        --port 5555=41001 --port 5556=41002 --port 8000=41003 --port 9464=41004 [--drop SERVICE ...]
+        --port 5555=41001 --port 5556=41002 --port 8000=41003 --port 9464=41004 [--drop SERVICE ...] \
+        [--service-port broker-b:9464=41005 ...] [--env TTS_JOURNAL_URL=postgresql://... ...]
 Each service gets `network_mode: host` and the test's image (no `build`, no published `ports`); services under a
 profile (the GPU worker) are left out; in every string, `0.0.0.0` and service host names become 127.0.0.1 and
-each `:PORT` named by --port becomes its free port.
+each `:PORT` named by --port becomes its free port (--service-port SERVICE:OLD=NEW first, for one service: two
+services that listen on the same port in their own namespaces need two ports on the host); --env NAME=VALUE
+replaces that variable's value in every service that sets it (e.g. a journal URL on the host instead of a dropped
+postgres service).
 """
 
 from __future__ import annotations
@@ -43,8 +47,16 @@ def main() -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--port", action="append", default=[], help="OLD=NEW")
     parser.add_argument("--drop", action="append", default=[], help="a service to leave out")
+    parser.add_argument("--service-port", action="append", default=[], help="SERVICE:OLD=NEW")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE")
     args = parser.parse_args()
     ports = dict(p.split("=", 1) for p in args.port)
+    service_ports: dict[str, dict[str, str]] = {}
+    for spec in args.service_port:
+        name, _, mapping = spec.partition(":")
+        old, _, new = mapping.partition("=")
+        service_ports.setdefault(name, {})[old] = new
+    env = dict(e.split("=", 1) for e in args.env)
     data = yaml.safe_load(args.source.read_text(encoding="utf-8"))
     services: dict[str, Any] = data["services"]
     hosts = set(services)
@@ -53,12 +65,17 @@ def main() -> int:
         if service.get("profiles") or name in args.drop:
             continue
         service = {k: v for k, v in service.items() if k not in ("build", "ports", "networks")}
-        service = rewrite(service, hosts, ports)
+        service = rewrite(service, hosts, {**ports, **service_ports.get(name, {})})
+        environment = service.get("environment")
+        if isinstance(environment, dict):
+            service["environment"] = {k: env.get(k, v) for k, v in environment.items()}
         service["image"] = args.image
         service["network_mode"] = "host"
         depends = service.get("depends_on")
         if isinstance(depends, dict):
             service["depends_on"] = {k: v for k, v in depends.items() if k in services and k not in args.drop}
+            if not service["depends_on"]:
+                del service["depends_on"]
         kept[name] = service
     out = {k: v for k, v in data.items() if not k.startswith("x-") and k != "services"}
     out["services"] = kept
