@@ -3,9 +3,10 @@
     python scripts/gen_config_docs.py           rewrite docs/configuration.md
     python scripts/gen_config_docs.py --check   exit 1 if it is stale (tests/e2e/test_config_docs.py does this)
 
-Env names come from each field's alias (or the class's env_prefix), flags from the click commands that set the
-field, the meaning from the field's description, else the flag's help, else the comment above its line in
-.env.example. A setting with no meaning anywhere stops the script: document it.
+Env names and defaults come from tts_protocol.settings_help, as every `--help` shows them (each field's alias
+or the class's env_prefix), flags from the click commands that set the field, the meaning from the field's
+description, else the flag's help, else the comment above its line in .env.example. A setting with no meaning
+anywhere stops the script: document it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,16 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
-from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
+
+from tts_protocol.settings_help import default_of, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "configuration.md"
-
-# click parameter names that differ from the settings field they set: {(command, param name): field}
-PARAM_FIELDS = {("tts gateway", "gateway_broker"): "broker"}
-# defaults computed at run time, described instead of shown
-FACTORY_DEFAULTS = {"gethostname": "the host name"}
 
 
 @dataclass(frozen=True)
@@ -77,17 +73,6 @@ def components() -> list[Component]:
     ]
 
 
-def env_name(cls: type[BaseSettings], name: str, field: FieldInfo) -> str:
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        names = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
-        if names:
-            return names[0]
-    if isinstance(alias, str):
-        return alias
-    return (str(cls.model_config.get("env_prefix", "")) + name).upper()
-
-
 def flags_by_field(component: Component) -> dict[str, tuple[str, str]]:
     """field -> (flag text, help) from the click command's options."""
     found: dict[str, tuple[str, str]] = {}
@@ -96,33 +81,14 @@ def flags_by_field(component: Component) -> dict[str, tuple[str, str]]:
     for param in component.cli.params:
         if not isinstance(param, click.Option) or param.name is None or param.hidden:
             continue
-        field = PARAM_FIELDS.get((component.command, param.name), param.name)
         flag = " / ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
-        found[field] = (flag, param.help or "")
+        found[param.name] = (flag, param.help or "")
     return found
 
 
 def default_text(field: FieldInfo) -> str:
-    if field.default_factory is not None:
-        factory = getattr(field.default_factory, "__name__", "")
-        if factory in FACTORY_DEFAULTS:
-            return FACTORY_DEFAULTS[factory]
-        value: Any = field.default_factory()  # type: ignore[call-arg]
-    elif field.default is PydanticUndefined:
-        return "required"
-    else:
-        value = field.default
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)) and not value:
-        return "{}" if isinstance(value, dict) else "(none)"
-    if isinstance(value, dict):
-        return "`" + ",".join(f"{k}={v}" for k, v in value.items()) + "`"
-    if isinstance(value, list):
-        return "`" + ",".join(str(v) for v in value) + "`"
-    return f"`{value}`"
+    default = default_of(field)
+    return f"`{default.text}`" if default.literal else default.text
 
 
 def env_example_comments() -> dict[str, str]:
@@ -153,8 +119,8 @@ def sentence(text: str) -> str:
 
 
 def clean_help(text: str) -> str:
-    """A flag's help without its trailing `[env ...]` note (the table has its own column)."""
-    return sentence(re.sub(r"\s*\[(env |TTS_|default)[^\]]*\]\.?\s*$", "", text.strip()))
+    """A flag's help without its trailing `[env: ...]` note (the table has its own columns)."""
+    return sentence(re.sub(r"\s*\[env: [^\]]*\]$", "", text.strip()))
 
 
 def rows(component: Component, comments: dict[str, str]) -> list[Row]:

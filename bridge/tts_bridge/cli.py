@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional
 import click
 from pydantic import ValidationError
 
+from tts_protocol.settings_help import add_settings_help
+
 from tts_bridge.runner import JobRunner
 from tts_bridge.service import Bridge, serve
 from tts_bridge.settings import BridgeSettings
@@ -27,16 +29,16 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every bridge shares (env TTS_BRIDGE_* when not given)."""
+    """The options every bridge shares (BridgeSettings, env TTS_BRIDGE_*, when not given)."""
     options = [
-        click.option("--output-dir", help="Folder for the audio files [env TTS_BRIDGE_OUTPUT_DIR, output]."),
-        click.option("--max-in-flight", type=int, help="Most jobs in flight [env TTS_BRIDGE_MAX_IN_FLIGHT, 64]."),
+        click.option("--output-dir", help="Folder for the audio files."),
+        click.option("--max-in-flight", type=int, help="Most jobs in flight."),
         click.option("--tenant-field", help="Message field that splits fairness (one broker client per value)."),
-        click.option("--metrics-listen", help="HOST:PORT for Prometheus /metrics (port 0: any free one)."),
+        click.option("--metrics-listen", help="HOST:PORT for Prometheus /metrics (port 0: any free one; unset: none)."),
         click.option("--status-interval-s", type=float, help="Seconds between status lines on stderr (0: none)."),
         click.option("--dead-after-s", type=float,
-                     help="A bridge silent this long is dead; its messages are taken over [30]."),
-        click.option("--max-text-chars", type=int, help="Longer texts are dead-lettered [20000]."),
+                     help="A bridge silent this long is dead; its messages are taken over."),
+        click.option("--max-text-chars", type=int, help="Longer texts are dead-lettered."),
         click.option("--ready-file", type=click.Path(dir_okay=False),
                      help="Write {bridge, metrics} here as JSON once consuming."),
     ]
@@ -103,7 +105,8 @@ def bridge() -> None:
 
 
 @bridge.command("redis-streams")
-@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True)
+@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True,
+              help="Redis URL (redis://[:PASSWORD@]HOST:PORT/DB).")
 @click.option("--stream", default="tts:jobs", show_default=True, help="Stream the jobs are added to.")
 @click.option("--group", default="tts-broker", show_default=True, help="Consumer group (made if missing).")
 @click.option("--results", default="tts:results", show_default=True, help="Stream the answers go to.")
@@ -127,7 +130,8 @@ def _make_streams(cls: Any, runner: JobRunner, settings: BridgeSettings, stats: 
 
 
 @bridge.command("bullmq")
-@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True)
+@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True,
+              help="Redis URL (redis://[:PASSWORD@]HOST:PORT/DB).")
 @click.option("--queue", "queue_name", default="tts", show_default=True, help="BullMQ queue name.")
 @click.option("--prefix", default="bull", show_default=True, help="BullMQ key prefix.")
 @click.option("--job-id-prefix", default="", help="Put before BullMQ's job id to make our job id.")
@@ -144,7 +148,8 @@ def bullmq(ctx: click.Context, redis_url: str, queue_name: str, prefix: str, job
 
 
 @bridge.command("amqp")
-@click.option("--url", default="amqp://guest:guest@127.0.0.1:5672/", show_default=True)
+@click.option("--url", default="amqp://127.0.0.1:5672/", show_default=True,
+              help="RabbitMQ URL, amqp://USER:PASSWORD@HOST:PORT/VHOST; without a user, RabbitMQ's default one.")
 @click.option("--queue", "queue_name", default="tts.jobs", show_default=True, help="Queue (quorum, made if missing).")
 @click.option("--dead", help="Dead-letter queue [QUEUE.dead].")
 @common_options
@@ -154,3 +159,7 @@ def amqp(ctx: click.Context, url: str, queue_name: str, dead: Optional[str], **k
     AmqpBridge = _load('amqp', 'AmqpBridge')
 
     _run(ctx, "amqp", kwargs, functools.partial(_make_streams, AmqpBridge, url=url, queue=queue_name, dead=dead))
+
+
+for _command in (redis_streams, bullmq, amqp):
+    add_settings_help(_command, BridgeSettings)

@@ -12,6 +12,7 @@ import zmq
 from tts_protocol import TtsError
 from tts_protocol.errors import one_line
 from tts_protocol.logjson import configure_logging
+from tts_protocol.settings_help import add_settings_help
 
 from tts_broker import __version__
 from tts_broker.fdlimit import raise_nofile
@@ -23,9 +24,9 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--frontend", help="Endpoint clients connect to [env TTS_FRONTEND; default tcp://127.0.0.1:5555].")
-@click.option("--backend", help="Endpoint workers connect to [env TTS_BACKEND; default tcp://127.0.0.1:5556].")
-@click.option("--heartbeat-interval-s", type=float, help="Heartbeat period both ways [TTS_HEARTBEAT_INTERVAL_S].")
+@click.option("--frontend", help="Endpoint clients connect to.")
+@click.option("--backend", help="Endpoint workers connect to.")
+@click.option("--heartbeat-interval-s", type=float, help="Heartbeat period both ways.")
 @click.option("--heartbeat-liveness", type=int, help="Missed heartbeats before a worker is dead.")
 @click.option("--max-attempts", type=int, help="Attempts before a job fails as a poison job.")
 @click.option("--max-queue", type=int, help="Queued jobs before SUBMIT answers queue_full.")
@@ -42,12 +43,12 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--max-client-queued", type=int, help="Queued jobs per client before too_many_jobs (0 = no cap).")
 @click.option("--max-client-running", type=int, help="Running jobs per client at once (0 = no cap).")
 @click.option("--allow-high-priority", type=click.Choice(["all", "none", "admin"]),
-              help="Who may submit priority high (none: downgraded to normal).")
-@click.option("--state-dir", help="Folder for the journal and the result cache [TTS_STATE_DIR; .tts-broker].")
+              help="Who may submit priority high (none: downgraded to normal; under CURVE unset means admin).")
+@click.option("--state-dir", help="Folder for the journal and the result cache.")
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="Journal file (SQLite).")
 @click.option("--no-journal", "journal_enabled", flag_value=False, default=None, help="Keep jobs in memory only.")
 @click.option("--journal-url", help="postgresql://USER:PASSWORD@HOST:PORT/DB: PostgreSQL journal and leadership "
-              "(extra `postgres`) [TTS_JOURNAL_URL].")
+              "(extra `postgres`).")
 @click.option("--leader-lease-s", type=float, help="PostgreSQL journal: a silent active loses leadership after this.")
 @click.option("--journal-sync", type=click.Choice(["normal", "full"]), help="full: fsync every commit group.")
 @click.option("--journal-max-audio-mb", type=int, help="Audio of finished jobs kept in the journal (0 = no cap).")
@@ -62,30 +63,30 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--cache-max-mb", type=int, help="Result cache size bound in MiB.")
 @click.option("--cache-shared-keys", metavar="NAMES",
               help="Under CURVE: client key names (comma-separated, * = all) that share cache hits "
-                   "[TTS_CACHE_SHARED_KEYS; each key its own].")
+                   "(unset: each key its own).")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write bound endpoints as JSON here once ready.")
 @click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
-              help="The broker's CURVE key pair (NAME.key_secret): CURVE on both ports [TTS_CURVE_SECRET].")
+              help="The broker's CURVE key pair (NAME.key_secret): CURVE on both ports.")
 @click.option("--client-keys", type=click.Path(file_okay=False, exists=True),
-              help="Folder of allowed client public keys, re-read on change [TTS_CLIENT_KEYS].")
+              help="Folder of allowed client public keys, re-read on change.")
 @click.option("--worker-keys", type=click.Path(file_okay=False, exists=True),
-              help="Folder of allowed worker public keys, re-read on change [TTS_WORKER_KEYS].")
+              help="Folder of allowed worker public keys, re-read on change.")
 @click.option("--admin-keys", type=click.Path(file_okay=False, exists=True),
-              help="Folder of admin public keys: RELOAD, every job, worker details [TTS_ADMIN_KEYS].")
+              help="Folder of admin public keys: RELOAD, every job, worker details.")
 @click.option("--http", metavar="HOST:PORT",
-              help="Serve /metrics, /api/status and the dashboard here (port 0 = free port) [TTS_HTTP; off].")
+              help="Serve /metrics, /api/status and the dashboard here (port 0 = free port; unset: off).")
 @click.option("--metrics-models", metavar="KEYS",
-              help="Routing keys always labelled in /metrics (e.g. a model that scales from zero) "
-                   "[TTS_METRICS_MODELS]; others only while a worker serves them, else `other`.")
+              help="Routing keys always labelled in /metrics (e.g. a model that scales from zero); "
+                   "others only while a worker serves them, else `other`.")
 @click.option("--http-max-connections", type=int,
-              help="HTTP connections at once, at most a quarter of the descriptor limit [TTS_HTTP_MAX_CONNECTIONS].")
+              help="HTTP connections at once, at most a quarter of the descriptor limit.")
 @click.option("--http-idle-timeout-s", type=float,
-              help="Close an HTTP connection silent this long, headers included [TTS_HTTP_IDLE_TIMEOUT_S].")
+              help="Close an HTTP connection silent this long, headers included.")
 @click.option("--http-token-file", type=click.Path(dir_okay=False, exists=True),
-              help="Bearer tokens (one a line) that /metrics and /api/* require [TTS_HTTP_TOKEN_FILE; open].")
+              help="Bearer tokens (one a line) that /metrics and /api/* require (unset: open).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-json", "log_json", flag_value=True, default=None,
-              help="One JSON object per log line, with job_id and worker_id [TTS_LOG_JSON].")
+              help="One JSON object per log line, with job_id and worker_id.")
 @click.version_option(__version__, prog_name="tts-broker")
 def main(**flags: Optional[Any]) -> None:
     """Queue TTS jobs from clients and lease them to model-resident workers (ZeroMQ, TTSP/2).
@@ -134,21 +135,4 @@ def main(**flags: Optional[Any]) -> None:
         sys.exit(exc.exit_code)
 
 
-def _document_settings(command: click.Command) -> None:
-    """Append `[env TTS_NAME; default VALUE]` to every flag's help that does not say it yet, from BrokerSettings:
-    one source for the defaults and env names, so `tts-broker --help` cannot drift from the settings."""
-    prefix = str(BrokerSettings.model_config.get("env_prefix", ""))
-    fields = BrokerSettings.model_fields
-    for param in command.params:
-        if not isinstance(param, click.Option) or param.name not in fields or "[env" in (param.help or ""):
-            continue
-        field = fields[param.name]
-        default = field.get_default(call_default_factory=True)
-        shown = "unset" if default is None else ("on" if default is True else "off" if default is False
-                                                 else str(default))
-        env = f"{prefix}{param.name}".upper()
-        said = (param.help or "").replace(f" [{env}]", "").rstrip()
-        param.help = f"{said} [env {env}; default {shown}]".lstrip()
-
-
-_document_settings(main)
+add_settings_help(main, BrokerSettings)

@@ -62,7 +62,8 @@ class BrokerSettings(BaseSettings):
     journal_path: Optional[str] = Field(None, description="journal file; default STATE_DIR/journal.sqlite3")
     journal_url: Optional[str] = Field(
         None, description="postgresql://USER:PASSWORD@HOST:PORT/DB: journal and leadership in PostgreSQL (needs the "
-        "postgres extra); brokers with the same URL elect one active, the rest stand by (docs/failover.md)"
+        "postgres extra); brokers with the same URL elect one active, the rest stand by (docs/failover.md)",
+        json_schema_extra={"secret": True},  # the URL may carry a password: --help names the variable only
     )
     leader_lease_s: float = Field(
         3.0, ge=0.5, le=300, description="PostgreSQL journal: a silent active broker loses leadership after this"

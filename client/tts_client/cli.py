@@ -21,6 +21,7 @@ import click
 from pydantic import ValidationError
 
 from tts_protocol import DEFAULT_BACKEND, DEFAULT_FRONTEND, Priority
+from tts_protocol.settings_help import add_settings_help
 
 from tts_client import __version__, cli_admin
 from tts_client.audio import (
@@ -86,14 +87,14 @@ class LazyCommands(click.Group):
 @click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="tts")
 @click.option("--broker", "broker_url", envvar="TTS_BROKER_URL",
-              help="Broker frontend URL, or a comma-separated list (failover) [env TTS_BROKER_URL].")
-@click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none) [env TTS_CLIENT_TIMEOUT_S].")
+              help="Broker frontend URL, or a comma-separated list (failover).")
+@click.option("--timeout-s", type=float, help="Per-job timeout in seconds (0 = none).")
 @click.option("--log-level", default="WARNING", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                                   case_sensitive=False))
 @click.option("--curve-secret", type=click.Path(dir_okay=False),
-              help="This client's CURVE key pair (NAME.key_secret) [env TTS_CLIENT_CURVE_SECRET].")
+              help="This client's CURVE key pair (NAME.key_secret).")
 @click.option("--broker-key", type=click.Path(dir_okay=False),
-              help="The broker's CURVE public key (NAME.key) [env TTS_CLIENT_BROKER_KEY].")
+              help="The broker's CURVE public key (NAME.key).")
 @click.pass_context
 def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[float], log_level: str,
          curve_secret: Optional[str], broker_key: Optional[str]) -> None:
@@ -124,9 +125,9 @@ def main(ctx: click.Context, broker_url: Optional[str], timeout_s: Optional[floa
 
 @main.command()
 @click.option("--workers", type=click.IntRange(1, 256), default=2, envvar="CONCURRENT_REQUESTS",
-              help="Worker processes to start [env CONCURRENT_REQUESTS].")
-@click.option("--engine", default="piper", envvar="TTS_ENGINE",
-              help="Engine the workers load (tone, piper, fish-speech) [env TTS_ENGINE].")
+              show_envvar=True, help="Worker processes to start.")
+@click.option("--engine", default="piper", envvar="TTS_ENGINE", show_envvar=True,
+              help="Engine the workers load (tone, piper, fish-speech).")
 @click.option("--engine-opt", "engine_opts", multiple=True, metavar="KEY=VALUE", help="Engine option (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Device for the workers.")
 @click.option("--frontend", default=DEFAULT_FRONTEND, help="Endpoint the broker binds for clients.")
@@ -247,7 +248,7 @@ def _watch(stack: LocalStack, stop: StopSignal, url: str, expected: int) -> int:
 @click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False),
               help="Exact output file (format from its extension); overrides --output-dir.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)),
-              help="Audio format [env TTS_CLIENT_OUTPUT_FORMAT].")
+              help="Audio format.")
 @click.option("--model", help="Routing key: ENGINE or ENGINE:MODEL.")
 @click.option("--id", "line_id", help="Line id for the file name (default: the job id).")
 @click.option("--stream-index", default="0", help="Stream index for the file name.")
@@ -387,3 +388,8 @@ def build(ctx: click.Context) -> None:
 
 for _command in cli_admin.COMMANDS:
     main.add_command(_command)
+
+# Each command's flags that a ClientSettings field (TTS_CLIENT_*) fills when not given.
+add_settings_help(main, ClientSettings)
+for _command in (say, batch, cli_admin.get, cli_admin.health):
+    add_settings_help(_command, ClientSettings, fields={"fmt": "output_format"})

@@ -160,7 +160,7 @@ def retry(ctx: click.Context, job_id: str) -> None:
 
 
 @click.command()
-@click.option("--model", help="Routing key to check (default: TTS_CLIENT_MODEL, else the broker's default model).")
+@click.option("--model", help="Routing key to check (unset: the broker's default model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
 @handle_errors

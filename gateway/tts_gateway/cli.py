@@ -11,18 +11,20 @@ from typing import Any, Optional
 import click
 
 from tts_protocol.errors import one_line
+from tts_protocol.settings_help import add_settings_help
 
 from tts_client.cli_common import EXIT_JOB_FAILED, EXIT_USAGE, fail
+from tts_gateway.settings import GatewaySettings
 
 
 @click.command()
-@click.option("--listen", help="HOST:PORT to bind; port 0 picks a free one [env TTS_GATEWAY_LISTEN, 127.0.0.1:8000].")
-@click.option("--broker", "gateway_broker", help="Broker frontend (default: tts --broker) [env TTS_GATEWAY_BROKER].")
+@click.option("--listen", help="HOST:PORT to bind; port 0 picks a free one.")
+@click.option("--broker", help="Broker frontend (unset: the one `tts --broker` names).")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True),
-              help="Accepted bearer tokens, one per line [env TTS_GATEWAY_API_KEY_FILE].")
+              help="Accepted bearer tokens, one per line.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write the bound URL here as JSON once ready.")
 @click.pass_context
-def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[str], api_key_file: Optional[str],
+def gateway(ctx: click.Context, listen: Optional[str], broker: Optional[str], api_key_file: Optional[str],
             ready_file: Optional[str]) -> None:
     """Serve OpenAI's POST /v1/audio/speech (plus /v1/models, /v1/audio/voices, /health) over HTTP."""
     try:
@@ -30,11 +32,10 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
         import uvicorn  # noqa: F401
 
         from tts_gateway.server import serve
-        from tts_gateway.settings import GatewaySettings
     except ImportError as exc:
         fail(f"the gateway needs its extra: pip install -e '.[gateway]' in the tts-broker checkout ({exc})",
              EXIT_USAGE)
-    given = {"listen": listen, "broker": gateway_broker, "api_key_file": api_key_file, "ready_file": ready_file}
+    given = {"listen": listen, "broker": broker, "api_key_file": api_key_file, "ready_file": ready_file}
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     try:
         settings = GatewaySettings(**overrides)
@@ -47,3 +48,6 @@ def gateway(ctx: click.Context, listen: Optional[str], gateway_broker: Optional[
                                                                       err=True))
     except OSError as exc:
         fail(f"gateway: cannot listen on {settings.listen}: {exc}", EXIT_JOB_FAILED)
+
+
+add_settings_help(gateway, GatewaySettings)

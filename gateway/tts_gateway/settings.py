@@ -58,7 +58,8 @@ class GatewaySettings(BaseSettings):
         default=None, description="Broker frontend endpoint; unset = the client's (TTS_BROKER_URL).")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Bearer tokens accepted on /v1/* (comma separated); none here and no key file = no auth.")
+        description="Bearer tokens accepted on /v1/* (comma separated); none here and no key file = no auth.",
+        json_schema_extra={"secret": True})
     api_key_file: Optional[Path] = Field(
         default=None, description="File of accepted bearer tokens, one per line (# comments); read at start.")
     models: Annotated[dict[str, str], NoDecode] = Field(

@@ -187,3 +187,17 @@ def test_amqp_malformed_messages_are_dead_lettered(rabbitmq_server: RabbitServer
         assert by_corr[f"corr-{key}"]["status"] == "done"
         check_audio(by_corr[f"corr-{key}"], text)
     assert bridge.alive()
+
+
+def test_a_url_without_credentials_logs_in_as_the_default_user(rabbitmq_server: RabbitServer) -> None:
+    """`tts bridge amqp`'s default --url carries no USER:PASSWORD (so --help shows none): aio-pika then logs in
+    as RabbitMQ's default user, as the old `guest:guest@` default did."""
+    import asyncio
+
+    import aio_pika
+
+    async def connect() -> None:
+        connection = await aio_pika.connect(f"amqp://127.0.0.1:{rabbitmq_server.port}/", timeout=10)
+        await connection.close()
+
+    asyncio.run(connect())

@@ -39,15 +39,3 @@ def test_every_setting_has_env_flag_default_and_meaning() -> None:
     flags = {row.env: row.flag for row in gen.rows(worker, gen.env_example_comments())}
     assert flags["TTS_WORKER_MIN"] == "`--min`" and flags["TTS_WORKER_MAX"] == "`--max`"
 
-
-@pytest.mark.unit
-def test_every_broker_flag_shows_its_env_name_and_default() -> None:
-    import click
-
-    from tts_broker.cli import main
-    from tts_broker.settings import BrokerSettings
-
-    options = [p for p in main.params if isinstance(p, click.Option) and p.name in BrokerSettings.model_fields]
-    assert len(options) > 20
-    for option in options:
-        assert f"[env TTS_{option.name.upper()}; default " in (option.help or ""), option.name

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tts_protocol.errors import one_line
 from tts_protocol.logjson import JsonFormatter
+from tts_protocol.settings_help import add_settings_help
 
 from tts_worker import __version__
 from tts_worker.engines.base import EngineLoadError
@@ -60,49 +61,47 @@ def _print_engines() -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--broker", "broker_url", help="Broker backend endpoint, or a comma-separated list (failover) "
-              "[env TTS_WORKER_BROKER, default "
-              "tcp://127.0.0.1:5556].")
-@click.option("--engine", help="Engine name (see --list-engines) [env TTS_ENGINE, default piper].")
+@click.option("--broker", "broker_url", help="Broker backend endpoint, or a comma-separated list (failover).")
+@click.option("--engine", help="Engine name (see --list-engines).")
 @click.option("--engine-opt", "engine_opts", multiple=True, callback=_parse_engine_opts, metavar="KEY=VALUE",
               help="Engine option, repeatable (e.g. latency_s=0.5, model=PATH, checkpoint=DIR).")
-@click.option("--device", type=click.Choice(DEVICES), help="auto|cpu|cuda|mps [env AUDIO_DEVICE, default auto].")
+@click.option("--device", type=click.Choice(DEVICES), help="Where the engine runs.")
 @click.option("--concurrency", type=click.IntRange(1, 256),
-              help="Worker processes to run [env CONCURRENT_REQUESTS, default 2].")
-@click.option("--name", help="Worker name shown in broker status; children get NAME/i [default: host name].")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="[env TTS_LOG_LEVEL, default INFO]")
+              help="Worker processes to run.")
+@click.option("--name", help="Worker name shown in broker status; children get NAME/i.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-json", "log_json", flag_value=True, default=None,
-              help="One JSON object per log line, with job_id and worker_id [env TTS_LOG_JSON].")
-@click.option("--model-version", help="Model version for engines that have several [env MODEL_VERSION, 1.5].")
+              help="One JSON object per log line, with job_id and worker_id.")
+@click.option("--model-version", help="Model version for engines that have several.")
 @click.option("--semantic-token-cache/--no-semantic-token-cache", default=None,
-              help="Cache reference voice tokens (Fish Speech) [env SEMANTIC_TOKEN_CACHE, default on].")
-@click.option("--heartbeat-interval-s", type=click.FloatRange(0.01, 60), help="[env TTS_HEARTBEAT_INTERVAL_S, 1.0]")
-@click.option("--heartbeat-liveness", type=click.IntRange(1, 100), help="[env TTS_HEARTBEAT_LIVENESS, 3]")
+              help="Cache reference voice tokens (Fish Speech).")
+@click.option("--heartbeat-interval-s", type=click.FloatRange(0.01, 60),
+              help="Heartbeat period, both ways.")
+@click.option("--heartbeat-liveness", type=click.IntRange(1, 100),
+              help="Missed heartbeats before the broker is judged dead.")
 @click.option("--cancel-grace-s", type=click.FloatRange(0.01), help="Time a cancelled job may take to stop before "
-              "the worker process is replaced [env TTS_WORKER_CANCEL_GRACE_S, 10].")
+              "the worker process is replaced.")
 @click.option("--max-jobs", type=click.IntRange(0), help="Recycle a worker process after this many jobs, "
-              "0 = never [env TTS_WORKER_MAX_JOBS, 0].")
+              "0 = never.")
 @click.option("--max-rss-mb", type=click.IntRange(0), help="Recycle a worker process whose memory exceeds this "
-              "after a job, 0 = off [env TTS_WORKER_MAX_RSS_MB, 0].")
+              "after a job, 0 = off.")
 @click.option("--curve-secret", type=click.Path(dir_okay=False, exists=True),
-              help="This worker's CURVE key pair (NAME.key_secret) [env TTS_WORKER_CURVE_SECRET].")
+              help="This worker's CURVE key pair (NAME.key_secret).")
 @click.option("--broker-key", type=click.Path(dir_okay=False, exists=True),
-              help="The broker's CURVE public key (NAME.key) [env TTS_WORKER_BROKER_KEY].")
+              help="The broker's CURVE public key (NAME.key).")
 @click.option("--min", "min_workers", type=click.IntRange(0, 256), help="Autoscale: fewest worker processes "
-              "(with --max; replaces --concurrency) [env TTS_WORKER_MIN].")
-@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Autoscale: most worker processes "
-              "[env TTS_WORKER_MAX].")
+              "(with --max; replaces --concurrency).")
+@click.option("--max", "max_workers", type=click.IntRange(1, 256), help="Autoscale: most worker processes.")
 @click.option("--broker-frontend", help="Autoscale: the broker's client endpoint, polled for its queue "
-              "[env TTS_WORKER_BROKER_FRONTEND; default: the --broker port minus 1].")
+              "(unset: the --broker port minus 1).")
 @click.option("--scale-down-idle-s", type=click.FloatRange(0), help="Autoscale: idle time before workers above "
-              "--min are retired [env TTS_WORKER_SCALE_DOWN_IDLE_S, 30].")
+              "--min are retired.")
 @click.option("--scale-up-wait-s", type=click.FloatRange(0), help="Autoscale: how long jobs wait without a free "
-              "slot before a worker is added [env TTS_WORKER_SCALE_UP_WAIT_S, 1].")
+              "slot before a worker is added.")
 @click.option("--worker-memory-mb", type=click.IntRange(0), help="Autoscale: memory one worker needs, 0 = "
-              "measure the running workers [env TTS_WORKER_WORKER_MEMORY_MB, 0].")
+              "measure the running workers.")
 @click.option("--health-file", type=click.Path(dir_okay=False), help="Touch this file every heartbeat interval "
-              "while the worker's loop runs (for liveness probes) [env TTS_WORKER_HEALTH_FILE].")
+              "while the worker's loop runs (for liveness probes).")
 @click.option("--stdio", is_flag=True, help="Debug mode: one worker without a broker, JSON lines on stdin "
               "(load_model, generate), one JSON answer per line on stdout.")
 @click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
@@ -186,3 +185,6 @@ def _report_load_error(exc: Exception, load_error_file: Optional[Path]) -> None:
             load_error_file.write_text(str(exc), encoding="utf-8")
         except OSError:
             pass
+
+
+add_settings_help(main, WorkerSettings)

@@ -67,7 +67,8 @@ class WorkerSettings(BaseSettings):
     semantic_token_cache: bool = Field(
         True, validation_alias=_env("SEMANTIC_TOKEN_CACHE", "semantic_token_cache")
     )
-    name: str = Field(default_factory=socket.gethostname, validation_alias=_env("TTS_WORKER_NAME", "name"))
+    name: str = Field(default_factory=socket.gethostname, validation_alias=_env("TTS_WORKER_NAME", "name"),
+                      json_schema_extra={"default_text": "the host name"})
     heartbeat_interval_s: float = Field(
         1.0, gt=0, le=60, validation_alias=_env("TTS_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s")
     )
