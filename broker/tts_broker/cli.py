@@ -32,7 +32,8 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--max-queue", type=int, help="Queued jobs before SUBMIT answers queue_full.")
 @click.option("--max-text-chars", type=int, help="Longest text a job may carry.")
 @click.option("--job-timeout-s", type=float, help="Default per-attempt run time limit.")
-@click.option("--drain-grace-s", type=float, help="On SIGTERM, how long running jobs may finish.")
+@click.option("--drain-grace-s", type=float, help="On SIGTERM, how long queued and running jobs may finish (less once "
+              "nothing runs and no worker serves a queued job).")
 @click.option("--default-model", help="Routing key for jobs that name no model (ENGINE or ENGINE:MODEL).")
 @click.option("--unroutable-timeout-s", type=float, help="Fail jobs no worker serves after this long (0 = wait).")
 @click.option("--result-ttl-s", type=float, help="How long finished jobs and their audio are kept.")

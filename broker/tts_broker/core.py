@@ -159,22 +159,45 @@ class BrokerCore:
         self.journal_fault = fault
 
     def start_drain(self, now: float) -> None:
-        log.info("draining: no new jobs; %d queued and %d live jobs get %.1fs to finish", len(self.queue),
+        log.info("draining: no new jobs; %d queued and %d live jobs get up to %.1fs to finish", len(self.queue),
                  self.jobs.live_count, self.settings.drain_grace_s)
         self.life.draining = True
         self.drain_until = now + self.settings.drain_grace_s
 
     def drain_finished(self, now: float) -> bool:
-        """True once every job finished, or the grace period is over (the rest then get shutting_down)."""
+        """True once the drain is over: every job finished, nothing left could run, or the grace period is over.
+
+        Nothing can run when no job is running and no connected worker that takes new leases serves the key of
+        a queued job (`docker compose down` stops the workers first): waiting out the grace would change
+        nothing. Then a journal keeps the queued jobs for the next start (their clients resubmit to it and
+        attach); without one they get shutting_down now. When the grace is over, what is left gets
+        shutting_down whatever the journal.
+        """
         if self.jobs.live_count == 0:
             log.info("drained: every job finished")
             return True
         if now < self.drain_until:
-            return False
-        log.warning("drain grace over: %d jobs left get shutting_down", self.jobs.live_count)
+            if not self._drain_stuck():
+                return False
+            if self.hooks.durable:
+                log.info("drained: nothing runs and no worker serves the %d queued jobs; the journal keeps them"
+                         " for the next start", self.jobs.live_count)
+                return True
+            log.warning("drained: nothing runs and no worker serves the %d queued jobs; without a journal they"
+                        " get shutting_down", self.jobs.live_count)
+        else:
+            log.warning("drain grace over: %d jobs left get shutting_down", self.jobs.live_count)
         for job in self.jobs.live():
             self.life.fail(job, now, ErrorCode.SHUTTING_DOWN, "broker shut down before the job finished; resubmit")
         return True
+
+    def _drain_stuck(self) -> bool:
+        """No job running or being looked up, and no worker taking leases serves a queued key (paused ones
+        count as not served). O(queued keys), not O(jobs): asked every turn of a drain."""
+        if self.leases.running() or self.life.lookups:
+            return False
+        paused = self.life.paused
+        return not any(key not in paused and self.workers.takes_key(key) for key in self.queue.keys())
 
     def shut_down(self) -> None:
         """The broker stops: every connected worker is told to leave (the server sends it before closing)."""

@@ -25,6 +25,7 @@ class LeaseBook:
         self.job_timeout_s = job_timeout_s
         self.max_client_running = max_client_running
         self.in_flight: collections.Counter[bytes] = collections.Counter()  # running jobs per client
+        self._running = 0  # their sum: jobs in flight
         self.at_running_cap: set[bytes] = set()  # clients at max_client_running: passed over by dispatch
         self._deadlines: list[tuple[float, str, int]] = []  # (deadline, job_id, attempt)
 
@@ -32,6 +33,7 @@ class LeaseBook:
         """Count a new attempt of `job` (already RUNNING) and set its deadline; returns its time limit (s)."""
         client = job.client
         self.in_flight[client] += 1
+        self._running += 1
         cap = self.max_client_running
         if cap and self.in_flight[client] >= cap:
             self.at_running_cap.add(client)
@@ -46,6 +48,7 @@ class LeaseBook:
     def end(self, job: Job) -> bool:
         """The attempt of `job` is over (answered, failed, requeued); True if its client left its cap."""
         client = job.client
+        self._running -= 1
         left = self.in_flight[client] - 1
         if left > 0:
             self.in_flight[client] = left
@@ -68,4 +71,4 @@ class LeaseBook:
 
     def running(self, client: Optional[bytes] = None) -> int:
         """Jobs in flight, of one client or of all."""
-        return self.in_flight.get(client, 0) if client is not None else sum(self.in_flight.values())
+        return self.in_flight.get(client, 0) if client is not None else self._running

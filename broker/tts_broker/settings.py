@@ -26,7 +26,10 @@ class BrokerSettings(BaseSettings):
     max_text_chars: int = Field(20_000, ge=1, description="longest text a job may carry")
     job_timeout_s: float = Field(300.0, gt=0, le=MAX_DURATION_MS / 1000,
                                  description="default per-attempt run time limit (at most 7 days)")
-    drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
+    drain_grace_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long queued and running jobs may finish; the drain ends sooner"
+        " once nothing runs and no worker serves a queued job (the journal keeps those for the next start)"
+    )
     default_model: Optional[str] = Field(None, description="routing key for jobs that name no model")
     unroutable_timeout_s: float = Field(
         0.0, ge=0, description="fail a job no connected worker can serve after this long (0 = wait)"

@@ -2,8 +2,8 @@
 
 The registry keeps its own indexes so that one event costs the same with 10 or 10,000 workers: free workers
 by routing key (least recently used first), workers by the time they were last heard from (the silent ones
-are at the front), a count of workers per served key, and draining workers with no lease left. Nothing here
-scans every worker per message or per tick.
+are at the front), a count of workers per served key (all of them, and those that take new leases, i.e. not
+draining), and draining workers with no lease left. Nothing here scans every worker per message or per tick.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class WorkerRegistry:
         self._workers: dict[bytes, WorkerRecord] = {}
         self._free: dict[Optional[str], collections.OrderedDict[bytes, WorkerRecord]] = {}  # per served key, LRU
         self._serving: collections.Counter[Optional[str]] = collections.Counter()  # workers per served key
+        self._taking: collections.Counter[Optional[str]] = collections.Counter()  # the same, not draining
         self._by_seen: collections.OrderedDict[bytes, WorkerRecord] = collections.OrderedDict()  # oldest first
         self._retiring: dict[bytes, WorkerRecord] = {}  # draining and holding no lease: to be told to leave
         self._free_seq = itertools.count(1)
@@ -139,6 +140,8 @@ class WorkerRegistry:
         self._by_seen[record.identity] = record
         for key in record.served_keys:
             self._serving[key] += 1
+            if not record.draining:
+                self._taking[key] += 1
         self._refresh(record)
 
     def remove(self, identity: bytes) -> Optional[WorkerRecord]:
@@ -149,11 +152,9 @@ class WorkerRegistry:
         self._by_seen.pop(identity, None)
         self._retiring.pop(identity, None)
         for key in record.served_keys:
-            left = self._serving[key] - 1
-            if left > 0:
-                self._serving[key] = left
-            else:
-                del self._serving[key]
+            _decrement(self._serving, key)
+            if not record.draining:
+                _decrement(self._taking, key)
         return record
 
     # ---- liveness ----------------------------------------------------------------------------------
@@ -200,6 +201,9 @@ class WorkerRegistry:
 
     def drain(self, record: WorkerRecord) -> None:
         """Give this worker no new leases (DRAIN_WORKER)."""
+        if not record.draining and record.identity in self._workers:
+            for key in record.served_keys:
+                _decrement(self._taking, key)
         record.draining = True
         self._unfree(record)
         self._refresh(record)
@@ -255,3 +259,15 @@ class WorkerRegistry:
 
     def serves_key(self, key: Optional[str]) -> bool:
         return key in self._serving
+
+    def takes_key(self, key: Optional[str]) -> bool:
+        """True if a connected worker that still takes new leases (not draining) serves `key`."""
+        return key in self._taking
+
+
+def _decrement(counter: collections.Counter[Optional[str]], key: Optional[str]) -> None:
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        del counter[key]

@@ -229,6 +229,32 @@ def test_drain_grace_expiry_fails_leftovers_as_retryable(broker_factory, ctx: zm
     assert broker.proc.popen.wait(10) == 0
 
 
+def test_sigterm_with_queued_jobs_and_no_worker_stops_at_once_and_keeps_them(broker: BrokerProc,
+                                                                             ctx: zmq.Context) -> None:
+    # `docker compose down`: the workers stop first, then the broker gets SIGTERM with jobs still queued.
+    client = RawClient(ctx, broker.frontend)
+    worker = RawWorker(ctx, broker.backend)
+    wait_for(lambda: workers_registered(client, 1))
+    worker.send(Command.W_DISCONNECT, {"reason": "stopping"})
+    wait_for(lambda: not workers_registered(client, 1))
+    client.submit("kept")
+    assert client.recv_until(Command.ACCEPTED).body.job_id == "kept"
+    assert broker.proc is not None
+    signalled = time.monotonic()
+    broker.proc.signal(signal.SIGTERM)
+    assert broker.proc.popen.wait(10) == 0
+    assert time.monotonic() - signalled < 5  # not the 30 s grace
+    assert "the journal keeps them" in broker.log()
+    broker.start()
+    client.submit("kept")  # what a client does when the broker_id changed: resubmit, and attach
+    # An ERROR shutting_down from the old broker would come first, and fail this:
+    accepted = client.recv_until(Command.ACCEPTED).body
+    assert (accepted.job_id, accepted.duplicate, accepted.state) == ("kept", True, JobState.QUEUED)
+    worker2 = RawWorker(ctx, broker.backend)
+    worker2.result(worker2.next_job())
+    assert client.recv_until(Command.RESULT).body.job_id == "kept"
+
+
 def test_reload_is_forwarded_to_matching_workers(broker: BrokerProc, ctx: zmq.Context) -> None:
     client = RawClient(ctx, broker.frontend)
     fish = RawWorker(ctx, broker.backend, engine="fish-speech", model="1.5")
