@@ -39,7 +39,7 @@ from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
 from tts_broker.statedir import StateLock
 from tts_broker.status import BrokerInfo
-from tts_broker.wrong_port import answer_misdirected_client
+from tts_broker.wrong_port import WrongPort
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class Broker:
         self.backend_endpoint = self.workers.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.curve is None:
             warn_if_exposed([self.frontend_endpoint, self.backend_endpoint])
+        self.wrong_port = WrongPort(frontend=self.frontend_endpoint, backend=self.backend_endpoint)
         self._stop_now = False
         self.http: Optional[HttpServer] = None
         self.http_url: Optional[str] = None
@@ -261,6 +262,8 @@ class Broker:
                 principal = Principal.of(user)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
+            if self.wrong_port.worker_at_frontend(self.clients, frames):
+                return
         self.core.on_client(identity, principal, message, self.clock(), self.wall_clock())
 
     def _on_worker_frames(self, frames: list[Any]) -> None:
@@ -270,9 +273,7 @@ class Broker:
             identity, message = self.workers.parse(frames)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
-            if self.core.workers.get(identity) is None and answer_misdirected_client(self.workers, frames,
-                                                                                     self.frontend_endpoint):
-                log.debug("peer %r sent a client message to the worker port; told it the frontend", identity)
+            if self.core.workers.get(identity) is None and self.wrong_port.client_at_backend(self.workers, frames):
                 return
         now = self.clock()
         self.core.on_worker(identity, key, message, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import types
 from typing import Any, Callable, Iterator
 
 import psutil
@@ -159,3 +160,17 @@ def test_piper_worker_speaks_through_the_broker(broker: BrokerProc, start_worker
     raw.submit("piper-2", "Hi.", speaker="narrator")
     error = outcome(raw, "piper-2", 60)
     assert error.command is Command.ERROR and error.body.code == "engine_error" and not error.body.retryable
+
+
+def test_a_worker_at_the_client_port_is_told_so(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                                 ctx: zmq.Context) -> None:
+    """`tts-worker --broker tcp://host:5555`: DISCONNECT naming the backend, logged; the worker keeps retrying."""
+    raw = RawClient(ctx, broker.frontend)
+    at_frontend = types.SimpleNamespace(backend=broker.frontend)  # what start_worker reads from a BrokerProc
+    proc = start_worker(at_frontend, "tone", extra_args=["--single"], env={"TTS_WORKER_RECONNECT_MIN_S": "0.2"})
+    told = ("broker sent DISCONNECT (this is the broker's client port; workers connect to its backend"
+            f" ({broker.backend}))")
+    wait_for(lambda: proc.log().count(told) >= 2, 30, what="the worker to log the reason at two connections")
+    assert proc.alive() and "malformed message from broker" not in proc.log()
+    assert "sent READY to the client port" in broker.log()
+    assert workers(raw) == []  # nothing registered, and the client port still answers

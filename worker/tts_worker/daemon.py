@@ -256,7 +256,7 @@ class WorkerDaemon:
             self._leave_reason = "drained"
         elif message.command is Command.B_DISCONNECT and isinstance(body, Disconnect):
             assert self.conn is not None
-            self.conn.drop(f"broker sent DISCONNECT ({body.reason[:100] or 'no reason'})")
+            self.conn.drop(f"broker sent DISCONNECT ({body.reason[:200] or 'no reason'})")
             self._orphan_leases()
         elif message.command is Command.B_RELOAD and isinstance(body, WorkerReload):
             self._on_reload(body)
