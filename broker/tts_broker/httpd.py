@@ -6,7 +6,9 @@ metric objects, so a slow or hostile HTTP client can never block or change the b
 
 Nor can it take the broker's descriptors: connections beyond `max_connections` (at most a quarter of the
 descriptor limit) are closed as soon as they are accepted, a connection that sends nothing for
-`idle_timeout_s` (headers included) is closed, and accept() errors (EMFILE) are logged once a minute.
+`idle_timeout_s` (headers included) is closed, and accept() errors (EMFILE) are logged once a minute
+(ThreadedHttp, the base a standby's server shares). /healthz answers 503 once the latest snapshot is older than
+HEALTHZ_STALE_S: a broker whose loop is stuck must not look healthy.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import json
 import logging
 import socket
 import threading
+import time
 from importlib import resources
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,6 +33,9 @@ from tts_broker.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
+#: /healthz answers 503 once the loop's latest snapshot (published every metrics.SNAPSHOT_EVERY_S) is this old:
+#: a wedged loop must not look healthy, while a turn slowed by a large commit or a busy machine does.
+HEALTHZ_STALE_S = 15.0
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html",
            "favicon.svg": "image/svg+xml"}
 
@@ -42,26 +48,25 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class HttpServer:
-    """The HTTP side of the broker, in a daemon thread: start() returns once it listens, stop() ends it."""
+class ThreadedHttp:
+    """An aiohttp server in a daemon thread of its own, behind a ConnectionGuard: start() returns once it listens.
 
-    def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = (),
-                 max_connections: int = 256, idle_timeout_s: float = 15.0, curve: bool = False) -> None:
-        self.metrics = metrics
-        # Under CURVE the views show what CURVE hides from non-admin keys (worker routing ids, hosts, pids,
-        # every key's job ids): without tokens, the data endpoints are refused rather than served to anyone.
-        self._closed = curve and not tokens
+    The base of the broker's HTTP server and of a standby's (standby_http.py): both get the connection cap (at
+    most a quarter of the descriptor limit) and the idle timeout. A subclass gives the application (`application`) and
+    what to log once it listens (`listening`).
+    """
+
+    thread_name = "tts-broker-http"
+
+    def __init__(self, listen: str, *, max_connections: int = 256, idle_timeout_s: float = 15.0) -> None:
         self.guard = ConnectionGuard(min(max_connections, max(8, nofile_soft() // 4)), idle_timeout_s)
-        # Bearer tokens for the data endpoints (/metrics, /api/*); none = open (bind it to loopback then).
-        self._tokens = [t.encode("utf-8") for t in tokens]
         self.host, self.port = parse_listen(listen)
         self.url = ""
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stopped: Optional[asyncio.Event] = None
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="tts-broker-http", daemon=True)
-        self._assets = {name: (resources.files("tts_broker") / "static" / name).read_bytes() for name in _STATIC}
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self, timeout_s: float = 10.0) -> str:
         """Bind and serve; returns the base URL (http://HOST:PORT/). Raises OSError if the port is taken."""
@@ -78,6 +83,13 @@ class HttpServer:
             loop.call_soon_threadsafe(stopped.set)
             self._thread.join(timeout_s)
 
+    def application(self) -> web.Application:
+        """The aiohttp application this server runs (routes, middlewares)."""
+        raise NotImplementedError
+
+    def listening(self) -> None:
+        """Called in the thread once the socket listens and `url` is known (log lines)."""
+
     # ---- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -93,17 +105,7 @@ class HttpServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        app = web.Application(middlewares=[self._auth] if self._tokens or self._closed else [])
-        app.add_routes([
-            web.get("/", self._index),
-            web.get("/static/{name}", self._asset),
-            web.get("/favicon.ico", self._favicon),  # browsers ask for it whatever the page links
-            web.get("/metrics", self._metrics),
-            web.get("/api/status", self._status),
-            web.get("/api/dashboard", self._dashboard),
-            web.get("/healthz", self._healthz),
-        ])
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+        runner = web.AppRunner(self.application(), access_log=None, handle_signals=False,
                                keepalive_timeout=self.guard.idle_timeout_s)
         await runner.setup()
         self._loop.set_exception_handler(self.guard.loop_exception)
@@ -117,14 +119,7 @@ class HttpServer:
                                                     sock=sock)
             host = f"[{self.host}]" if ":" in self.host else self.host
             self.url = f"http://{host}:{port}/"
-            log.info("HTTP listening on %s (dashboard /, metrics /metrics, status /api/status)", self.url)
-            if self._closed:
-                log.warning("HTTP under CURVE without --http-token-file: /metrics and /api/* answer 403 (they "
-                            "would show worker routing ids, hosts, pids and every key's job ids to anyone)")
-            elif not self._tokens and not _loopback(self.host):
-                log.warning("!!! SECURITY: --http %s is reachable from other hosts and has no --http-token-file: "
-                            "anyone who reaches it reads job ids, worker hosts, pids and routing ids. Give it a "
-                            "token file (docs/security.md). !!!", self.url)
+            self.listening()
             log.info("HTTP: at most %d connections, %.0f s idle timeout", self.guard.max_connections,
                      self.guard.idle_timeout_s)
             self._ready.set()
@@ -133,6 +128,47 @@ class HttpServer:
             if server is not None:
                 server.close()
             await runner.cleanup()
+
+
+class HttpServer(ThreadedHttp):
+    """The HTTP side of the broker: dashboard, /metrics, /api/*, /healthz (see the module docstring)."""
+
+    def __init__(self, metrics: MetricsHook, listen: str, *, tokens: Sequence[str] = (),
+                 max_connections: int = 256, idle_timeout_s: float = 15.0, curve: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` (monotonic seconds) is what /healthz compares the snapshot's age with (tests pass their own)."""
+        super().__init__(listen, max_connections=max_connections, idle_timeout_s=idle_timeout_s)
+        self.metrics = metrics
+        self.clock = clock
+        # Under CURVE the views show what CURVE hides from non-admin keys (worker routing ids, hosts, pids,
+        # every key's job ids): without tokens, the data endpoints are refused rather than served to anyone.
+        self._closed = curve and not tokens
+        # Bearer tokens for the data endpoints (/metrics, /api/*); none = open (bind it to loopback then).
+        self._tokens = [t.encode("utf-8") for t in tokens]
+        self._assets = {name: (resources.files("tts_broker") / "static" / name).read_bytes() for name in _STATIC}
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth] if self._tokens or self._closed else [])
+        app.add_routes([
+            web.get("/", self._index),
+            web.get("/static/{name}", self._asset),
+            web.get("/favicon.ico", self._favicon),  # browsers ask for it whatever the page links
+            web.get("/metrics", self._metrics),
+            web.get("/api/status", self._status),
+            web.get("/api/dashboard", self._dashboard),
+            web.get("/healthz", self._healthz),
+        ])
+        return app
+
+    def listening(self) -> None:
+        log.info("HTTP listening on %s (dashboard /, metrics /metrics, status /api/status)", self.url)
+        if self._closed:
+            log.warning("HTTP under CURVE without --http-token-file: /metrics and /api/* answer 403 (they "
+                        "would show worker routing ids, hosts, pids and every key's job ids to anyone)")
+        elif not self._tokens and not _loopback(self.host):
+            log.warning("!!! SECURITY: --http %s is reachable from other hosts and has no --http-token-file: "
+                        "anyone who reaches it reads job ids, worker hosts, pids and routing ids. Give it a "
+                        "token file (docs/security.md). !!!", self.url)
 
     # ---- handlers --------------------------------------------------------------------------------
 
@@ -181,7 +217,12 @@ class HttpServer:
         return _json(self.metrics.snapshot.page())
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        """200 while the broker loop publishes its snapshot; 503 once the last one is HEALTHZ_STALE_S old."""
+        age_s = self.clock() - self.metrics.snapshot.taken_monotonic
+        if age_s > HEALTHZ_STALE_S:
+            return web.Response(status=503, text=f"stale: the broker loop published no state for {age_s:.0f} s\n",
+                                headers={"Cache-Control": "no-store"})
+        return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
 
 
 class ConnectionGuard:

@@ -48,7 +48,9 @@ class LeaderPost:
             nonlocal standby_http
             if settings.http is not None:
                 standby_http = StandbyHttp(settings.http, lambda: {**link.status(), "role": "standby",
-                                                                   "journal": link.shown_url})
+                                                                   "journal": link.shown_url},
+                                           max_connections=settings.http_max_connections,
+                                           idle_timeout_s=settings.http_idle_timeout_s)
                 standby_http.start()
 
         try:

@@ -101,6 +101,7 @@ class Snapshot:
     dead_letters_total: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     generation: dict[tuple[str, str], tuple[tuple[int, ...], float]] = dataclasses.field(default_factory=dict)
     latency: dict[str, tuple[tuple[int, ...], float]] = dataclasses.field(default_factory=dict)
+    taken_monotonic: float = 0.0  # time.monotonic() when taken, whatever clock drives the loop (/healthz)
 
     def page(self) -> dict[str, Any]:
         """Everything the dashboard draws, as one JSON document."""
@@ -243,7 +244,8 @@ class MetricsHook(Hook):
                         journal_bytes=journal_bytes, jobs_total=dict(self._jobs), retries_total=dict(self._retries),
                         dead_letters_total=dict(self._dead),
                         generation={k: h.frozen() for k, h in self._gen.items()},
-                        latency={k: h.frozen() for k, h in self._latency.items()})
+                        latency={k: h.frozen() for k, h in self._latency.items()},
+                        taken_monotonic=time.monotonic())
 
     def _point(self, wall: float, now: float, status: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
         self._windows.append(self._window)

@@ -2,70 +2,48 @@
 
 A Kubernetes readiness probe or a load balancer health check on /healthz thus routes to the active broker
 only. The server runs in its own thread for as long as the broker waits for leadership; once it leads, this
-server stops and the broker's own HTTP server (httpd.py, /healthz 200) binds the same address.
+server stops and the broker's own HTTP server (httpd.py, /healthz 200) binds the same address. Both are a
+ThreadedHttp, so the standby's has the same connection cap and idle timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from aiohttp import web
 
-from tts_broker.httpd import _listening_socket, parse_listen
+from tts_broker.httpd import ThreadedHttp
 
 log = logging.getLogger(__name__)
 
 
-class StandbyHttp:
+class StandbyHttp(ThreadedHttp):
     """A minimal HTTP server for a standby broker: health and role only."""
 
-    def __init__(self, listen: str, describe: Callable[[], dict[str, Any]]) -> None:
-        self.host, self.port = parse_listen(listen)
+    thread_name = "tts-broker-standby-http"
+
+    def __init__(self, listen: str, describe: Callable[[], dict[str, Any]], *, max_connections: int = 256,
+                 idle_timeout_s: float = 15.0) -> None:
+        super().__init__(listen, max_connections=max_connections, idle_timeout_s=idle_timeout_s)
         self.describe = describe
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._stopped: Optional[asyncio.Event] = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tts-broker-standby-http", daemon=True)
-        self.url = ""
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        self._thread.start()
-        self._ready.wait(timeout_s)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None and self._thread.is_alive():
-            loop.call_soon_threadsafe(stopped.set)
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Serve; a standby without its health endpoint still stands by (logged; returns "")."""
         try:
-            asyncio.run(self._serve())
-        except Exception as exc:  # a standby without its health endpoint still stands by
+            return super().start(timeout_s)
+        except OSError as exc:
             log.warning("standby HTTP server on %s:%d not available: %s", self.host, self.port, exc)
-        finally:
-            self._ready.set()
+            return ""
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
+    def application(self) -> web.Application:
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/api/status", self._status)])
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            sock = _listening_socket(self.host, self.port)
-            await web.SockSite(runner, sock).start()
-            self.url = f"http://{self.host}:{sock.getsockname()[1]}/"
-            log.info("standby: HTTP on %s (/healthz 503 until this broker is active)", self.url)
-            self._ready.set()
-            await self._stopped.wait()
-        finally:
-            await runner.cleanup()
+        return app
+
+    def listening(self) -> None:
+        log.info("standby: HTTP on %s (/healthz 503 until this broker is active)", self.url)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(status=503, text="standby\n")
