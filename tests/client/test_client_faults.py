@@ -44,6 +44,24 @@ def test_broker_restart_mid_batch_every_job_completes(broker_factory: Callable[.
     assert client.broker_status().jobs["done"] >= 1
 
 
+def test_jobs_queued_through_a_drain_with_no_worker_complete_after_the_restart(
+        broker: BrokerProc, tone_workers, make_client: Callable[..., TtsClient]) -> None:
+    # `docker compose down`: no worker left, SIGTERM; the broker stops at once, its journal keeps the jobs
+    # unanswered, and the client's jobs finish once the broker is back (new broker_id: resubmitted, attached).
+    client = make_client(broker.frontend, ping_interval_s=0.3, resubmit_after_s=3, timeout_s=60)
+    texts = [f"Queued through a drain {i}." for i in range(3)]
+    handles = [client.submit(t, job_id=f"qd-{i}") for i, t in enumerate(texts)]
+    wait_for(lambda: all(client.job_status(f"qd-{i}").state.value == "queued" for i in range(3)), 10,
+             what="jobs queued")
+    first_broker = client.broker_id
+    assert broker.stop() == 0 and "the journal keeps them" in broker.log()
+    assert not any(h.done() for h in handles)  # no shutting_down reached the caller
+    broker.start()
+    tone_workers(broker)
+    assert [h.result().num_frames for h in handles] == [tone_frames(t) for t in texts]
+    assert client.broker_id != first_broker
+
+
 def test_full_queue_is_retried_until_the_jobs_fit(broker_factory: Callable[..., BrokerProc], tone_workers,
                                                   make_client: Callable[..., TtsClient]) -> None:
     broker = broker_factory("--max-queue", "5")
