@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Stack, percentile, wait_file
+
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bridge")]
 
 import aio_pika  # noqa: E402
@@ -45,56 +46,14 @@ from bridgekit import RabbitServer, RedisServer  # noqa: E402
 TEXT = "Bridge benchmark line {tag} {i}: a short sentence."
 
 
-def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with code {proc.returncode}")
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not become ready in {timeout_s:.0f}s")
-
-
-class Stack:
-    def __init__(self, tmp: Path, workers: int) -> None:
-        self.tmp = tmp
-        self.log = (tmp / "stack.log").open("ab")
-        self.procs: list[subprocess.Popen] = []
-        broker = self.spawn([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
-                             "tcp://127.0.0.1:*", "--no-journal", "--no-cache", "--state-dir", str(tmp / "state"),
-                             "--log-level", "warning", "--ready-file", str(tmp / "broker.json")])
-        info = wait_file(tmp / "broker.json", broker, "broker")
-        self.front = info["frontend"]
-        self.spawn([sys.executable, "-m", "tts_worker", "--broker", info["backend"], "--engine", "tone",
-                    "--concurrency", str(workers), "--log-level", "WARNING"])
-
-    def spawn(self, args: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def bridge(self, kind: str, *args: str, inflight: int) -> subprocess.Popen:
-        ready = self.tmp / f"{kind}.json"
-        proc = self.spawn([sys.executable, "-m", "tts_client", "--broker", self.front, "bridge", kind,
-                           "--output-dir", str(self.tmp / "audio" / kind), "--max-in-flight", str(inflight),
-                           "--status-interval-s", "0", "--ready-file", str(ready), *args])
-        wait_file(ready, proc, f"bridge {kind}")
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def start_bridge(stack: Stack, kind: str, *args: str, inflight: int) -> subprocess.Popen[bytes]:
+    """`tts bridge KIND` on the stack's broker, writing its audio into the run's folder; once it is ready."""
+    ready = stack.tmp / f"{kind}.json"
+    proc = stack.spawn([sys.executable, "-m", "tts_client", "--broker", stack.frontend, "bridge", kind,
+                        "--output-dir", str(stack.tmp / "audio" / kind), "--max-in-flight", str(inflight),
+                        "--status-interval-s", "0", "--ready-file", str(ready), *args])
+    wait_file(ready, proc, f"bridge {kind}")
+    return proc
 
 
 # ---- native ------------------------------------------------------------------------------------------------
@@ -128,7 +87,8 @@ async def streams(stack: Stack, redis_url: str, jobs: int, inflight: int,
                   latency_jobs: int) -> tuple[float, list[float]]:
     tag = secrets.token_hex(3)
     stream, results = f"b{tag}:jobs", f"b{tag}:results"
-    stack.bridge("redis-streams", "--redis", redis_url, "--stream", stream, "--results", results, inflight=inflight)
+    start_bridge(stack, "redis-streams", "--redis", redis_url, "--stream", stream, "--results", results,
+                 inflight=inflight)
     r = aioredis.Redis.from_url(redis_url, decode_responses=True)
     last = "$"
 
@@ -166,7 +126,7 @@ async def bullmq(stack: Stack, redis_url: str, jobs: int, inflight: int,
                  latency_jobs: int) -> tuple[float, list[float]]:
     tag = secrets.token_hex(3)
     name = f"bench-{tag}"
-    stack.bridge("bullmq", "--redis", redis_url, "--queue", name, inflight=inflight)
+    start_bridge(stack, "bullmq", "--redis", redis_url, "--queue", name, inflight=inflight)
     queue = Queue(name, {"connection": redis_url})
     r = aioredis.Redis.from_url(redis_url, decode_responses=True)
     completed = f"bull:{name}:completed"
@@ -227,7 +187,7 @@ async def amqp(stack: Stack, url: str, jobs: int, inflight: int, latency_jobs: i
     channel = await connection.channel()
     await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
     replies = await channel.declare_queue(exclusive=True)
-    stack.bridge("amqp", "--url", url, "--queue", name, inflight=inflight)
+    start_bridge(stack, "amqp", "--url", url, "--queue", name, inflight=inflight)
     got: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -258,7 +218,7 @@ async def amqp(stack: Stack, url: str, jobs: int, inflight: int, latency_jobs: i
 
 async def run(args: argparse.Namespace, stack: Stack, redis: RedisServer, rabbit: RabbitServer) -> None:
     rows: list[tuple[str, float, list[float]]] = []
-    rate, lat = await native(stack.front, args.jobs, args.inflight, args.latency_jobs)
+    rate, lat = await native(stack.frontend, args.jobs, args.inflight, args.latency_jobs)
     rows.append(("native client", rate, lat))
     cases: list[tuple[str, Callable[[], Awaitable[tuple[float, list[float]]]]]] = [
         ("redis-streams", lambda: streams(stack, redis.url, args.jobs, args.inflight, args.latency_jobs)),
@@ -275,7 +235,8 @@ async def run(args: argparse.Namespace, stack: Stack, redis: RedisServer, rabbit
     print(f"{'path':16} {'jobs/s':>8} {'x native':>9} {'p50 ms':>8} {'p90 ms':>8} {'added p50 ms':>13}")
     for name, rate, lat in rows:
         p50 = statistics.median(lat)
-        print(f"{name:16} {rate:8.0f} {rate / base_rate:9.2f} {p50:8.2f} {pct(lat, 0.9):8.2f} {p50 - base_lat:13.2f}")
+        p90 = percentile(lat, 0.9)
+        print(f"{name:16} {rate:8.0f} {rate / base_rate:9.2f} {p50:8.2f} {p90:8.2f} {p50 - base_lat:13.2f}")
     print(f"{'bullmq no-op':16} {noop_rate:8.0f} {noop_rate / base_rate:9.2f}    (the Python bullmq Worker alone, "
           "no-op processor: the BullMQ bridge's ceiling)")
 
@@ -297,11 +258,13 @@ def main() -> None:
         stack = None
         try:
             rabbit.start()
-            stack = Stack(tmp, args.workers)
+            stack = Stack(tmp)
+            stack.start_broker()
+            stack.start_worker("tone", concurrency=args.workers)
             asyncio.run(run(args, stack, redis, rabbit))
         finally:
             if stack is not None:
-                stack.stop()
+                stack.close(grace_s=15)
             rabbit.stop()
             redis.stop()
 

@@ -13,13 +13,11 @@ peer keyed, the broker's ZAP handler checking key folders, User-Id read per mess
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import secrets
+import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -33,17 +31,24 @@ from tts_protocol import Command, Side, decode, encode
 from tts_protocol.curve import CurveKeys, generate
 from tts_protocol.messages import Heartbeat, Ready, Submit, WorkerResult
 
+from benchkit import Stack, percentile
+
 REPLY = b"\x00" * 1024
 KEYS = Path(tempfile.mkdtemp(prefix="bench-keys-"))
 
 
 def make_keys() -> None:
-    for name, folder in (("broker", "broker"), ("bench-client", "clients"), ("bench-worker", "workers")):
-        generate(name, KEYS / folder)
+    """The broker's key pair, and the client's and worker's, whose public halves alone go in its allowlists (a
+    broker refuses an allowlist folder that holds a secret key)."""
+    generate("broker", KEYS / "broker")
+    for name, folder in (("bench-client", "clients"), ("bench-worker", "workers")):
+        public, _secret = generate(name, KEYS / "peers")
+        (KEYS / folder).mkdir()
+        shutil.copy(public, KEYS / folder / public.name)
 
 
-def keys_for(folder: str, name: str) -> CurveKeys:
-    return CurveKeys.from_files(KEYS / folder / f"{name}.key_secret", KEYS / "broker" / "broker.key")
+def keys_for(name: str) -> CurveKeys:
+    return CurveKeys.from_files(KEYS / "peers" / f"{name}.key_secret", KEYS / "broker" / "broker.key")
 
 
 # ---- the baseline: the smallest useful LRU broker --------------------------------------------------
@@ -114,7 +119,7 @@ def ttsp_echo_worker(back: str, curve: bool = False) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, b"w-" + secrets.token_hex(8).encode())
     if curve:
-        keys_for("workers", "bench-worker").apply(sock)
+        keys_for("bench-worker").apply(sock)
     sock.connect(back)
     sock.send_multipart(encode(Command.W_READY, Ready(worker_id=f"echo-{os.getpid()}", engine="echo")))
     heartbeat = encode(Command.W_HEARTBEAT, Heartbeat())
@@ -147,7 +152,7 @@ def client_socket(front: str, curve: bool) -> zmq.Socket:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if curve:
-        keys_for("clients", "bench-client").apply(sock)
+        keys_for("bench-client").apply(sock)
     sock.connect(front)
     return sock
 
@@ -193,11 +198,6 @@ def latencies(front: str, call: Callable[[zmq.Socket, int], None], done: Callabl
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def cpu_s(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
@@ -216,7 +216,7 @@ def run_case(name: str, start: Callable[[], tuple[list, str, str]], call, done, 
             p.terminate() if hasattr(p, "terminate") else None
         for p in procs:
             p.join(5) if hasattr(p, "join") else p.wait(5)
-    row = {"case": name, "jobs_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99),
+    row = {"case": name, "jobs_per_s": rate, "p50_ms": statistics.median(lat), "p99_ms": percentile(lat, 0.99),
            "broker_us": broker_us}
     print(f"{name:<40} {rate:>7.0f} jobs/s   p50 {row['p50_ms']:.3f} ms   p99 {row['p99_ms']:.3f} ms   "
           f"broker CPU {broker_us:.0f} us/job", flush=True)
@@ -234,28 +234,17 @@ def start_minimal() -> tuple[list, str, str]:
     return [broker, *workers], front, back
 
 
-def _tts_broker(log: Path, *, journal: bool = False, curve: bool = False,
-                http: bool = False) -> tuple[subprocess.Popen, str, str]:
-    """Start tts-broker on free ports; returns it with the endpoints its ready file names."""
-    state = tempfile.mkdtemp(prefix="bench-broker-")
-    ready = Path(state) / "ready.json"
-    flags = ["--state-dir", state, "--no-cache", "--ready-file", str(ready)] + ([] if journal else ["--no-journal"])
+def _tts_broker(*, journal: bool = False, curve: bool = False, http: bool = False) -> Stack:
+    """tts-broker on free ports, its state and log in a folder of its own (kept for a look afterwards)."""
+    extra = ["--http", "127.0.0.1:0"] if http else []
     if curve:
-        flags += ["--curve-secret", str(KEYS / "broker" / "broker.key_secret"), "--client-keys",
+        extra += ["--curve-secret", str(KEYS / "broker" / "broker.key_secret"), "--client-keys",
                   str(KEYS / "clients"), "--worker-keys", str(KEYS / "workers")]
-    flags += ["--http", "127.0.0.1:0"] if http else []
-    broker = subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
-                               "tcp://127.0.0.1:*", "--log-level", "WARNING", *flags], stdout=log.open("ab"),
-                              stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if broker.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"tts-broker did not start; see {log}")
-        time.sleep(0.02)
-    info = json.loads(ready.read_text())
+    stack = Stack(Path(tempfile.mkdtemp(prefix="bench-broker-")))
+    info = stack.start_broker(journal=journal, log_level="WARNING", extra=extra, timeout_s=30)
     if info.get("http"):  # a process of its own: a thread here would slow the load generator, not the broker
         mp.Process(target=_scrape, args=(info["http"],), daemon=True).start()
-    return broker, info["frontend"], info["backend"]
+    return stack
 
 
 def _scrape(base: str) -> None:
@@ -272,12 +261,11 @@ def _scrape(base: str) -> None:
 
 
 def start_ttsp_echo(journal: bool = False, curve: bool = False, http: bool = False) -> tuple[list, str, str]:
-    log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker, front, back = _tts_broker(log, journal=journal, curve=curve, http=http)
-    workers = [mp.Process(target=ttsp_echo_worker, args=(back, curve), daemon=True) for _ in range(4)]
+    stack = _tts_broker(journal=journal, curve=curve, http=http)
+    workers = [mp.Process(target=ttsp_echo_worker, args=(stack.backend, curve), daemon=True) for _ in range(4)]
     for p in workers:
         p.start()
-    return [broker, *workers], front, back
+    return [stack.broker, *workers], stack.frontend, stack.backend
 
 
 def start_ttsp_echo_journal() -> tuple[list, str, str]:
@@ -285,12 +273,9 @@ def start_ttsp_echo_journal() -> tuple[list, str, str]:
 
 
 def start_tone_workers(journal: bool = False) -> tuple[list, str, str]:
-    log = Path(tempfile.gettempdir()) / "bench-broker.log"
-    broker, front, back = _tts_broker(log, journal=journal)
-    worker = subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone",
-                               "--concurrency", "4", "--log-level", "WARNING"], stdout=log.open("ab"),
-                              stderr=subprocess.STDOUT)
-    return [broker, worker], front, back
+    stack = _tts_broker(journal=journal)
+    worker = stack.start_worker("tone", concurrency=4)
+    return [stack.broker, worker], stack.frontend, stack.backend
 
 
 def main() -> None:

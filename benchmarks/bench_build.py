@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Stack, wait_workers
+
 BIN = Path(sys.executable).parent
 WORDS = ["harbor", "lantern", "village", "captain", "forest", "river", "market", "winter", "garden", "signal"]
 VERBS = ["found", "opened", "carried", "painted", "watched", "cleaned"]
@@ -71,31 +71,15 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp_name:
         tmp = Path(tmp_name)
-        ready = tmp / "ready.json"
-        procs = [subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
-                                   "tcp://127.0.0.1:*", "--no-journal", "--no-cache", "--state-dir", str(tmp / "s"),
-                                   "--ready-file", str(ready), "--log-level", "WARNING"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+        stack = Stack(tmp)
         try:
-            deadline = time.monotonic() + 30
-            while not ready.exists():
-                if time.monotonic() > deadline:
-                    raise SystemExit("broker did not start")
-                time.sleep(0.05)
-            info = json.loads(ready.read_text())
-            frontend, backend = info["frontend"], info["backend"]
-            procs.append(subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", backend, "--engine",
-                                           "piper", "--concurrency", str(args.workers), "--log-level", "WARNING"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
+            frontend = stack.start_broker(log_level="WARNING", timeout_s=30)["frontend"]
+            stack.start_worker("piper", concurrency=args.workers)
             from tts_client import TtsClient
 
             with TtsClient(frontend) as client:
-                deadline = time.monotonic() + 120
-                while len([w for w in client.broker_status().workers if "speakers" in w.engine_stats]) < args.workers:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("workers did not register")
-                    time.sleep(0.2)
+                wait_workers(client, args.workers, timeout_s=120, match=lambda w: "speakers" in w.engine_stats,
+                             every_s=0.2)
                 client.synthesize("Warm up.", model="piper")
             tts = str(BIN / "tts")
             print(f"tts build vs tts batch: {args.workers} Piper workers, build --jobs {args.jobs}, "
@@ -119,13 +103,7 @@ def main() -> None:
                       f"build peak RSS {rss / 2**20:.0f} MiB")
                 print(f"       ms per line: {stages}")
         finally:
-            for p in reversed(procs):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        p.wait(30)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+            stack.close()
 
 
 if __name__ == "__main__":

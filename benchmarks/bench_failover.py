@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Processes, broker_command, wait_until, worker_command
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tts_client import TtsClient  # noqa: E402
@@ -39,17 +39,13 @@ from tts_client import TtsClient  # noqa: E402
 from pg_throwaway import ThrowawayPostgres  # noqa: E402
 
 
-def wait(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench_failover: timed out waiting for {what}")
-        time.sleep(0.005)
+def wait(what: str, condition: Callable[[], object], timeout_s: float) -> None:
+    wait_until(what, condition, timeout_s, every_s=0.005)  # the takeover times are read off these polls
 
 
 class Broker:
-    def __init__(self, name: str, tmp: Path, extra: list[str]) -> None:
-        self.name, self.tmp, self.extra = name, tmp, extra
+    def __init__(self, name: str, procs: Processes, tmp: Path, extra: list[str]) -> None:
+        self.name, self.procs, self.tmp, self.extra = name, procs, tmp, extra
         self.frontend, self.backend = f"ipc://{tmp}/{name}-front", f"ipc://{tmp}/{name}-back"
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.starts = 0
@@ -60,11 +56,9 @@ class Broker:
 
     def start(self) -> Broker:
         self.starts += 1
-        log = open(self.tmp / f"{self.name}-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend,
-             "--state-dir", str(self.tmp / f"{self.name}-state"), "--ready-file", str(self.ready), "--log-level",
-             "INFO", "--no-cache", *self.extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        args = broker_command(self.ready, self.tmp / f"{self.name}-state", frontend=self.frontend,
+                              backend=self.backend, journal=True, log_level="INFO", extra=self.extra)
+        self.proc = self.procs.spawn(args, log=self.tmp / f"{self.name}-{self.starts}.log")
         return self
 
     def standing_by(self) -> bool:
@@ -72,27 +66,24 @@ class Broker:
         return "waiting to take over" in log.read_text(errors="replace")
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            self.procs.kill(self.proc)
 
 
-def start_workers(tmp: Path, backends: str, count: int) -> subprocess.Popen[bytes]:
-    log = open(tmp / "workers.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "tts_worker", "--broker", backends, "--engine", "tone",
-                             "--concurrency", str(count), "--log-level", "WARNING"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+def start_workers(procs: Processes, backends: str, count: int) -> subprocess.Popen[bytes]:
+    return procs.spawn(worker_command(backends, "tone", concurrency=count))
 
 
 def failover_rounds(pg: ThrowawayPostgres, kills: int) -> tuple[list[float], list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    procs = Processes(tmp / "workers.log", cwd=ROOT)
     url = pg.url(pg.new_database())
-    brokers = [Broker("a", tmp, ["--journal-url", url]), Broker("b", tmp, ["--journal-url", url])]
+    brokers = [Broker("a", procs, tmp, ["--journal-url", url]), Broker("b", procs, tmp, ["--journal-url", url])]
     brokers[0].start()
-    wait(brokers[0].ready.exists, 30, "broker a active")
+    wait("broker a active", brokers[0].ready.exists, 30)
     brokers[1].start()
-    wait(brokers[1].standing_by, 30, "broker b standing by")
-    workers = start_workers(tmp, ",".join(b.backend for b in brokers), 2)
+    wait("broker b standing by", brokers[1].standing_by, 30)
+    start_workers(procs, ",".join(b.backend for b in brokers), 2)
     client = TtsClient(",".join(b.frontend for b in brokers), timeout_s=120)
     took_over: list[float] = []
     first_result: list[float] = []
@@ -102,26 +93,23 @@ def failover_rounds(pg: ThrowawayPostgres, kills: int) -> tuple[list[float], lis
             active = next(b for b in brokers if b.ready.exists())
             standby = next(b for b in brokers if b is not active)
             flowing = [client.submit(f"round {round_no} job {i}.") for i in range(50)]
-            wait(lambda: sum(h.done() for h in flowing) >= 10, 60, "jobs flowing")  # noqa: B023
+            wait("jobs flowing", lambda: sum(h.done() for h in flowing) >= 10, 60)  # noqa: B023
             killed_at = time.monotonic()
             active.kill()
             probe = client.submit(f"probe {round_no}.")
-            wait(standby.ready.exists, 30, "standby active")
+            wait("standby active", standby.ready.exists, 30)
             took_over.append(time.monotonic() - killed_at)
             probe.result()
             first_result.append(time.monotonic() - killed_at)
             for handle in flowing:
                 handle.result()
             active.start()  # back as the standby of the next round
-            wait(active.standing_by, 30, "the killed broker back as standby")
+            wait("the killed broker back as standby", active.standing_by, 30)
             print(f"  kill {round_no + 1}: standby active after {took_over[-1]:.2f} s, first result after "
                   f"{first_result[-1]:.2f} s", flush=True)
     finally:
         client.close()
-        workers.send_signal(signal.SIGKILL)
-        workers.wait()
-        for broker in brokers:
-            broker.kill()
+        procs.close(grace_s=0)
     return took_over, first_result
 
 
@@ -129,12 +117,13 @@ def throughput(pg: ThrowawayPostgres, journal: str, jobs: int) -> float:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-journal-{journal}-"))
     extra = {"postgresql": ["--journal-url", pg.url(pg.new_database())], "sqlite": [],
              "none": ["--no-journal"]}[journal]
-    broker = Broker("solo", tmp, extra).start()
-    wait(broker.ready.exists, 30, f"broker ({journal})")
-    workers = start_workers(tmp, broker.backend, 2)
+    procs = Processes(tmp / "workers.log", cwd=ROOT)
+    broker = Broker("solo", procs, tmp, extra).start()
+    wait(f"broker ({journal})", broker.ready.exists, 30)
+    start_workers(procs, broker.backend, 2)
     client = TtsClient(broker.frontend, timeout_s=300)
     try:
-        wait(lambda: len(client.broker_status().workers) >= 2, 60, "2 workers")
+        wait("2 workers", lambda: len(client.broker_status().workers) >= 2, 60)
         client.synthesize("warm up.")
         started = time.monotonic()
         handles = [client.submit(f"throughput job {i}.") for i in range(jobs)]
@@ -143,9 +132,7 @@ def throughput(pg: ThrowawayPostgres, journal: str, jobs: int) -> float:
         return jobs / (time.monotonic() - started)
     finally:
         client.close()
-        workers.send_signal(signal.SIGKILL)
-        workers.wait()
-        broker.kill()
+        procs.close(grace_s=0)
 
 
 def main() -> None:

@@ -21,19 +21,16 @@ amount of audio: audio-s/s is printed beside jobs/s. Numbers depend on what else
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Stack, percentile, wait_workers
+
 FOLDERS = {"1.5": "fish-speech-1.5", "s1-mini": "openaudio-s1-mini"}
 TEXTS = [
     "Hello there.", "Where did you put the keys?", "I told you we should have left a little earlier today.",
@@ -42,67 +39,18 @@ TEXTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def start_fish_worker(stack: Stack, client: Any, options: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
+    """One fish-speech worker process named `name`, once the broker lists it."""
+    proc = stack.start_worker("fish-speech", concurrency=1, name=name, opts=options, log=stack.tmp / f"{name}.log")
+    wait_workers(client, 1, timeout_s=300, proc=proc, match=lambda w: w.name.startswith(name), every_s=0.2)
+    return proc
 
 
-class Stack:
-    """A broker and at most one worker, as subprocesses of this venv."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.frontend = f"tcp://127.0.0.1:{free_port()}"
-        self.backend = f"tcp://127.0.0.1:{free_port()}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / log_name, "ab")
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def start_broker(self) -> None:
-        ready = self.tmp / "ready.json"
-        self.spawn(["-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend, "--no-journal",
-                    "--no-cache", "--state-dir", str(self.tmp / "state"), "--ready-file", str(ready),
-                    "--log-level", "warning"], "broker.log")
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"broker did not start; see {self.tmp / 'broker.log'}")
-            time.sleep(0.05)
-
-    def start_worker(self, client: Any, options: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
-        args = ["-m", "tts_worker", "--broker", self.backend, "--engine", "fish-speech", "--concurrency", "1",
-                "--name", name, "--log-level", "WARNING"]
-        for key, value in options.items():
-            args += ["--engine-opt", f"{key}={value}"]
-        proc = self.spawn(args, f"{name}.log")
-        deadline = time.monotonic() + 300
-        while not any(w.name.startswith(name) for w in client.broker_status(timeout_s=5).workers):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker {name} did not register; see {self.tmp / (name + '.log')}")
-            time.sleep(0.2)
-        return proc
-
-    def stop_worker(self, client: Any, proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        deadline = time.monotonic() + 15
-        while client.broker_status(timeout_s=5).workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+def stop_fish_worker(stack: Stack, client: Any, proc: subprocess.Popen[bytes]) -> None:
+    stack.stop(proc, grace_s=60)
+    deadline = time.monotonic() + 15  # the next worker is told apart by its name if this one lingers
+    while client.broker_status(timeout_s=5).workers and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def jobs(n: int, lengths: list[int]) -> list[tuple[str, dict[str, Any]]]:
@@ -130,7 +78,7 @@ def run_jobs(client: Any, work: list[tuple[str, dict[str, Any]]], model: str) ->
     elapsed = max(done) - started
     latencies = sorted(t - started for t in done)
     return {"jobs_s": len(work) / elapsed, "audio_s_s": audio_s / elapsed, "elapsed": elapsed,
-            "p50": statistics.median(latencies), "p90": latencies[int(0.9 * (len(latencies) - 1))],
+            "p50": statistics.median(latencies), "p90": percentile(latencies, 0.9),
             "audio_s": audio_s}
 
 
@@ -156,9 +104,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     summary: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-fish-batch-") as tmp_name:
         tmp = Path(tmp_name)
-        stack = Stack(tmp)
+        stack = Stack(tmp, cwd=ROOT, log_name="broker.log")
         try:
-            stack.start_broker()
+            stack.start_broker(timeout_s=30)
             client = TtsClient(stack.frontend, timeout_s=600.0)
             for family in families:
                 best: dict[int, dict[str, float]] = {}
@@ -170,11 +118,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                         if args.torch_threads:
                             options["torch_threads"] = args.torch_threads
                         name = f"fish-{family}-b{max_batch}-r{round_no}"
-                        proc = stack.start_worker(client, options, name)
+                        proc = start_fish_worker(stack, client, options, name)
                         model = f"fish-speech:{family}"
                         run_jobs(client, work[:2], model)  # warm-up: first-call costs out of the figures
                         figures = run_jobs(client, work, model)
-                        stack.stop_worker(client, proc)
+                        stop_fish_worker(stack, client, proc)
                         print(f"{family} max_batch={max_batch} round {round_no + 1}: {args.jobs} jobs in "
                               f"{figures['elapsed']:.2f} s = {figures['jobs_s']:.2f} jobs/s, "
                               f"{figures['audio_s_s']:.2f} audio-s/s ({figures['audio_s']:.1f} s of audio), "
@@ -189,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                     f"{batched['p50']:.2f} s vs {single['p50']:.2f} s (target >= 3x jobs/s)")
             client.close()
         finally:
-            stack.close()
+            stack.close(grace_s=0)
     print("\n".join(summary))
 
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import multiprocessing as mp
 import os
 import resource
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +35,9 @@ import psutil
 import zmq
 
 from tts_protocol import Command, Side, decode, encode
-from tts_protocol.messages import Heartbeat, Ready, Request, Submit, WorkerResult
+from tts_protocol.messages import Heartbeat, Ready, Request, StatusRequest, Submit, WorkerResult
+
+from benchkit import Processes, broker_command, percentile, wait_file, wait_until
 
 PER_PROCESS = 3000  # sockets per simulated-peer process: two descriptors each (TCP + mailbox)
 HEARTBEAT_S = 1.0  # the broker's default heartbeat_interval_s
@@ -209,22 +210,20 @@ class BrokerUnderTest:
     def __init__(self, profile: str = "") -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
         ready = self.tmp / "ready.json"
-        run = ["-m", "cProfile", "-o", profile, "-m", "tts_broker"] if profile else ["-m", "tts_broker"]
-        args = [sys.executable, *run, "--frontend", "tcp://127.0.0.1:*", "--backend",
-                "tcp://127.0.0.1:*", "--ready-file", str(ready), "--log-level", "WARNING",
-                "--state-dir", str(self.tmp / "state")]
+        args = broker_command(ready, self.tmp / "state", journal=True, cache=True, log_level="WARNING")
+        if profile:
+            args[1:1] = ["-m", "cProfile", "-o", profile]  # python -m cProfile -o PROFILE -m tts_broker ...
         # Liveness 30 heartbeats instead of 3: on a loaded machine the simulated fleet (thousands of sockets in
         # a few processes) may stall for seconds, and a worker declared dead would re-register in a loop. The
         # heartbeat interval, so the cost measured, stays the default.
         env = {**os.environ, "TTS_MAX_CLIENT_QUEUED": "0", "TTS_HEARTBEAT_LIVENESS": "30"}
-        self.popen = subprocess.Popen(args, stdout=open(self.tmp / "broker.log", "wb"), stderr=subprocess.STDOUT,
-                                      env=env, preexec_fn=raise_fd_limit)
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if time.monotonic() > deadline or self.popen.poll() is not None:
-                raise RuntimeError((self.tmp / "broker.log").read_text())
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
+        self.procs = Processes(self.tmp / "broker.log", env=env)
+        self.popen = self.procs.spawn(args, preexec_fn=raise_fd_limit)
+        try:
+            info = wait_file(ready, self.popen, "tts-broker", 30)
+        except SystemExit:
+            print((self.tmp / "broker.log").read_text(), file=sys.stderr)
+            raise
         self.front, self.back = info["frontend"], info["backend"]
         self.ps = psutil.Process(self.popen.pid)
 
@@ -240,34 +239,19 @@ class BrokerUnderTest:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.front)
-        sock.send_multipart(encode(Command.BROKER_STATUS, Request(req_id="s")))
+        # The count only: a page of thousands of workers is a large reply (and holds only part of them).
+        sock.send_multipart(encode(Command.BROKER_STATUS, StatusRequest(req_id="s", workers_limit=0)))
         try:
             if not sock.poll(10_000):
                 return -1
             msg = decode(sock.recv_multipart(), side=Side.CLIENT, to_broker=False)
-            return len(msg.body.status.workers)  # type: ignore[union-attr]
+            return int(msg.body.status.worker_count)  # type: ignore[union-attr]
         finally:
             sock.close(0)
 
     def stop(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(20)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-
-
-def wait_until(what: str, check: Any, timeout_s: float = 120.0, every_s: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(every_s)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        self.procs.close(grace_s=20)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def heartbeats(broker: BrokerUnderTest, workers: Fleet, window_s: float) -> tuple[float, float]:
@@ -290,12 +274,12 @@ def jobs_flowing(broker: BrokerUnderTest, workers: Fleet, clients: Fleet, rate: 
     cpu0, t0 = broker.cpu_s(), time.monotonic()
     clients.ask(("submit", rate / len(clients.procs), jobs // len(clients.procs)))
     wanted = before + (jobs // len(clients.procs)) * len(clients.procs)
-    wait_until("results", lambda: sum(s[2] for s in clients.ask("stats")) >= wanted, 60 + 4 * window_s)
+    wait_until("results", lambda: sum(s[2] for s in clients.ask("stats")) >= wanted, 60 + 4 * window_s, every_s=0.2)
     cpu1, t1 = broker.cpu_s(), time.monotonic()
     lat = [x for s in workers.ask("stats") for x in s[1]]
     spent = cpu1 - cpu0 - idle_cpu_pct / 100 * (t1 - t0)
-    return {"us_per_job": 1e6 * max(spent, 0.0) / max(len(lat), 1), "p50_ms": 1000 * pct(lat, 0.5),
-            "p99_ms": 1000 * pct(lat, 0.99), "jobs": len(lat)}
+    return {"us_per_job": 1e6 * max(spent, 0.0) / max(len(lat), 1), "p50_ms": 1000 * percentile(lat, 0.5),
+            "p99_ms": 1000 * percentile(lat, 0.99), "jobs": len(lat)}
 
 
 def run_workers(size: int, args: argparse.Namespace) -> dict[str, float]:
@@ -321,7 +305,8 @@ def run_clients(size: int, args: argparse.Namespace) -> dict[str, float]:
     clients = Fleet(client_fleet, broker.front, size, "c")
     try:
         wait_until("100 workers registered", lambda: broker.workers() >= 100, 300, every_s=1.0)
-        wait_until(f"{size} clients connected", lambda: sum(s[0] for s in clients.ask("stats")) >= size, 300)
+        wait_until(f"{size} clients connected", lambda: sum(s[0] for s in clients.ask("stats")) >= size, 300,
+                   every_s=0.2)
         time.sleep(HEARTBEAT_S)
         cpu_pct, _ = heartbeats(broker, workers, min(args.window, 3.0))
         flow = jobs_flowing(broker, workers, clients, args.rate, args.window, cpu_pct)

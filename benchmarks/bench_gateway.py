@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,62 +27,21 @@ import httpx
 
 from tts_client import AsyncTtsClient
 
+from benchkit import Stack, percentile, wait_file
+
 TEXT = "Benchmark line {i}: a short sentence. And a second one."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with code {proc.returncode}")
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not become ready in {timeout_s:.0f}s")
-
-
-class Stack:
-    """Broker, tone workers and gateway as child processes."""
-
-    def __init__(self, tmp: Path, workers: int) -> None:
-        self.front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-        log = (tmp / "stack.log").open("ab")
-        env = {**os.environ, "TTS_GATEWAY_MODELS": "tts-1=tone", "TTS_GATEWAY_API_KEYS": "bench",
-               "TTS_GATEWAY_MAX_CONCURRENT_REQUESTS": "1024"}
-        self.procs: list[subprocess.Popen] = []
-
-        def spawn(args: list[str]) -> subprocess.Popen:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            self.procs.append(proc)
-            return proc
-
-        broker = spawn([sys.executable, "-m", "tts_broker", "--frontend", self.front, "--backend", back,
-                        "--no-journal", "--no-cache", "--state-dir", str(tmp / "state"), "--log-level", "warning",
-                        "--ready-file", str(tmp / "broker.json")])
-        wait_file(tmp / "broker.json", broker, "broker")
-        spawn([sys.executable, "-m", "tts_worker", "--broker", back, "--engine", "tone", "--concurrency",
-               str(workers), "--log-level", "WARNING"])
-        gateway = spawn([sys.executable, "-m", "tts_client", "--broker", self.front, "gateway", "--listen",
-                         "127.0.0.1:0", "--ready-file", str(tmp / "gateway.json")])
-        self.url = wait_file(tmp / "gateway.json", gateway, "gateway")["url"]
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def start_stack(tmp: Path, workers: int) -> tuple[Stack, str]:
+    """Broker, tone workers and gateway as child processes; returns them and the gateway's URL."""
+    env = {**os.environ, "TTS_GATEWAY_MODELS": "tts-1=tone", "TTS_GATEWAY_API_KEYS": "bench",
+           "TTS_GATEWAY_MAX_CONCURRENT_REQUESTS": "1024"}
+    stack = Stack(tmp, env=env)
+    stack.start_broker()
+    stack.start_worker("tone", concurrency=workers)
+    gateway = stack.spawn([sys.executable, "-m", "tts_client", "--broker", stack.frontend, "gateway", "--listen",
+                           "127.0.0.1:0", "--ready-file", str(tmp / "gateway.json")])
+    return stack, wait_file(tmp / "gateway.json", gateway, "gateway")["url"]
 
 
 class RawHttp:
@@ -144,9 +100,7 @@ async def first_audio_ms(call: Callable[[int], Awaitable[float]], requests: int,
 
 
 def summary(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
-    return f"median {statistics.median(ordered):6.2f} ms  p95 {p95:6.2f} ms"
+    return f"median {statistics.median(samples):6.2f} ms  p95 {percentile(samples, 0.95):6.2f} ms"
 
 
 async def run(args: argparse.Namespace, url: str, front: str) -> None:
@@ -232,11 +186,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        stack = Stack(Path(tmp), args.workers)
+        stack, url = start_stack(Path(tmp), args.workers)
         try:
-            asyncio.run(run(args, stack.url, stack.front))
+            asyncio.run(run(args, url, stack.frontend))
         finally:
-            stack.stop()
+            stack.close()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,8 @@ import zmq
 from tts_protocol import Command, Side, body_for, decode, encode
 from tts_protocol.messages import Submit
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Stack, wait_until
+
 LINES = [
     "First message", "Second message", "Hello, world!", "Where did you put the keys?",
     "I told you we should have left earlier.", "Nobody answers the door after midnight.",
@@ -59,48 +58,23 @@ def line(i: int) -> str:
 class Bench:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.frontend = "tcp://127.0.0.1:*"  # the broker binds free ports; its ready file names them
-        self.backend = "tcp://127.0.0.1:*"
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stack = Stack(tmp, cwd=ROOT, log_name="broker.log")
         self.ctx = zmq.Context()
         self.client = self.ctx.socket(zmq.DEALER)
         self.client.linger = 0
         self._req = 0
 
-    def spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / log_name, "ab")
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
     def start_broker(self) -> None:
-        ready = self.tmp / "ready.json"
-        self.spawn(["-m", "tts_broker", "--frontend", self.frontend, "--backend", self.backend, "--no-journal",
-                    "--no-cache", "--state-dir", str(self.tmp / "state"), "--ready-file", str(ready),
-                    "--log-level", "warning"], "broker.log")
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("broker did not start; see " + str(self.tmp / "broker.log"))
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        self.frontend, self.backend = info["frontend"], info["backend"]
-        self.client.connect(self.frontend)
+        self.stack.start_broker(timeout_s=30)
+        self.client.connect(self.stack.frontend)
 
     def start_workers(self, n: int) -> subprocess.Popen[bytes]:
-        proc = self.spawn(["-m", "tts_worker", "--broker", self.backend, "--engine", "piper", "--concurrency",
-                           str(n), "--name", f"bench{n}", "--log-level", "WARNING"], f"workers-{n}.log")
-        deadline = time.monotonic() + 60
-        while self.worker_count() < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{n} workers did not register")
-            time.sleep(0.2)
+        proc = self.stack.start_worker("piper", concurrency=n, name=f"bench{n}", log=self.tmp / f"workers-{n}.log")
+        wait_until(f"{n} workers", lambda: self.worker_count() >= n, 60, every_s=0.2)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        self.stack.stop(proc)
         deadline = time.monotonic() + 15
         while self.worker_count() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -139,13 +113,7 @@ class Bench:
         return time.monotonic() - started
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+        self.stack.close(grace_s=0)
         self.client.close(0)
         self.ctx.term()
 

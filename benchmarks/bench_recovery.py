@@ -19,72 +19,35 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tts_client import TtsClient
 
-
-class Stack:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.front = "tcp://127.0.0.1:*"  # the first start binds free ports; restarts bind them again
-        self.back = "tcp://127.0.0.1:*"
-        self.procs: list[subprocess.Popen] = []
-        self.broker: subprocess.Popen | None = None
-        self.log = open(tmp / "stack.log", "ab")
-
-    def start_broker(self) -> float:
-        ready = self.tmp / f"ready-{time.monotonic_ns()}.json"
-        self.broker = subprocess.Popen([sys.executable, "-m", "tts_broker", "--frontend", self.front, "--backend",
-                                        self.back, "--state-dir", str(self.tmp / "state"), "--ready-file",
-                                        str(ready), "--log-level", "WARNING"], stdout=self.log,
-                                       stderr=subprocess.STDOUT)
-        self.procs.append(self.broker)
-        while not ready.exists():
-            time.sleep(0.01)
-        t_ready = time.monotonic()
-        info = json.loads(ready.read_text())
-        self.front, self.back = info["frontend"], info["backend"]
-        return t_ready
-
-    def start_worker(self, engine: str, *opts: str) -> subprocess.Popen:
-        args = [sys.executable, "-m", "tts_worker", "--broker", self.back, "--engine", engine, "--single",
-                "--log-level", "WARNING"]
-        for opt in opts:
-            args += ["--engine-opt", opt]
-        proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        self.log.close()
+from benchkit import Stack, wait_workers
 
 
-def wait_workers(client: TtsClient, n: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(client.broker_status().workers) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{n} workers did not register")
-        time.sleep(0.05)
+def start_journaled_broker(stack: Stack) -> float:
+    """(Re)start the stack's broker (journal and result cache on) on its state folder; when it was ready."""
+    stack.start_broker(journal=True, cache=True, log_level="WARNING", every_s=0.01)
+    return time.monotonic()
+
+
+def start_single_worker(stack: Stack, engine: str, **opts: object) -> subprocess.Popen[bytes]:
+    return stack.start_worker(engine, single=True, opts=opts)
 
 
 def worker_kill_recovery(tmp: Path) -> float:
     stack = Stack(tmp)
     try:
-        stack.start_broker()
-        first = stack.start_worker("tone", "latency_s=0.5")
-        with TtsClient(stack.front, timeout_s=60) as client:
+        start_journaled_broker(stack)
+        first = start_single_worker(stack, "tone", latency_s=0.5)
+        with TtsClient(stack.frontend, timeout_s=60) as client:
             wait_workers(client, 1)
             handle = client.submit("A line whose worker dies.", model="tone", job_id=f"k-{time.time_ns()}")
             time.sleep(0.1)
-            stack.start_worker("tone", "latency_s=0.5")
+            start_single_worker(stack, "tone", latency_s=0.5)
             wait_workers(client, 2)
             killed_at = time.monotonic()
             first.send_signal(signal.SIGKILL)
@@ -93,15 +56,15 @@ def worker_kill_recovery(tmp: Path) -> float:
             assert result.meta.attempt == 2
             return done_at - killed_at - result.meta.gen_time_ms / 1000
     finally:
-        stack.close()
+        stack.close(grace_s=0)
 
 
 def broker_restart_recovery(tmp: Path) -> tuple[float, float]:
     stack = Stack(tmp)
     try:
-        stack.start_broker()
-        stack.start_worker("tone", "latency_s=0.2")
-        with TtsClient(stack.front, timeout_s=60) as client:
+        start_journaled_broker(stack)
+        start_single_worker(stack, "tone", latency_s=0.2)
+        with TtsClient(stack.frontend, timeout_s=60) as client:
             wait_workers(client, 1)
             client.synthesize("warm up", model="tone")
             # 20 jobs of 0.2 s on one worker: when the broker dies most are still queued
@@ -111,7 +74,7 @@ def broker_restart_recovery(tmp: Path) -> tuple[float, float]:
             assert stack.broker is not None
             stack.broker.send_signal(signal.SIGKILL)
             stack.broker.wait()
-            restarted_at = stack.start_broker()
+            restarted_at = start_journaled_broker(stack)
             first = None
             for h in handles:
                 h.result()
@@ -120,17 +83,17 @@ def broker_restart_recovery(tmp: Path) -> tuple[float, float]:
             assert first is not None
             return first - restarted_at, all_done - restarted_at
     finally:
-        stack.close()
+        stack.close(grace_s=0)
 
 
 def cache_hit_vs_synthesis(tmp: Path, engine: str) -> tuple[float, float]:
     stack = Stack(tmp)
     try:
-        stack.start_broker()
-        opts = ("noise_scale=0", "noise_w_scale=0") if engine == "piper" else ()
-        stack.start_worker(engine, *opts)
-        with TtsClient(stack.front, timeout_s=120) as client:
-            wait_workers(client, 1, 120)
+        start_journaled_broker(stack)
+        opts = {"noise_scale": 0, "noise_w_scale": 0} if engine == "piper" else {}
+        start_single_worker(stack, engine, **opts)
+        with TtsClient(stack.frontend, timeout_s=120) as client:
+            wait_workers(client, 1, timeout_s=120)
             client.synthesize("Warm up the engine.", model=engine)
             text = f"The cache keeps this line number {time.time_ns()}."
             t0 = time.perf_counter()
@@ -141,7 +104,7 @@ def cache_hit_vs_synthesis(tmp: Path, engine: str) -> tuple[float, float]:
             assert not miss.meta.cached and hit.meta.cached and hit.pcm == miss.pcm
             return (t1 - t0) * 1000, (t2 - t1) * 1000
     finally:
-        stack.close()
+        stack.close(grace_s=0)
 
 
 def main() -> None:

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,26 +28,10 @@ from typing import Any
 
 from tts_client import TtsClient
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchkit import ROOT, Stack, percentile, wait_file, wait_until, wait_workers
+
 SERVER = ROOT / "tests" / "remote" / "loaded_speech_server.py"
 URGENT = 5
-
-
-def wait_file(path: Path, proc: subprocess.Popen, what: str, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with code {proc.returncode}")
-        try:
-            return dict(json.loads(path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not become ready in {timeout_s:.0f}s")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] if ordered else float("nan")
 
 
 def http(url: str, method: str = "GET") -> Any:
@@ -59,56 +39,21 @@ def http(url: str, method: str = "GET") -> Any:
         return json.loads(response.read() or b"{}")
 
 
-class Stack:
-    def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
-        self.tmp = tmp
-        self.log = (tmp / "stack.log").open("ab")
-        self.procs: list[subprocess.Popen] = []
-        broker = self.spawn([sys.executable, "-m", "tts_broker", "--frontend", "tcp://127.0.0.1:*", "--backend",
-                             "tcp://127.0.0.1:*", "--no-journal", "--no-cache", "--state-dir", str(tmp / "state"),
-                             "--log-level", "warning", "--ready-file", str(tmp / "broker.json")])
-        info = wait_file(tmp / "broker.json", broker, "broker")
-        self.frontend, self.backend = info["frontend"], info["backend"]
-        server = self.spawn([sys.executable, str(SERVER), "--ready-file", str(tmp / "server.json"),
-                             "--base-ms", str(args.base_ms), "--per-request-ms", str(args.per_request_ms)])
-        self.server = wait_file(tmp / "server.json", server, "speech server")["url"]
-
-    def spawn(self, args: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def worker(self, target_ms: float, low: int, high: int) -> subprocess.Popen:
-        opts = {"url": f"{self.server}/v1", "model": "bench", "ttfa_target_ms": target_ms,
-                "min_concurrency": low, "max_concurrency": high}
-        args = [sys.executable, "-m", "tts_worker", "--broker", self.backend, "--engine", "openai-http",
-                "--log-level", "WARNING"]
-        for key, value in opts.items():
-            args += ["--engine-opt", f"{key}={value}"]
-        return self.spawn(args)
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+def start_server(stack: Stack, args: argparse.Namespace) -> str:
+    """The loaded test speech server beside the stack; its URL."""
+    ready = stack.tmp / "server.json"
+    server = stack.spawn([sys.executable, str(SERVER), "--ready-file", str(ready), "--base-ms", str(args.base_ms),
+                          "--per-request-ms", str(args.per_request_ms)])
+    return str(wait_file(ready, server, "speech server")["url"])
 
 
-def run_row(stack: Stack, client: TtsClient, args: argparse.Namespace, low: int, high: int) -> dict[str, float]:
-    worker = stack.worker(args.target_ms, low, high)
-    deadline = time.monotonic() + 60
-    while not client.broker_status(timeout_s=5).workers:
-        if time.monotonic() > deadline or worker.poll() is not None:
-            raise SystemExit("the openai-http worker did not register; see the stack log")
-        time.sleep(0.05)
-    http(f"{stack.server}/stats/reset", "POST")
+def run_row(stack: Stack, server: str, client: TtsClient, args: argparse.Namespace, low: int,
+            high: int) -> dict[str, float]:
+    worker = stack.start_worker("openai-http", opts={"url": f"{server}/v1", "model": "bench",
+                                                     "ttfa_target_ms": args.target_ms, "min_concurrency": low,
+                                                     "max_concurrency": high})
+    wait_workers(client, 1, proc=worker)
+    http(f"{server}/stats/reset", "POST")
     started = time.monotonic()
     handles = [client.submit(f"Burst line {i}. Some words to say.", speaker=f"voice{i % 4}")
                for i in range(args.jobs)]
@@ -116,12 +61,12 @@ def run_row(stack: Stack, client: TtsClient, args: argparse.Namespace, low: int,
     latency = [float(handle.result().meta.total_time_ms) for handle in handles]  # the broker's submit -> result
     elapsed = time.monotonic() - started
     urgent_latency = [float(handle.result().meta.total_time_ms) for handle in urgent]
-    ttfa = http(f"{stack.server}/stats")["ttfa_ms"]
+    ttfa = http(f"{server}/stats")["ttfa_ms"]
     stack.stop(worker)
-    while client.broker_status(timeout_s=5).workers:
-        time.sleep(0.05)
-    return {"rate": args.jobs / elapsed, "ttfa50": pct(ttfa, 50), "ttfa90": pct(ttfa, 90),
-            "lat50": pct(latency, 50), "lat90": pct(latency, 90), "urgent50": pct(urgent_latency, 50)}
+    wait_until("the worker gone from the broker", lambda: not client.broker_status(timeout_s=5).workers)
+    return {"rate": args.jobs / elapsed, "ttfa50": percentile(ttfa, 0.5), "ttfa90": percentile(ttfa, 0.9),
+            "lat50": percentile(latency, 0.5), "lat90": percentile(latency, 0.9),
+            "urgent50": percentile(urgent_latency, 0.5)}
 
 
 def main() -> None:
@@ -135,10 +80,12 @@ def main() -> None:
     rows = [("adaptive", 1, args.max), ("fixed 1", 1, 1), ("fixed 4", 4, 4), ("fixed 16", 16, 16),
             ("fixed 64", 64, 64)]
     with tempfile.TemporaryDirectory(prefix="bench-remote-") as tmp:
-        stack = Stack(Path(tmp), args)
+        stack = Stack(Path(tmp))
         try:
+            stack.start_broker()
+            server = start_server(stack, args)
             with TtsClient(stack.frontend, timeout_s=600) as client:
-                results = {label: run_row(stack, client, args, low, high) for label, low, high in rows}
+                results = {label: run_row(stack, server, client, args, low, high) for label, low, high in rows}
         finally:
             stack.close()
     print(f"openai-http engine, burst of {args.jobs} jobs (+{URGENT} high priority) against a server whose first "

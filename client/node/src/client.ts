@@ -336,10 +336,12 @@ export class TtsClient {
   /**
    * The broker in use is lost and the URL is a list: close the socket (dropping what it had queued; ZeroMQ
    * would deliver it to that broker only) and open one to the next endpoint. Its first PONG carries a new
-   * broker_id, so the unfinished jobs are resubmitted there by job id.
+   * broker_id, so the unfinished jobs are resubmitted there by job id. Pending requests that only read
+   * (status, ping, jobs, job status, get result) are sent again now; RETRY and RELOAD fail (requests.ts).
    */
   private nextEndpoint(): void {
     if (this.endpoints.length < 2 || this.isClosed || this.socket === undefined) return;
+    const lost = this.endpoints[this.endpointIndex % this.endpoints.length]!;
     this.endpointIndex += 1;
     this.log.warn(`trying the next broker: ${this.endpoints[this.endpointIndex % this.endpoints.length]!}`);
     clearInterval(this.ticker);
@@ -349,6 +351,8 @@ export class TtsClient {
     this.socket = undefined;
     old.close();
     this.ensureSocket();
+    const resent = this.requests.resendAll(lost);
+    if (resent > 0) this.log.debug(`sent ${resent} pending request(s) again to the next broker`);
     this.ensureReceiving();
   }
 
@@ -470,9 +474,12 @@ export class TtsClient {
     else if (err.reqId !== undefined && this.requests.has(err.reqId)) this.requests.answer(err.reqId, err);
   }
 
-  /** Runs every TICK_MS while jobs are pending: the liveness PING every pingIntervalMs, quiet jobs. */
+  /**
+   * Runs every TICK_MS while jobs or requests are pending: the liveness PING every pingIntervalMs (so a lost
+   * broker is noticed, and the next endpoint tried, also when the caller only waits for a status), quiet jobs.
+   */
   private tick(): void {
-    if (this.jobTable.size === 0 || this.isClosed) return;
+    if (!this.hasWork() || this.isClosed) return;
     const now = performance.now();
     this.watch.tick(now);
     this.jobTable.tick(now);

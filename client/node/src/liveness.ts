@@ -30,7 +30,7 @@ export class BrokerWatch {
     if (this.intervalMs > 0 && this.pingId === undefined && now - this.lastPingMs >= this.intervalMs) this.ping(now);
   }
 
-  /** Call while work is pending: declares the broker lost when its PONG is overdue, pings every interval. */
+  /** Call while jobs or requests are pending: declares the broker lost when its PONG is overdue; pings every interval. */
   tick(now: number): void {
     if (this.intervalMs <= 0) return;
     if (this.pingId !== undefined && now - this.pingSentMs >= RETRY_POLICY.brokerLostPings * this.intervalMs) {

@@ -1,10 +1,26 @@
 /** RequestTable: requests waiting for the broker's reply with their req_id (status, ping, jobs, retry, reload). */
 
-import { AbortError, InvalidArgumentError, ProtocolError, RequestFailedError, TimeoutError } from "./errors.js";
+import { AbortError, BrokerUnavailableError, InvalidArgumentError, ProtocolError, RequestFailedError, TimeoutError } from "./errors.js";
 import { encodeMessage, type Message } from "./protocol/codec.js";
-import { Command } from "./protocol/constants.js";
+import { Command, commandName } from "./protocol/constants.js";
+
+/**
+ * Requests that only read the broker's state, so sending one again (to the next endpoint of a list, with the
+ * same req_id) cannot do anything twice. RETRY and RELOAD change state: the lost broker may have carried them
+ * out before it went, so they are never sent again.
+ */
+export const IDEMPOTENT_REQUESTS: ReadonlySet<number> = new Set([
+  Command.PING,
+  Command.BROKER_STATUS,
+  Command.JOB_STATUS,
+  Command.JOBS,
+  Command.GET_RESULT,
+]);
 
 interface PendingRequest {
+  command: number;
+  /** The encoded request, kept to send it again to the next endpoint. */
+  frames: Uint8Array[];
   expect: number;
   resolve: (msg: Message) => void;
   reject: (err: Error) => void;
@@ -47,6 +63,8 @@ export class RequestTable {
       const onAbort = (): void => fail(new AbortError("request aborted", signal?.reason));
       const timer = setTimeout(() => fail(new TimeoutError(`no answer from the broker at ${this.brokerUrl} within ${timeoutMs} ms`, timeoutMs)), timeoutMs);
       const entry: PendingRequest = {
+        command,
+        frames,
         expect,
         resolve,
         reject,
@@ -76,6 +94,33 @@ export class RequestTable {
     } else {
       entry.resolve(msg);
     }
+  }
+
+  /**
+   * The socket moved to the next endpoint (what was queued for the lost broker is gone): send every idempotent
+   * request again; reject the others with BrokerUnavailableError at once, as nobody can say whether the lost
+   * broker carried them out. Returns how many were sent again.
+   */
+  resendAll(lostUrl: string): number {
+    let resent = 0;
+    for (const [reqId, entry] of [...this.pending]) {
+      if (IDEMPOTENT_REQUESTS.has(entry.command)) {
+        resent += 1;
+        this.send(entry.frames).catch((err: unknown) => {
+          if (this.pending.get(reqId) !== entry) return;
+          this.pending.delete(reqId);
+          entry.cleanup();
+          entry.reject(err instanceof Error ? err : new Error(String(err)));
+        });
+      } else {
+        this.pending.delete(reqId);
+        entry.cleanup();
+        const name = commandName(entry.command) ?? `command ${entry.command}`;
+        entry.reject(new BrokerUnavailableError(`the broker at ${lostUrl} was lost before it answered ${name}` +
+          " (it may have carried it out; not sent again to the next broker)"));
+      }
+    }
+    return resent;
   }
 
   failAll(err: Error): void {
