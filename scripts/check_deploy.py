@@ -19,6 +19,15 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
   no weights copied or downloaded into an image;
 - the systemd units: LimitNOFILE on broker and worker; the broker's RestartPreventExitStatus holds 2, 4 and 5
   (usage, state dir locked, state dir unusable: exits a restart cannot fix).
+- the Secrets (kubernetes/secrets.yaml; the manifests here and in failover/): CURVE is on in every container that
+  talks ZeroMQ (tts-broker: its key pair and the client and worker allowlists; tts-worker and tts: their key pair
+  and the broker's public key), each key file or folder its settings name is on a read-only mount of a Secret
+  that secrets.yaml defines with that key (a key pair where a pair is wanted; an allowlist of public NAME.key
+  files only), every peer checks the broker against the same public key; every Secret volume is mode 0440 or
+  tighter (never world-readable, never writable) in a pod with an fsGroup; every Secret a manifest references
+  (volumes, secretKeyRef, a ServiceMonitor's credentials) exists in secrets.yaml with the key named; an exec
+  probe that runs `tts` has client keys; the broker's probes are GET /healthz; secrets.yaml holds placeholders
+  only and no file in deploy/ holds CURVE key material.
 
     python scripts/check_deploy.py [DEPLOY_DIR]      exit 0 when all hold, 1 with the list of failures
 """
@@ -181,6 +190,223 @@ def check_monitoring(by_kind: dict[str, dict[str, dict[str, Any]]], check: Check
         check.need(wanted and wanted <= ports, f"ServiceMonitor {name}: selects a Service with port(s) {wanted}")
 
 
+# ---- Secrets: CURVE keys, tokens --------------------------------------------------------------------
+
+# The CURVE settings each ZeroMQ role reads (env variable, command-line flag, what the file is); `required` ones
+# turn CURVE on. A broker container may also carry client settings (for `kubectl exec ... tts status`).
+PAIR, PUBLIC, FOLDER = "a key pair (NAME.key_secret)", "a public key (NAME.key)", "an allowlist folder"
+CURVE_SETTINGS: dict[str, list[tuple[str, str, str, bool]]] = {
+    "broker": [("TTS_CURVE_SECRET", "--curve-secret", PAIR, True),
+               ("TTS_CLIENT_KEYS", "--client-keys", FOLDER, True),
+               ("TTS_WORKER_KEYS", "--worker-keys", FOLDER, True),
+               ("TTS_ADMIN_KEYS", "--admin-keys", FOLDER, False),
+               ("TTS_CLIENT_CURVE_SECRET", "", PAIR, False),
+               ("TTS_CLIENT_BROKER_KEY", "", PUBLIC, False)],
+    "worker": [("TTS_WORKER_CURVE_SECRET", "--curve-secret", PAIR, True),
+               ("TTS_WORKER_BROKER_KEY", "--broker-key", PUBLIC, True)],
+    "client": [("TTS_CLIENT_CURVE_SECRET", "--curve-secret", PAIR, True),
+               ("TTS_CLIENT_BROKER_KEY", "--broker-key", PUBLIC, True)],
+}
+PLACEHOLDER = "REPLACE"
+KEY_MATERIAL = re.compile(r"(public|secret)-key\s*=\s*\"[^\"]{40}\"")
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+def zmq_role(container: dict[str, Any]) -> str | None:
+    """broker, worker or client (any `tts` command: the gateway, bridges) by the program a container runs."""
+    command = [str(a) for a in container.get("command", []) + container.get("args", [])]
+    program = Path(command[0]).name if command else ""
+    return {"tts-broker": "broker", "tts-worker": "worker", "tts": "client"}.get(program)
+
+
+def setting(container: dict[str, Any], env_name: str, flag: str) -> str | None:
+    """A setting's value: the command-line flag wins over the environment, as in the programs."""
+    command = [str(a) for a in container.get("command", []) + container.get("args", [])]
+    if flag and flag in command[:-1]:
+        return command[command.index(flag) + 1]
+    env = {e.get("name"): e.get("value") for e in container.get("env", [])}
+    value = env.get(env_name)
+    return str(value) if value is not None else None
+
+
+def secret_sources(volume: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]] | None:
+    """(Secret name, items) for a secret or projected-secrets volume; None for any other volume."""
+    if "secret" in volume:
+        return [(str(dig(volume, "secret", "secretName")), dig(volume, "secret", "items") or [])]
+    if "projected" in volume:
+        sources = dig(volume, "projected", "sources") or []
+        return [(str(dig(s, "secret", "name")), dig(s, "secret", "items") or []) for s in sources if "secret" in s]
+    return None
+
+
+def volume_mode(volume: dict[str, Any]) -> int | None:
+    return dig(volume, "secret", "defaultMode") if "secret" in volume else dig(volume, "projected", "defaultMode")
+
+
+def projected_files(volume: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """The files a Secret volume shows: relative path -> (Secret, key), as the kubelet projects them."""
+    files: dict[str, tuple[str, str]] = {}
+    for name, items in secret_sources(volume) or []:
+        if items:
+            files.update({str(i.get("path")): (name, str(i.get("key"))) for i in items})
+        else:
+            files.update({key: (name, key) for key in secret_keys(secrets.get(name))})
+    return files
+
+
+def secret_keys(secret: dict[str, Any] | None) -> list[str]:
+    if secret is None:
+        return []
+    return [str(k) for k in {**(secret.get("data") or {}), **(secret.get("stringData") or {})}]
+
+
+def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o.get("kind") in WORKLOADS]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload.get("kind") == "CronJob":
+        return dig(workload, "spec", "jobTemplate", "spec", "template", "spec") or {}
+    return dig(workload, "spec", "template", "spec") or {}
+
+
+def check_secret_refs(objects: list[dict[str, Any]], secrets: dict[str, dict[str, Any]], check: Checker) -> None:
+    """Every Secret a manifest names exists in secrets.yaml, with the keys it names."""
+    def need(owner: str, name: object, key: object = None) -> None:
+        if check.need(name in secrets, f"{owner}: Secret {name} is defined in secrets.yaml"):
+            if key is not None:
+                check.need(str(key) in secret_keys(secrets[str(name)]),
+                           f"{owner}: Secret {name} in secrets.yaml has the key {key}")
+
+    for obj in objects:
+        owner = f"{obj['kind']} {obj['metadata']['name']}"
+        if obj.get("kind") in WORKLOADS:
+            spec = pod_spec(obj)
+            for volume in spec.get("volumes") or []:
+                for name, items in secret_sources(volume) or []:
+                    need(owner, name)
+                    for item in items:
+                        need(owner, name, item.get("key"))
+            for container in spec.get("containers") or []:
+                for env in container.get("env") or []:
+                    if ref := dig(env, "valueFrom", "secretKeyRef"):
+                        need(owner, ref.get("name"), ref.get("key"))
+                for source in container.get("envFrom") or []:
+                    if ref := source.get("secretRef"):
+                        need(owner, ref.get("name"))
+        if obj.get("kind") == "ServiceMonitor":
+            for endpoint in dig(obj, "spec", "endpoints") or []:
+                if ref := dig(endpoint, "authorization", "credentials"):
+                    need(owner, ref.get("name"), ref.get("key"))
+
+
+def check_placeholders(deploy: Path, secrets: dict[str, dict[str, Any]], check: Checker) -> None:
+    """secrets.yaml is a template: placeholders only; no CURVE key file's contents anywhere in deploy/."""
+    for name, secret in secrets.items():
+        check.need(not secret.get("data"), f"Secret {name}: stringData placeholders, no data (base64 hides keys)")
+        for key, value in (secret.get("stringData") or {}).items():
+            check.need(str(value).startswith(PLACEHOLDER),
+                       f"Secret {name}: key {key} is a placeholder starting {PLACEHOLDER!r}, not real material")
+    for path in sorted(p for p in deploy.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        check.need(not KEY_MATERIAL.search(text),
+                   f"{path.relative_to(deploy)}: holds CURVE key material (a public-key/secret-key line)")
+
+
+def check_secret_mounts(objects: list[dict[str, Any]], secrets: dict[str, dict[str, Any]], check: Checker) -> None:
+    """Secret volumes read-only, 0440 or tighter, fsGroup; every ZeroMQ container's keys on them, CURVE on."""
+    broker_keys: set[tuple[str, str]] = set()
+    for workload in workloads(objects):
+        name = f"{workload['kind']} {workload['metadata']['name']}"
+        spec = pod_spec(workload)
+        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        secret_volumes = {n: v for n, v in volumes.items() if secret_sources(v) is not None}
+        for vname, volume in secret_volumes.items():
+            mode = volume_mode(volume)
+            modes = [mode] + [i.get("mode") for _, items in secret_sources(volume) or [] for i in items]
+            check.need(all(m is not None and m & 0o227 == 0 for m in modes if m is not None) and mode is not None,
+                       f"{name}: Secret volume {vname} has defaultMode 0440 or tighter (not world-readable, "
+                       "not writable)")
+        if secret_volumes:
+            check.need(dig(spec, "securityContext", "fsGroup") is not None,
+                       f"{name}: pod securityContext.fsGroup, so its non-root user reads the 0440 Secret files")
+        for container in spec.get("containers") or []:
+            cname = f"{name} container {container.get('name')}"
+            mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") in secret_volumes]
+            for mount in mounts:
+                check.need(mount.get("readOnly") is True, f"{cname}: Secret mount {mount.get('mountPath')} readOnly")
+            check_probes(container, cname, check)
+            role = zmq_role(container)
+            if role is None:
+                continue
+            for env_name, flag, kind, required in CURVE_SETTINGS[role]:
+                path = setting(container, env_name, flag)
+                if path is None:
+                    check.need(not required, f"{cname}: CURVE on ({env_name} is set)")
+                    continue
+                found = key_at(path, mounts, secret_volumes, secrets, kind)
+                if not check.need(isinstance(found, list), f"{cname}: {env_name}={path}: {found}"):
+                    continue
+                assert isinstance(found, list)
+                if kind == PUBLIC:
+                    broker_keys.update(found)
+    check.need(len(broker_keys) <= 1, "every peer checks the broker against one public key (one Secret and key): "
+               f"{sorted(broker_keys)}")
+
+
+def key_at(path: str, mounts: list[dict[str, Any]], volumes: dict[str, dict[str, Any]],
+           secrets: dict[str, dict[str, Any]], kind: str) -> list[tuple[str, str]] | str:
+    """The (Secret, key) pairs behind a key file or allowlist folder, or why there are none."""
+    for mount in sorted(mounts, key=lambda m: -len(str(m.get("mountPath")))):
+        root = str(mount.get("mountPath")).rstrip("/")
+        if path != root and not path.startswith(root + "/"):
+            continue
+        files = projected_files(volumes[str(mount.get("name"))], secrets)
+        if kind == FOLDER:
+            if path != root:
+                return f"an allowlist folder is a whole Secret mount, not {path} inside {root}"
+            if not files:
+                return f"the Secret(s) mounted at {root} have no keys in secrets.yaml"
+            bad = [f for f in files if not f.endswith(".key")]
+            return (f"an allowlist holds public NAME.key files only, not {bad}" if bad
+                    else [files[f] for f in files])
+        relative = path[len(root) + 1:]
+        if relative not in files:
+            return f"no key {relative} in the Secret(s) mounted at {root} (secrets.yaml)"
+        suffix = ".key_secret" if kind == PAIR else ".key"
+        if not relative.endswith(suffix):
+            return f"wants {kind}, a file named *{suffix}"
+        return [files[relative]]
+    return "not on a Secret mounted in this container"
+
+
+def check_probes(container: dict[str, Any], cname: str, check: Checker) -> None:
+    """Under CURVE a `tts` command is a client: a probe that runs one needs client keys in the container."""
+    client_keys = setting(container, "TTS_CLIENT_CURVE_SECRET", "") and setting(container, "TTS_CLIENT_BROKER_KEY", "")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        command = [str(a) for a in dig(container, probe, "exec", "command") or []]
+        runs_tts = bool(command) and (Path(command[0]).name == "tts" or any("tts_client" in a for a in command))
+        check.need(not runs_tts or client_keys,
+                   f"{cname}: {probe} runs a client of the broker (tts) without client keys (CURVE refuses it)")
+    if zmq_role(container) == "broker":
+        for probe in ("readinessProbe", "livenessProbe"):
+            kind = "GET /healthz" if dig(container, probe, "httpGet", "path") == "/healthz" else None
+            check.need(kind or dig(container, probe, "tcpSocket"),
+                       f"{cname}: {probe} is GET /healthz (or a TCP check of --http): no key needed")
+
+
+def check_secrets(deploy: Path, objects: list[dict[str, Any]], failover: list[dict[str, Any]],
+                  check: Checker) -> None:
+    secrets = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Secret"}
+    check.need(secrets, "kubernetes/secrets.yaml defines the Secrets the manifests mount")
+    check_placeholders(deploy, secrets, check)
+    check_secret_refs(objects + failover, secrets, check)
+    check_secret_mounts(objects, secrets, check)
+    check_secret_mounts(failover, secrets, check)
+
 def check_compose(path: Path, check: Checker) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     services = data.get("services", {})
@@ -243,7 +469,9 @@ def main(argv: list[str]) -> int:
     deploy = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "deploy"
     check = Checker()
     objects = load_manifests(deploy / "kubernetes", check)
+    failover = load_manifests(deploy / "kubernetes" / "failover", check)
     check_kubernetes(objects, check)
+    check_secrets(deploy, objects, failover, check)
     check_compose(deploy / "compose.yaml", check)
     check_dockerfile(deploy / "Dockerfile.cpu", check, gpu=False)
     check_dockerfile(deploy / "Dockerfile.gpu", check, gpu=True)
@@ -252,7 +480,7 @@ def main(argv: list[str]) -> int:
         for failure in check.failures:
             print(f"check_deploy: FAIL {failure}", file=sys.stderr)
         return 1
-    print(f"check_deploy: ok ({len(objects)} Kubernetes objects, compose.yaml, 2 Dockerfiles, "
+    print(f"check_deploy: ok ({len(objects)} + {len(failover)} Kubernetes objects, compose.yaml, 2 Dockerfiles, "
           "systemd units)")
     return 0
 
