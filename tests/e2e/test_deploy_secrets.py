@@ -191,6 +191,8 @@ class Pod:
     @property
     def ids(self) -> tuple[int, int, int]:
         context = self.spec.get("securityContext") or {}
+        assert {"runAsUser", "runAsGroup", "fsGroup"} <= set(context), \
+            f"{self.name}: runAsUser, runAsGroup and fsGroup (the user reads 0440 Secret files through the group)"
         return int(context["runAsUser"]), int(context["runAsGroup"]), int(context["fsGroup"])
 
     def path(self, pod_path: str) -> Path:
@@ -346,7 +348,7 @@ def test_manifests_speak_under_curve(tmp_path: Path, procs: list[Proc], pod_root
 
     # Its probes' GET /healthz answers with no key and no token; the ServiceMonitor's token reads /metrics.
     container = broker.container
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"].get("httpGet", {}).get("path") == "/healthz", "the broker's probe needs no key"
     assert httpx.get(f"{http}/healthz", timeout=10).status_code == 200
     monitor = find("ServiceMonitor", "tts-broker", objects)
     credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
