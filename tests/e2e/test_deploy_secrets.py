@@ -261,7 +261,7 @@ class Pod:
 
     def as_user(self) -> list[str]:
         """Run as the manifest's user, group and fsGroup when the test may switch user (runs as root)."""
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or shutil.which("setpriv") is None:
             return []
         uid, gid, fs_group = self.ids
         return ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={fs_group}", "--"]
@@ -311,7 +311,7 @@ def start(pod: Pod, procs: list[Proc], log_dir: Path, *extra: str,
 def ready_file(pod: Pod, proc: Proc, path: Path) -> dict[str, Any]:
     wait_for(lambda: path.exists() or not proc.alive(), 60, what=f"{pod.name}'s ready file")
     assert proc.alive(), f"{pod.name} exited:\n{proc.log()}"
-    if os.geteuid() == 0:  # setpriv ran the program itself as the manifest's user: it read its keys as that user
+    if pod.as_user():  # setpriv ran the program itself as the manifest's user: it read its keys as that user
         status = Path(f"/proc/{proc.pid}/status").read_text()
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
         assert int(uid) == pod.ids[0], f"{pod.name} runs as uid {uid}"
