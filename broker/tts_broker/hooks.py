@@ -168,8 +168,9 @@ class JournalHook(Hook):
     durable = True
 
     def __init__(self, path: Path, *, synchronous: str, result_ttl_s: float, max_audio_bytes: int = 0,
-                 accept_loss: bool = False, dead_letter_ttl_s: float = 0.0) -> None:
-        self.journal = Journal(path, synchronous=synchronous, accept_loss=accept_loss)
+                 accept_loss: bool = False, dead_letter_ttl_s: float = 0.0,
+                 lock_file: Optional[Path] = None) -> None:
+        self.journal = Journal(path, synchronous=synchronous, accept_loss=accept_loss, lock_file=lock_file)
         self._result_ttl_s = result_ttl_s
         self._dead_letter_ttl_s = max(dead_letter_ttl_s, result_ttl_s)
         self._max_audio_bytes = max_audio_bytes
@@ -186,7 +187,6 @@ class JournalHook(Hook):
     def tick(self, now: float) -> None:
         if self.fault is not None:
             return  # the server retries the commit; pruning waits until the journal writes again
-        self.journal.tick()
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_EVERY_S
             try:

@@ -13,12 +13,18 @@ Size: the file uses auto_vacuum=INCREMENTAL, and pruning (journal_max_audio_mb, 
 freed pages back at once, so the file stays near what it holds instead of its largest size ever.
 
 Loss detection: the table `journal_meta` holds a random `generation` and `seq`, the number of the last
-commit, written in the same transaction as the rows. Both are also copied to a side file `<journal>.seq`
-after commits. At start the journal must have at least the side file's seq of the same generation: a file
-truncated to 0 bytes, recreated, or whose WAL was deleted or garbled (SQLite then ignores the bad frames)
-has less, and opening it raises JournalLost unless the loss is accepted. The side file is written after the
-commit and without fsync, so it may lag the journal (never lead it, short of power loss with
-journal_sync=normal, which can lose the last commits and is then reported as a loss too).
+commit, written in the same transaction as the rows. After every commit both are also copied to two
+witnesses outside the journal (journal_witness.py): the side file `<journal>.seq` and the state dir's
+`broker.lock` (after the pid), each a fixed-size checksummed record rewritten in place with one pwrite. At
+start the journal must have at least the seq of the best witness (the one with the highest seq), in the same
+generation: a file truncated to 0 bytes, recreated, replaced, or whose WAL was deleted or garbled (SQLite then
+ignores the bad frames) has less, and opening it raises JournalLost, naming the witness, unless the loss is
+accepted (then a new generation starts, its seq going on from the highest seen, so the witnesses agree
+again). Deleting the journal together with its `.seq` is still caught by `broker.lock`, and a loss right
+after a start or a commit is caught too: there is no interval between a commit and its witnesses. The
+witnesses are written after the commit and without fsync, so they may lag the journal (never lead it, short
+of power loss with journal_sync=normal, which can lose the last commits and is then reported as a loss too);
+a torn or garbled record counts as absent and is logged.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -39,7 +44,8 @@ from tts_protocol.constants import JobState, Priority
 from tts_protocol.messages import ErrorInfo, Submit
 
 from tts_broker.jobs import Job
-from tts_broker.statedir import JournalCorrupt, JournalLost, StateDirUnusable
+from tts_broker.journal_witness import Mark, Witnesses, WitnessFile, best
+from tts_broker.statedir import PID_BYTES, JournalCorrupt, JournalLost, StateDirUnusable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,6 @@ CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value NOT NULL);
 _COLUMNS = ("job_id", "request", "model", "state", "attempt", "accepted_wall", "deadline_wall", "finished_wall",
             "workers", "error", "result", "audio", "cached", "owner")
 _BUSY_TIMEOUT_S = 0.05  # a held lock fails the commit quickly (it is retried) instead of stalling the loop
-_SIDE_EVERY_S = 0.2
 
 
 class JournalUnavailable(Exception):
@@ -105,16 +110,20 @@ class PendingRows:
 class Journal(PendingRows):
     """Group-committed record of jobs (see module docstring)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "normal", accept_loss: bool = False) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "normal", accept_loss: bool = False,
+                 lock_file: Optional[Path] = None) -> None:
+        """`lock_file`: the state dir's broker.lock, the second witness (the broker passes it; None: only `.seq`)."""
         super().__init__()
         self.path = path
         self.side_path = path.with_name(path.name + ".seq")
+        witnesses = [WitnessFile(self.side_path)]
+        if lock_file is not None:
+            witnesses.append(WitnessFile(lock_file, offset=PID_BYTES))
+        self._witnesses = Witnesses(witnesses)
         self.commits = 0
         self.audio_bytes = 0  # audio BLOBs of finished jobs in the file
         self.pruned_jobs = 0
         self.pruned_bytes = 0
-        self._side_written = 0.0
-        self._side_stale = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
@@ -125,11 +134,12 @@ class Journal(PendingRows):
             self._open(synchronous, accept_loss)
         except BaseException:
             self._db.close()
+            self._witnesses.close()
             raise
 
     def _open(self, synchronous: str, accept_loss: bool) -> None:
         db, path = self._db, self.path
-        side = _read_side(self.side_path)
+        said = self._witnesses.read()  # before SQLite opens (or creates) anything
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
@@ -151,23 +161,25 @@ class Journal(PendingRows):
                 raise JournalCorrupt(f"{path} is an SQLite file of something else (tables {', '.join(sorted(tables))})")
             db.executescript(_SCHEMA)
             meta = dict(db.execute("SELECT key, value FROM journal_meta").fetchall())
-            if "generation" not in meta and "jobs" in tables and side is None:
+            if "generation" not in meta and "jobs" in tables and all(mark is None for _, mark in said):
                 log.info("journal %s predates loss detection; adopting it", path)
-            lost = _loss(meta, side)
+            lost = _loss(meta, said)
             if lost:
                 if not accept_loss:
                     raise JournalLost(f"journal {path} lost data: {lost}; start with --accept-journal-loss to "
                                       "run on what is left (its jobs are gone)")
                 log.warning("journal %s lost data (%s); accepted: starting on what is left", path, lost)
             if lost or "generation" not in meta:
-                meta = {"generation": secrets.token_hex(8), "seq": int(meta.get("seq", 0))}
+                # seq goes on from the highest any witness saw: the newest generation stays the best witness
+                seen = max([int(meta.get("seq", 0))] + [mark.seq for _, mark in said if mark is not None])
+                meta = {"generation": secrets.token_hex(8), "seq": seen}
                 db.executemany("INSERT OR REPLACE INTO journal_meta (key, value) VALUES (?, ?)", meta.items())
             self.generation = str(meta["generation"])
             self.seq = int(meta["seq"])
             self.audio_bytes = int(db.execute("SELECT COALESCE(SUM(LENGTH(audio)), 0) FROM jobs").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise JournalCorrupt(f"journal {path} cannot be used: {exc}") from exc
-        self._write_side(force=True)
+        self._witnesses.write(Mark(self.generation, self.seq))
 
     def flush(self) -> None:
         """Write every noted job in one transaction; raises JournalUnavailable (rows kept) if that fails."""
@@ -202,8 +214,7 @@ class Journal(PendingRows):
         self.commits += 1
         self.audio_bytes += sum(len(row[11]) for row in new_rows if row[11]) + \
             sum(len(row[6]) for row in updates if row[6])
-        self._side_stale = True
-        self._write_side()
+        self._witnesses.write(Mark(self.generation, self.seq))
 
     def _rollback(self, cause: sqlite3.Error) -> None:
         if not self._db.in_transaction:
@@ -212,25 +223,6 @@ class Journal(PendingRows):
             self._db.execute("ROLLBACK")
         except sqlite3.Error as exc:  # say so, but the commit's failure is what the caller must hear about
             log.warning("journal: ROLLBACK failed too (%s) after: %s", exc, _describe(cause))
-
-    def tick(self) -> None:
-        """Bring the side file up to date if the last commits skipped it."""
-        if self._side_stale:
-            self._write_side()
-
-    def _write_side(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._side_written < _SIDE_EVERY_S:
-            return
-        tmp = self.side_path.with_name(self.side_path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps({"generation": self.generation, "seq": self.seq}))
-            os.replace(tmp, self.side_path)
-        except OSError as exc:  # lags behind; the journal itself is fine
-            log.debug("journal side file %s not written: %s", self.side_path, exc)
-            return
-        self._side_written = now
-        self._side_stale = False
 
     def forget_finished_before(self, wall: float, *, failed_before: Optional[float] = None) -> int:
         """Delete jobs finished before `wall`; failed ones (dead letters) only if finished before failed_before."""
@@ -296,7 +288,7 @@ class Journal(PendingRows):
         try:
             self.flush()
         finally:
-            self._write_side(force=True)
+            self._witnesses.close()  # current already: written after every commit
             self._db.close()
 
 
@@ -346,29 +338,27 @@ def _incremental_vacuum_on(db: sqlite3.Connection, path: Path) -> None:
         db.execute("VACUUM")
 
 
-def _read_side(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text())
-        return {"generation": str(data["generation"]), "seq": int(data["seq"])}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("journal side file %s unreadable (%s); loss detection skipped this start", path, exc)
-        return None
-
-
-def _loss(meta: dict[str, Any], side: Optional[dict[str, Any]]) -> str:
-    """Why the journal holds less than the side file says it had, or "" when it does not."""
-    if side is None:
+def _loss(meta: dict[str, Any], said: list[tuple[WitnessFile, Optional[Mark]]]) -> str:
+    """Why the journal holds less than its best witness says it had, or "" when it does not."""
+    found = best(said)
+    if found is None:
         return ""
+    witness, mark = found
     if "generation" not in meta:
-        return f"it is empty or new, but it had {side['seq']} commits (truncated or deleted?)"
-    if str(meta["generation"]) != side["generation"]:
-        return "it is another journal than the one this state dir used (replaced?)"
-    if int(meta["seq"]) < side["seq"]:
-        return (f"it ends at commit {meta['seq']} but reached {side['seq']} (WAL file lost or garbled, "
-                "or power lost with journal_sync=normal)")
-    return ""
+        lost = f"it is empty or new, but {witness.path} says it had {mark.seq} commits (truncated or deleted?)"
+    elif str(meta["generation"]) != mark.generation:
+        lost = (f"it is another journal (generation {meta['generation']}) than the one {witness.path} names "
+                f"(generation {mark.generation}, {mark.seq} commits; replaced?)")
+    elif int(meta["seq"]) < mark.seq:
+        lost = (f"it ends at commit {meta['seq']} but {witness.path} says it reached {mark.seq} (WAL file lost or "
+                "garbled, or power lost with journal_sync=normal)")
+    else:
+        return ""
+    for other, other_mark in said:
+        if other is not witness:
+            lost += (f"; {other.path.name} says nothing" if other_mark is None else
+                     f"; {other.path.name} says {other_mark.seq} commits of generation {other_mark.generation}")
+    return lost
 
 
 def _describe(exc: sqlite3.Error) -> str:

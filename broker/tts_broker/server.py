@@ -37,7 +37,7 @@ from tts_broker.leader_post import LeaderPost
 from tts_broker.metrics import MetricsHook
 from tts_broker.outbox import Outgoing
 from tts_broker.settings import BrokerSettings
-from tts_broker.statedir import StateLock
+from tts_broker.statedir import LOCK_NAME, StateLock
 from tts_broker.status import BrokerInfo
 from tts_broker.wrong_port import WrongPort
 
@@ -59,7 +59,8 @@ def build_hooks(settings: BrokerSettings, leader: Optional[LeaderPost] = None) -
         hooks.append(JournalHook(journal_file, synchronous=settings.journal_sync,
                                  result_ttl_s=settings.result_ttl_s, dead_letter_ttl_s=settings.dead_letter_ttl_s,
                                  max_audio_bytes=settings.journal_max_audio_mb * 1024 * 1024,
-                                 accept_loss=settings.accept_journal_loss))
+                                 accept_loss=settings.accept_journal_loss,
+                                 lock_file=Path(settings.state_dir) / LOCK_NAME))
     cache_folder = settings.cache_folder()
     if cache_folder is not None:
         hooks.append(CacheHook(cache_folder, max_bytes=settings.cache_max_mb * 1024 * 1024,

@@ -15,6 +15,8 @@ import zmq
 
 from tts_protocol import Command
 
+from tts_broker.journal_witness import Mark, decode
+
 from harness import BrokerProc, Proc, wait_for
 from peers import RawClient, RawWorker
 
@@ -67,6 +69,56 @@ def test_a_journal_truncated_to_zero_bytes_stops_the_start_until_the_loss_is_acc
     assert "lost data" in b.log() and "accepted" in b.log()
 
 
+def _submit(b: BrokerProc, ctx: zmq.Context, *job_ids: str) -> None:
+    client = RawClient(ctx, b.frontend)
+    for job_id in job_ids:
+        client.submit(job_id)
+        client.recv_until(Command.ACCEPTED)
+    client.close()
+
+
+def test_a_journal_deleted_with_its_seq_file_is_refused_naming_broker_lock(
+        broker_factory: Callable[..., BrokerProc], ctx: zmq.Context) -> None:
+    b = broker_factory()
+    _submit(b, ctx, "kept-0", "kept-1", "kept-2")
+    b.kill()  # not stop(): a drain would wait for the queued jobs
+    journal = b.state_dir / "journal.sqlite3"
+    for suffix in ("", "-wal", "-shm", ".seq"):
+        journal.with_name(journal.name + suffix).unlink(missing_ok=True)
+    result = run_broker(b.state_dir)
+    assert result.returncode == 5, result.stderr
+    line = one_line(result)
+    assert "lost data" in line and "truncated or deleted" in line and "--accept-journal-loss" in line
+    assert f"{b.state_dir / 'broker.lock'} says it had" in line and "journal.sqlite3.seq says nothing" in line
+    b.start(["--accept-journal-loss"])  # the operator's way out still works
+    assert "lost data" in b.log() and "accepted" in b.log()
+    _submit(b, ctx, "after")
+    b.kill()
+    b.start()  # the accepted state is the new baseline
+
+
+def test_a_commit_lost_right_after_a_restart_is_refused(broker_factory: Callable[..., BrokerProc],
+                                                         ctx: zmq.Context) -> None:
+    b = broker_factory()
+    _submit(b, ctx, "before-0", "before-1")
+    b.kill()
+    journal = b.state_dir / "journal.sqlite3"
+    db = sqlite3.connect(str(journal))
+    try:  # what a clean stop does: the main file holds both, the WAL is empty
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    b.start()
+    _submit(b, ctx, "right-after-start")
+    b.kill()  # kill -9 at once: the commit is only in the WAL
+    for suffix in ("-wal", "-shm"):
+        (b.state_dir / f"journal.sqlite3{suffix}").unlink(missing_ok=True)
+    result = run_broker(b.state_dir)
+    assert result.returncode == 5, result.stderr
+    line = one_line(result)
+    assert "WAL file lost or garbled" in line, line
+
+
 def test_a_garbled_wal_after_a_crash_is_detected(broker_factory: Callable[..., BrokerProc],
                                                  ctx: zmq.Context) -> None:
     b = broker_factory()
@@ -77,7 +129,7 @@ def test_a_garbled_wal_after_a_crash_is_detected(broker_factory: Callable[..., B
     client.close()
     wal = b.state_dir / "journal.sqlite3-wal"
     side = b.state_dir / "journal.sqlite3.seq"
-    wait_for(lambda: '"seq": 5' in side.read_text() or '"seq": 6' in side.read_text(), 10, what="side file")
+    assert (decode(side.read_bytes()) or Mark("", 0)).seq >= 5  # written after each commit, before ACCEPTED
     b.kill()  # kill -9: the WAL is not checkpointed into the main file
     data = bytearray(wal.read_bytes())
     assert len(data) > 32

@@ -1,4 +1,4 @@
-"""Journal faults in-process on real SQLite files: a locked database, lost content, a foreign schema."""
+"""Journal faults in-process on real SQLite files: a locked database, lost content, a foreign schema, witnesses."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -15,7 +16,7 @@ from tts_protocol.messages import Submit
 from tts_broker.hooks import JournalHook
 from tts_broker.jobs import Job
 from tts_broker.journal import Journal, JournalUnavailable
-from tts_broker.statedir import JournalCorrupt, JournalLost, StateDirLocked, StateLock
+from tts_broker.statedir import LOCK_NAME, PID_BYTES, JournalCorrupt, JournalLost, StateDirLocked, StateLock
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(20)]
 
@@ -96,8 +97,8 @@ def test_a_failing_rollback_does_not_hide_the_cause(path: Path, caplog: pytest.L
         journal.close()
 
 
-def _journal_with_commits(path: Path, n: int) -> None:
-    journal = Journal(path)
+def _journal_with_commits(path: Path, n: int, lock: Optional[Path] = None) -> None:
+    journal = Journal(path) if lock is None else Journal(path, lock_file=lock)
     for i in range(n):
         journal.record(job(f"j{i}"), new=True)
         journal.flush()
@@ -129,7 +130,6 @@ def test_a_lost_wal_is_detected(path: Path) -> None:
     for i in range(3):
         journal.record(job(f"later{i}"), new=True)
         journal.flush()
-    journal._write_side(force=True)
     # Simulate a crash: copy the files as they are now, WAL included, before close() checkpoints them.
     snapshot = {s: path.with_name(path.name + s).read_bytes() for s in ("", "-wal")}
     journal.close()
@@ -146,7 +146,6 @@ def test_a_garbled_wal_is_detected(path: Path) -> None:
     for i in range(3):
         journal.record(job(f"j{i}"), new=True)
         journal.flush()
-    journal._write_side(force=True)
     main, wal = path.read_bytes(), path.with_name(path.name + "-wal").read_bytes()
     journal.close()
     garbled = bytearray(wal)
@@ -193,3 +192,83 @@ def test_restored_jobs_survive_an_unchanged_restart(path: Path) -> None:
         assert all(j.state is JobState.QUEUED for j in restored.unfinished)
     finally:
         journal.close()
+
+
+# The second witness: the state dir's broker.lock (journal_witness.py).
+
+@pytest.fixture
+def lock(tmp_path: Path) -> Path:
+    return tmp_path / "state" / LOCK_NAME
+
+
+def _commit(journal: Journal, job_id: str) -> None:
+    journal.record(job(job_id), new=True)
+    journal.flush()
+
+
+def test_a_journal_deleted_with_its_seq_file_is_caught_by_the_lock_file(path: Path, lock: Path) -> None:
+    journal = Journal(path, lock_file=lock)
+    for i in range(4):
+        _commit(journal, f"j{i}")
+    journal.close()
+    for suffix in ("", "-wal", "-shm", ".seq"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    with pytest.raises(JournalLost, match="truncated or deleted") as lost:
+        Journal(path, lock_file=lock)
+    message = str(lost.value)
+    assert f"{lock} says it had 4 commits" in message and "journal.sqlite3.seq says nothing" in message
+    assert "--accept-journal-loss" in message
+
+
+def test_a_commit_lost_right_after_a_start_is_detected(path: Path) -> None:
+    _journal_with_commits(path, 3)  # closed: the 3 commits are in the main file
+    journal = Journal(path)  # the side file alone: it is current after every commit, not every 0.2 s
+    journal.record(job("right-after-start"), new=True)
+    journal.flush()  # well within 0.2 s of the start
+    # Crash now (kill -9: the side file is as it is) and lose the WAL that holds the commit.
+    snapshot = {s: path.with_name(path.name + s).read_bytes() for s in ("", ".seq")}
+    journal.close()
+    for suffix, data in snapshot.items():
+        path.with_name(path.name + suffix).write_bytes(data)
+    path.with_name(path.name + "-wal").unlink(missing_ok=True)
+    path.with_name(path.name + "-shm").unlink(missing_ok=True)
+    with pytest.raises(JournalLost, match="ends at commit 3 but .* says it reached 4 .*WAL file lost"):
+        Journal(path)
+
+
+def test_a_garbled_witness_is_ignored_with_a_log_line(path: Path, lock: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    _journal_with_commits(path, 2, lock)
+    data = bytearray(lock.read_bytes())
+    data[PID_BYTES + 40] ^= 0x01  # a bit flipped in the generation: the checksum no longer matches
+    lock.write_bytes(bytes(data))
+    side = path.with_name(path.name + ".seq")
+    side.write_bytes(side.read_bytes()[:30])  # torn: half a record
+    journal = Journal(path, lock_file=lock)  # both witnesses count as absent: it starts, and says why
+    try:
+        assert sorted(j.job_id for j in journal.restore(retain_s=60).unfinished) == ["j0", "j1"]
+        garbled = [r.getMessage() for r in caplog.records if "garbled" in r.getMessage()]
+        assert len(garbled) == 2 and any(str(lock) in m for m in garbled) and any(str(side) in m for m in garbled)
+        _commit(journal, "j2")
+    finally:
+        journal.close()
+    assert Journal(path, lock_file=lock).seq == 3  # rewritten at the next commit: readable again, and agreeing
+
+
+def test_accepting_the_loss_starts_a_generation_both_witnesses_agree_on(path: Path, lock: Path) -> None:
+    _journal_with_commits(path, 5, lock)
+    for suffix in ("", "-wal", "-shm", ".seq"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    with pytest.raises(JournalLost):
+        Journal(path, lock_file=lock)
+    journal = Journal(path, lock_file=lock, accept_loss=True)
+    try:
+        assert journal.seq == 5  # goes on from the highest seen: the new generation is the best witness
+        _commit(journal, "after")
+    finally:
+        journal.close()
+    again = Journal(path, lock_file=lock)  # the new baseline: no loss
+    try:
+        assert again.seq == 6 and [j.job_id for j in again.restore(retain_s=60).unfinished] == ["after"]
+    finally:
+        again.close()
