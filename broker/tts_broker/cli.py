@@ -54,7 +54,7 @@ from tts_broker.statedir import EXIT_BIND, EXIT_USAGE, BrokerStartError
 @click.option("--journal-sync", type=click.Choice(["normal", "full"]), help="full: fsync every commit group.")
 @click.option("--journal-max-audio-mb", type=int, help="Audio of finished jobs kept in the journal (0 = no cap).")
 @click.option("--accept-journal-loss", is_flag=True, default=None,
-              help="Start even if the journal lost data (truncated, WAL lost or garbled); its jobs are gone.")
+              help="Start even if the journal lost data (truncated, deleted, WAL lost or garbled); its jobs are gone.")
 @click.option("--journal-retry-s", type=float, help="While journal commits fail, retry this often.")
 @click.option("--client-backlog-max-bytes", type=int, help="Replies held for one client that does not read.")
 @click.option("--client-sndhwm", type=int, help="Messages ZeroMQ queues towards one client before the backlog.")

@@ -78,7 +78,7 @@ class BrokerSettings(BaseSettings):
         1024, ge=0, description="audio of finished jobs kept in the journal; oldest jobs pruned beyond (0 = no cap)"
     )
     accept_journal_loss: bool = Field(
-        False, description="start even if the journal lost data (truncated, WAL lost); its jobs are gone"
+        False, description="start even if the journal lost data (truncated, deleted, WAL lost); its jobs are gone"
     )
     journal_retry_s: float = Field(0.5, gt=0, description="while journal commits fail, retry this often")
     client_backlog_max_bytes: int = Field(
