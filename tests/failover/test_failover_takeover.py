@@ -29,7 +29,10 @@ def test_kill_9_of_the_active_during_1000_jobs_loses_nothing(
     a = pg_brokers("a").start().wait_active()
     b = pg_brokers("b").start().wait_standby()
     assert not b.active()
-    workers = tone_worker_on(endpoint_list(a, b, side="backend"), concurrency=2)
+    # 10 ms a job: both slots hold a job at any moment of the run, so the kill always leaves some in the
+    # workers' hands for the new active to adopt (with no latency a loaded machine could kill the active
+    # while both workers waited for it, and nothing was there to adopt).
+    workers = tone_worker_on(endpoint_list(a, b, side="backend"), concurrency=2, latency_s=0.01)
     client = make_client(endpoint_list(a, b), timeout_s=120.0)
     texts = [f"failover job {i}." for i in range(1000)]
     handles = [client.submit(text) for text in texts]
