@@ -150,11 +150,15 @@ class ClientLinks(Hook):
         if fd == _NO_FD:
             return []
         if self._id_at.get(fd) == identity:  # the usual case: the same connection again
+            # (Or the same id back on the same descriptor number before the old connection's close was read:
+            # that close then unlinks it, and replies wait for its next message. Withheld, never misdelivered;
+            # the loop reads the monitor every turn, so this takes a reconnect within one turn.)
             return []
         self.poll()  # a descriptor reused, or the id on a new connection: learn of the old one's end first
         stale = self._id_at.pop(fd, None)
-        if stale is not None and self._fd_of.get(stale) == fd:  # not reported closed (cannot happen; be safe)
-            self._closed_unreported(stale)
+        if stale is not None and self._fd_of.get(stale) == fd:  # its close unread (cannot happen; be safe)
+            del self._fd_of[stale]
+            self._key_of.pop(stale, None)
         old_fd = self._fd_of.get(identity)
         if old_fd is not None:
             self._id_at.pop(old_fd, None)
@@ -164,10 +168,6 @@ class ClientLinks(Hook):
         if self._away.pop(identity, key) != key:  # the id's binding was forgotten and taken by another key
             self._drop_held(identity)
         return self._release(identity)
-
-    def _closed_unreported(self, identity: bytes) -> None:
-        del self._fd_of[identity]
-        self._key_of.pop(identity, None)
 
     # ---- the way out -------------------------------------------------------------------------------
 
