@@ -92,8 +92,8 @@ class Peer:
 
 class RawClient(Peer):
     def __init__(self, ctx: zmq.Context, endpoint: str, curve: Optional[CurveKeys] = None,
-                 best_effort: bool = False) -> None:
-        super().__init__(ctx, endpoint, Side.CLIENT, curve=curve, best_effort=best_effort)
+                 best_effort: bool = False, identity: Optional[bytes] = None) -> None:
+        super().__init__(ctx, endpoint, Side.CLIENT, identity=identity, curve=curve, best_effort=best_effort)
         self._req = 0
 
     def submit(self, job_id: str, text: str = "hello", **fields: Any) -> None:

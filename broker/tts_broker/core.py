@@ -105,15 +105,19 @@ class BrokerCore:
     # ---- the way in --------------------------------------------------------------------------------
 
     def on_client(self, peer: bytes, principal: Optional[Principal], message: Union[Message, ProtocolError],
-                  now: float, wall: float) -> None:
-        """A decoded client message (or why it could not be decoded) from routing id `peer`."""
+                  now: float, wall: float) -> bool:
+        """A decoded client message (or why it could not be decoded) from routing id `peer`.
+
+        False if it was dropped because `peer` is bound to another key (CURVE): its connection gets nothing.
+        """
+        if self.settings.curve and not self._client_keys.check(peer, _user(principal)):
+            return False
         if isinstance(message, ProtocolError):
             log.warning("client %r: malformed message: %s", peer, message)
             self.outbox.error(peer, message.code, str(message), job_id=message.job_id, req_id=message.req_id)
-            return
-        if self.settings.curve and not self._client_keys.check(peer, _user(principal)):
-            return
+            return True
         self.client_commands.handle(Call(peer, principal, now, wall), message)
+        return True
 
     def on_worker(self, peer: bytes, key: Optional[str], message: Union[Message, ProtocolError], now: float) -> None:
         """A decoded worker message (or why not) from routing id `peer`; `key` is its ZAP User-Id under CURVE."""

@@ -320,7 +320,9 @@ class KeyBinding:
 
     A later connection presenting the same routing id with another key (a copied id, ROUTER_HANDOVER) gets
     nothing: its messages are dropped unanswered (the core also drops a worker record made by the first key,
-    its leases requeued, since the first key's connection is gone). Bounded: the oldest bindings are forgotten.
+    its leases requeued, since the first key's connection is gone). What the broker sends to a client id is
+    bound to the key too: it goes out only while that key's connection holds the id (client_links.py).
+    Bounded: the least recently used bindings are forgotten.
     """
 
     def __init__(self, side: str, max_ids: int = 200_000) -> None:
@@ -336,6 +338,7 @@ class KeyBinding:
                 self._keys.popitem(last=False)
             return True
         if bound == (key or ""):
+            self._keys.move_to_end(identity)  # an id in use is never the one forgotten
             return True
         log.warning("%s routing id %r is bound to key %s but arrived from key %s: dropped", self.side, identity,
                     bound, key)

@@ -28,6 +28,7 @@ from tts_broker import __version__
 from tts_broker.adoption import Adoption
 from tts_broker.auth import CLIENT_DOMAIN, WORKER_DOMAIN, CurveServer, Principal, warn_if_exposed
 from tts_broker.backlog import ClientBacklog
+from tts_broker.client_links import ClientLinks, source_fd
 from tts_broker.core import BrokerCore
 from tts_broker.fdlimit import DescriptorHook
 from tts_broker.hooks import CacheHook, Hook, JournalHook
@@ -102,6 +103,11 @@ class Broker:
                 hooks.append(self.metrics)  # after the journal and cache: its snapshot includes what they report
             self.backlog = ClientBacklog(max_bytes=settings.client_backlog_max_bytes)
             hooks.append(self.backlog)  # for its status fields
+            # Under CURVE, replies go to a client id only while its key's connection holds it (client_links.py).
+            self.links: Optional[ClientLinks] = None
+            if settings.curve:
+                self.links = ClientLinks(max_withheld_bytes=settings.client_backlog_max_bytes)
+                hooks.append(self.links)
             self.core = BrokerCore(settings, hooks, info=self.info)
             if self.metrics is not None:
                 self.metrics.attach(self.core, self.info)
@@ -119,6 +125,8 @@ class Broker:
                                                    sndhwm=settings.client_sndhwm), Side.CLIENT)
             self.workers = RouterPort(self._router(settings.backend, settings.backend_max_msg_bytes, WORKER_DOMAIN),
                                       Side.WORKER)
+            if self.links is not None:
+                self.links.watch(self.clients.sock)
         except BaseException:
             if self.curve is not None:
                 self.curve.stop()
@@ -214,6 +222,8 @@ class Broker:
                     self.leader.check(time.monotonic())
                 if self.workers.sock in events:
                     self._drain(self.workers, self._on_worker_frames)
+                if self.links is not None:  # read disconnects every turn: the monitor's queue stays short
+                    self.links.poll()
                 if self.clients.sock in events:
                     self._drain(self.clients, self._on_client_frames)
                 now = self.clock()
@@ -254,18 +264,27 @@ class Broker:
 
     def _on_client_frames(self, frames: list[Any]) -> None:
         message: Message | ProtocolError
-        principal = None
-        try:
-            if self.curve is None:
+        if self.links is None:
+            try:
                 identity, message = self.clients.parse(frames)
-            else:
-                identity, user, message = self.clients.parse_peer(frames)
-                principal = Principal.of(user)
+            except ProtocolError as exc:
+                identity, message = routing_id(frames), exc
+                if self.wrong_port.worker_at_frontend(self.clients, frames):
+                    return
+            self.core.on_client(identity, None, message, self.clock(), self.wall_clock())
+            return
+        user = user_id(frames)  # before decoding: a malformed message is answered only under its bound key
+        try:
+            identity, message = self.clients.parse(frames)
         except ProtocolError as exc:
             identity, message = routing_id(frames), exc
-            if self.wrong_port.worker_at_frontend(self.clients, frames):
+            if self.wrong_port.worker_at_frontend(self.clients, frames):  # answers the sending connection only
                 return
-        self.core.on_client(identity, principal, message, self.clock(), self.wall_clock())
+        if not self.core.on_client(identity, Principal.of(user), message, self.clock(), self.wall_clock()):
+            return  # another key's connection under a bound id: it is not linked, it gets nothing
+        withheld = self.links.seen(identity, source_fd(frames), user or "")
+        if withheld:  # the id is back with its key: what waited for it goes before this message's replies
+            self._send(withheld)
 
     def _on_worker_frames(self, frames: list[Any]) -> None:
         message: Message | ProtocolError
@@ -298,10 +317,13 @@ class Broker:
     def _send(self, messages: list[Outgoing]) -> None:
         if not messages:
             return
-        clients, workers, backlog = self.clients.send, self.workers.send, self.backlog
-        for to_worker, identity, command, body, payload in messages:
+        clients, workers, backlog, links = self.clients.send, self.workers.send, self.backlog, self.links
+        for message in messages:
+            to_worker, identity, command, body, payload = message
             if to_worker:
                 workers(identity, command, body)
+            elif links is not None and not links.allows(identity):  # its key's connection closed (CURVE)
+                links.withhold(message)
             elif identity in backlog:  # behind replies the client has not taken yet
                 backlog.hold(identity, command, body, payload)
             elif not clients(identity, command, body, payload) and self.clients.last_errno == zmq.EAGAIN:
@@ -332,7 +354,17 @@ class Broker:
 
     def _flush_backlog(self) -> None:
         if self.backlog:  # a client that was slow may read again: do not wait for the next tick
-            self.backlog.flush(self.clients.send, lambda: self.clients.last_errno)
+            self.backlog.flush(self._send_linked if self.links is not None else self.clients.send,
+                               lambda: self.clients.last_errno)
+
+    def _send_linked(self, identity: bytes, command: Any, body: Any, payload: Any) -> bool:
+        """Send a backlogged reply under CURVE: a client whose connection closed gets nothing (as without CURVE,
+        its backlog is dropped), whoever holds its routing id now."""
+        assert self.links is not None
+        if not self.links.allows(identity):
+            self.clients.last_errno = zmq.EHOSTUNREACH
+            return False
+        return self.clients.send(identity, command, body, payload)
 
     def _shutdown(self) -> None:
         self.core.shut_down()
@@ -343,6 +375,8 @@ class Broker:
     def close(self) -> None:
         if self.http is not None:
             self.http.stop()
+        if self.links is not None:
+            self.links.close()
         self.clients.sock.close(linger=200)
         self.workers.sock.close(linger=200)
         self.core.hooks.close()

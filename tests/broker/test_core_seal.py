@@ -147,3 +147,22 @@ def test_a_job_set_aside_for_the_cache_is_its_owner_s_alone() -> None:
     core.on_lookup(job, core.hooks.lookup(job), 1.0)
     assert sorted(i for _, i, c, _, _ in core.outbox.now if c is Command.RESULT) == [b"alice", b"alice-2"]
     assert core.jobs.get("same").state is JobState.DONE  # type: ignore[union-attr]
+
+
+def test_a_malformed_message_under_another_keys_routing_id_is_dropped_unanswered(tmp_path: Any) -> None:
+    """Under CURVE the key check comes first: nothing (not even an ERROR) goes to a routing id bound to another
+    key because of a message its new holder sent (the server would hold that ERROR for the id's owner)."""
+    from tts_protocol import ProtocolError
+    from tts_protocol.codec import Message
+
+    from tts_broker.auth import Principal
+
+    core = BrokerCore(settings(curve_secret=str(tmp_path / "broker.key_secret"), client_keys=str(tmp_path),
+                               worker_keys=str(tmp_path)))
+    alice, mallory = Principal("client", "alice"), Principal("client", "mallory")
+    assert core.on_client(b"alice", alice, Message(Command.SUBMIT, Submit(job_id="j", text="hi")), 1.0, 1.0)
+    core.outbox.now.clear()
+    assert not core.on_client(b"alice", mallory, ProtocolError("garbage"), 1.0, 1.0)
+    assert core.outbox.now == []
+    assert core.on_client(b"alice", alice, ProtocolError("garbage"), 1.0, 1.0), "the owner's is answered"
+    assert [c for _, _, c, _, _ in core.outbox.now] == [Command.ERROR]

@@ -13,7 +13,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import zmq
@@ -335,3 +335,67 @@ def test_settings_errors_are_one_line(tmp_path: Path) -> None:
         assert "errors.pydantic.dev" not in text and "Traceback" not in text, text
         said = [line for line in text.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]
         assert len(said) == 1, text
+
+
+def test_a_client_routing_id_taken_by_another_key_gets_no_replies(curve_broker: BrokerProc, keys: Keys,
+                                                                   ctx: zmq.Context) -> None:
+    """Replies are bound to the key as well as the routing id: after alice's connection closed, mallory (another
+    allowed key) connecting under alice's routing id receives none of alice's PARTIAL/RESULT; alice gets them
+    when she is back with her id and key."""
+    alice_key = keys.curve(keys.make("alice", "clients"))
+    mallory_key = keys.curve(keys.make("mallory", "clients"))
+    ops = RawClient(ctx, curve_broker.frontend, curve=keys.curve(keys.make("ops", "admins")))
+    worker = RawWorker(ctx, curve_broker.backend, curve=keys.curve(keys.make("gpu", "workers")))
+    wait_for(lambda: len(ops.status().workers) == 1, 20, what="the worker registered")
+    alice = RawClient(ctx, curve_broker.frontend, curve=alice_key, identity=b"alice")
+    alice.submit("j1", "only alice may hear this", stream=True)
+    alice.recv_until(Command.ACCEPTED, skip=())
+    job = worker.next_job()
+    alice.close()
+
+    # mallory connects under "alice". Until the broker has seen alice's connection close, libzmq keeps a
+    # connection under a taken id as an anonymous pipe (handover off), so connect until one holds the id: its
+    # one probe is dropped unanswered (KeyBinding, logged). From then on mallory only receives.
+    marker = "bound to key client:alice but arrived from key client:mallory"
+    mallory: RawClient | None = None
+
+    def take_alices_id() -> bool:
+        nonlocal mallory
+        if mallory is not None:
+            mallory.close()
+        seen = curve_broker.log().count(marker)
+        mallory = RawClient(ctx, curve_broker.frontend, curve=mallory_key, identity=b"alice", best_effort=True)
+        mallory.send(Command.PING, {"req_id": "probe"})
+        return wait_for_quietly(lambda: curve_broker.log().count(marker) > seen, 1.0)
+
+    wait_for(take_alices_id, 30, interval_s=0.0, what="mallory's connection holding alice's routing id")
+    assert mallory is not None
+    worker.send(Command.W_PARTIAL, {"job_id": job.job_id, "attempt": job.attempt, "seq": 0, "sample_rate": 16000},
+                b"\x05\x06" * 8)
+    worker.result(job, pcm=b"\x01\x02" * 8)
+    wait_for(lambda: ops.request(Command.JOB_STATUS, Command.JOB_STATUS_REPLY, job_id="j1").body.job.state == "done",
+             20, what="the job done")
+    ops.assert_quiet()  # two more turns of the loop: what the RESULT caused has been sent
+    assert mallory.sock.poll(500) == 0, f"mallory received {mallory.recv().command.name} meant for alice"
+    mallory.close()
+
+    # alice is back with her routing id and key: what was withheld comes first, then the answer to her PING.
+    # (A connection that arrives before the broker saw mallory's close is anonymous and eats the PING: retry.)
+    got: list[Any] = []
+
+    def alice_back() -> bool:
+        nonlocal alice
+        alice.close()
+        alice = RawClient(ctx, curve_broker.frontend, curve=alice_key, identity=b"alice", best_effort=True)
+        alice.send(Command.PING, {"req_id": "back"})
+        got.clear()
+        while alice.sock.poll(1000):
+            got.append(alice.recv())
+            if got[-1].command is Command.PONG:
+                return True
+        return False
+
+    wait_for(alice_back, 30, interval_s=0.0, what="alice back under her routing id")
+    assert [m.command for m in got] == [Command.PARTIAL, Command.RESULT, Command.PONG]
+    assert bytes(got[0].payload) == b"\x05\x06" * 8
+    assert got[1].body.job_id == "j1" and bytes(got[1].payload) == b"\x01\x02" * 8
