@@ -222,6 +222,12 @@ step "failover stack up: PostgreSQL, two brokers, 2 Piper workers serving in $((
 # PostgreSQL's stop with the brokers connected: SIGINT (the image's STOPSIGNAL, fast shutdown) ends the sessions
 # and exits 0 at once; SIGTERM (smart shutdown) would wait for the brokers to let go, until SIGKILL (exit 137).
 PG_CONTAINER="${PROJECT}f_postgres_1"
+# The epoch of the broker that answers at the client port (a standby binds none; 0: none answers).
+epoch() { "$TTS" --broker "$FURL" --timeout-s 2 status --json 2>/dev/null | "$PY" -c '
+import json, sys; d = json.load(sys.stdin); print(int(d.get("epoch") or 0))' \
+    2>/dev/null || echo 0; }
+epoch_before=$(epoch)
+[ "$epoch_before" -gt 0 ] || fail "failover stack: the active broker reports no epoch"
 stop_started=$(date +%s%N)
 docker stop -t 20 "$PG_CONTAINER" >/dev/null
 stop_ms=$(( ($(date +%s%N) - stop_started) / 1000000 ))
@@ -229,16 +235,26 @@ pg_exit=$(docker inspect -f '{{.State.ExitCode}}' "$PG_CONTAINER")
 [ "$pg_exit" = 0 ] && [ "$stop_ms" -lt 10000 ] ||
     fail "docker stop of PostgreSQL with the brokers connected: exit $pg_exit after $stop_ms ms (wanted 0, fast)"
 docker start "$PG_CONTAINER" >/dev/null
-for _ in $(seq 1 100); do docker exec "$PG_CONTAINER" pg_isready -q 2>/dev/null && break; sleep 0.2; done
+for _ in $(seq 1 100); do docker exec "$PG_CONTAINER" pg_isready -q -U broker -d tts && break; sleep 0.2; done
 docker exec "$PG_CONTAINER" psql -X -qtA -U broker -d tts -c 'select 1' >/dev/null ||
     fail "PostgreSQL did not come back on its volume"
 [ "$(docker logs "$PG_CONTAINER" 2>&1 | grep -c 'postgres-entrypoint: initdb')" = 1 ] ||
     fail "PostgreSQL ran initdb again on its second start"
 step "docker stop of PostgreSQL with the brokers connected: exit 0 in $stop_ms ms (fast shutdown); started again on its volume, no second initdb"
-# The brokers left when their journal went away (exit 6) and docker restarted them: one is active again.
-for _ in $(seq 1 240); do "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.5; done
-"$TTS" --broker "$FURL" --timeout-s 5 health >/dev/null || fail "no broker active again after PostgreSQL came back"
-step "after PostgreSQL came back: a broker active again, Piper workers serving"
+# Every broker lost its journal session: the active one regains its own (the same epoch) or steps down and the
+# standby takes over (a higher epoch), within a lease (3 s). Wait until the broker at the client port has Piper
+# workers and the same epoch four times in a row, a second apart: one that is about to step down has not settled.
+settled=0; seen=-1
+for _ in $(seq 1 120); do
+    now_epoch=0
+    "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && now_epoch=$(epoch)
+    if [ "$now_epoch" -ge "$epoch_before" ] && [ "$now_epoch" = "$seen" ]; then settled=$(( settled + 1 )); else settled=0; fi
+    seen=$now_epoch
+    [ "$settled" -ge 3 ] && break
+    sleep 1
+done
+[ "$settled" -ge 3 ] || fail "no broker settled as active with Piper workers after PostgreSQL came back"
+step "after PostgreSQL came back: a broker active at epoch $seen (was $epoch_before), Piper workers serving"
 
 healthz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz" || true; }
 a=$(healthz "$FHTTP_A"); b=$(healthz "$FHTTP_B")
