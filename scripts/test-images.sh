@@ -14,15 +14,16 @@
 #      up, the OpenAI endpoint answers with speech, `down` and `up` with jobs in flight loses none
 #      (scripts/images/jobs_survive.py).
 #   6. The failover stack (deploy/compose.failover.yaml: two brokers on a PostgreSQL journal; its postgres service
-#      on the image of step 3 instead of postgres:15, which cannot be pulled here): one broker active,
-#      `docker kill -s KILL` of it with jobs in flight, the standby takes over and every job is answered;
-#      `docker stop` of PostgreSQL with the brokers connected is a fast shutdown (exit 0 in seconds, no SIGKILL),
-#      and it starts again on its volume without a new initdb; a broker is active again after it.
+#      on the image of step 3 instead of postgres:15, which cannot be pulled here): `docker stop` of PostgreSQL
+#      with the brokers connected is a fast shutdown (exit 0 at once, no SIGKILL), it starts again on its volume
+#      without a new initdb and a broker is active again; then one broker active, `docker kill -s KILL` of it with
+#      jobs in flight, the standby takes over and every job is answered.
 # Each step prints its time. A container still running 10 s after its stop began is named in a log line, and
 # again when it stops (scripts/images/stop_watch.py): that is what makes a `down` take 30 s instead of 2.
 # Two runs at once do not meet: each has its own daemon (data root, exec root, socket, pid file in its own mktemp
-# folder), so its containers, images, volumes and networks are its own; host ports are free ones picked per run. Everything the test made (containers, volumes, images, the daemon and its data) is
-# removed at the end, whatever happened; only the base tarball cache stays (~/.cache/tts-broker/images).
+# folder), so its containers, images, volumes and networks are its own; host ports are free ones picked per run.
+# Everything the test made (containers, volumes, images, the daemon and its data) is removed at the end, whatever
+# happened; only the base tarball cache stays (~/.cache/tts-broker/images).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -240,7 +241,8 @@ docker exec "$PG_CONTAINER" psql -X -qtA -U broker -d tts -c 'select 1' >/dev/nu
     fail "PostgreSQL did not come back on its volume"
 [ "$(docker logs "$PG_CONTAINER" 2>&1 | grep -c 'postgres-entrypoint: initdb')" = 1 ] ||
     fail "PostgreSQL ran initdb again on its second start"
-step "docker stop of PostgreSQL with the brokers connected: exit 0 in $stop_ms ms (fast shutdown); started again on its volume, no second initdb"
+step "docker stop of PostgreSQL with the brokers connected: exit 0 in $stop_ms ms (fast shutdown);\
+ started again on its volume, no second initdb"
 # Every broker lost its journal session: the active one regains its own (the same epoch) or steps down and the
 # standby takes over (a higher epoch), within a lease (3 s). Wait until the broker at the client port has Piper
 # workers and the same epoch four times in a row, a second apart: one that is about to step down has not settled.
@@ -248,7 +250,8 @@ settled=0; seen=-1
 for _ in $(seq 1 120); do
     now_epoch=0
     "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && now_epoch=$(epoch)
-    if [ "$now_epoch" -ge "$epoch_before" ] && [ "$now_epoch" = "$seen" ]; then settled=$(( settled + 1 )); else settled=0; fi
+    if [ "$now_epoch" -ge "$epoch_before" ] && [ "$now_epoch" = "$seen" ]; then settled=$(( settled + 1 ))
+    else settled=0; fi
     seen=$now_epoch
     [ "$settled" -ge 3 ] && break
     sleep 1
