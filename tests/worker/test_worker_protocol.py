@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import types
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -315,3 +316,25 @@ def test_max_rss_leaves_cleanly_with_recycle_code(worker: Callable[..., Proc],
     assert "max_rss_mb" in bye.body.reason
     wait_for(lambda: not proc.alive(), 10, what="worker exit")
     assert proc.popen.returncode == ExitCode.RECYCLE
+
+
+def test_sigterm_between_brokers_gives_up_the_held_job_at_once(start_worker: Callable[..., Proc],
+                                                               fake_broker: WorkerScriptedBroker,
+                                                               dead_endpoint: str) -> None:
+    """With an endpoint list a worker keeps a job whose broker died for the next broker (survival.py). A stop
+    while no broker answers must not wait for one: a leaving worker opens no new connection, so nobody could
+    take the job back, and `docker compose down` waited the 30 s keep time until SIGKILL."""
+    endpoints = types.SimpleNamespace(backend=f"{fake_broker.backend},{dead_endpoint}")
+    proc = start_worker(endpoints, engine="tone", opts={"latency_s": 1.5}, extra_args=[*FAST, "--single"])
+    rid, _ = fake_broker.expect(Command.W_READY)
+    fake_broker.job(rid, "held-1")
+    fake_broker.expect(Command.W_HEARTBEAT, where=lambda r, m: m.body.stats["busy"] == 1)
+    fake_broker.close()  # the broker is gone; the next endpoint refuses connections
+    wait_for(lambda: "held-1 attempt 1: finished while between brokers; held for the next one" in proc.log(), 20,
+             what="the finished job held for the next broker")
+    stopped_at = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    wait_for(lambda: not proc.alive(), 20, what="worker exit")
+    assert time.monotonic() - stopped_at < 10, proc.log()[-2000:]
+    assert proc.popen.returncode == 0
+    assert "leaving between brokers: giving up 1 job(s) in hand" in proc.log()

@@ -174,6 +174,13 @@ class WorkerDaemon:
                 self._stop_logged = True
                 log.info("[%s] stop requested: answering %d job(s) in hand, then leaving", self._tag(),
                          len(self.leases))
+            if self._leaving() and not conn.connected and self.survival is not None and self.survival.orphaned():
+                # A leaving worker opens no new connection, so no next broker can take these back: waiting
+                # keep_s (30 s) for one only held `docker compose down` until SIGKILL. The next active broker
+                # requeues the jobs nobody claims.
+                log.info("[%s] leaving between brokers: giving up %d job(s) in hand", self._tag(), len(self.leases))
+                self.survival.give_up()
+                self.leases.cancel_all(now)
             if self._leaving() and not self.leases:
                 self._leave(self._leave_reason)
                 return self._exit_code

@@ -90,14 +90,24 @@ class SurvivingLeases:
         self.leases.close(key)
         return True
 
+    def orphaned(self) -> bool:
+        """Leases (or held outcomes) wait for a next broker."""
+        return self.orphaned_since is not None
+
     def expired(self, now: float) -> bool:
         """No broker took the leases back within keep_s: the caller cancels them."""
         if self.orphaned_since is None or now - self.orphaned_since < self.keep_s:
             return False
         log.warning("no broker took back %d job(s) in hand within %.0f s; cancelling them", len(self.leases),
                     self.keep_s)
+        self.give_up()
+        return True
+
+    def give_up(self) -> None:
+        """No broker will take the leases back (the wait ran out, or the worker is leaving): close the held
+        outcomes; the caller cancels the leases still running. The next active broker requeues what nobody
+        claims (adoption.py), so a job given up here runs again rather than being lost."""
         for key in list(self.held):
             self.leases.close(key)
         self.held.clear()
         self.orphaned_since = None
-        return True
