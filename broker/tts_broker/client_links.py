@@ -39,6 +39,8 @@ from typing import Any, Optional
 
 import zmq
 
+from tts_protocol.curve import close_monitor
+
 from tts_broker.backlog import reply_bytes
 from tts_broker.hooks import Hook
 from tts_broker.outbox import Outgoing
@@ -220,11 +222,7 @@ class ClientLinks(Hook):
         """Stop the monitor (before the frontend socket closes); a second call does nothing."""
         if self._monitor is None or self._sock is None:
             return
-        try:
-            self._sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self._monitor.close(linger=0)
+        close_monitor(self._sock, self._monitor)
         self._monitor, self._signal = None, None
 
     def status(self) -> dict[str, Any]:

@@ -184,9 +184,14 @@ class HandshakeWatch:
     def close(self) -> None:
         if self._monitor is None:
             return
-        try:
-            self._sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self._monitor.close(linger=0)
+        close_monitor(self._sock, self._monitor)
         self._monitor = None
+
+
+def close_monitor(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    """Stop `sock`'s monitor and close its PAIR socket (before `sock` itself closes; a socket has one monitor)."""
+    try:
+        sock.disable_monitor()
+    except zmq.ZMQError:
+        pass  # the socket is already closed, or its monitor was
+    monitor.close(linger=0)

@@ -6,34 +6,14 @@ scripts/test-deploy.sh, which `make test` runs; this keeps the field checks them
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from deploykit import ROOT, broken_copy, checker
+
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def checker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_deploy", ROOT / "scripts" / "check_deploy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    deploy = tmp_path / "deploy"
-    shutil.copytree(ROOT / "deploy", deploy)
-    path = deploy / file
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {file}"
-    path.write_text(text.replace(old, new, 1))
-    return deploy
 
 
 def test_committed_deploy_files_pass(capsys: pytest.CaptureFixture[str]) -> None:

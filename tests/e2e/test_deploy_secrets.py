@@ -20,7 +20,6 @@ choosing, and the Fish worker runs the tone engine (no GPU and no weights here).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator, Optional
 
 import httpx
@@ -37,22 +35,14 @@ import pytest
 import soundfile
 import yaml
 
+from deploykit import ROOT, broken_copy, checker
 from harness import Proc, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 BIN = Path(sys.executable).parent
 MADE_BY_HAND = {"tts-broker-journal"}  # a database URL (failover only): make-secrets.sh does not make it
 # The Fish worker's engine settings a host without a GPU replaces: the tone engine, no checkpoint, no CUDA.
 FISH_ON_THIS_HOST = {"TTS_ENGINE": "tone", "TTS_ENGINE_OPTIONS": None, "AUDIO_DEVICE": None}
-
-
-def checker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_deploy", ROOT / "scripts" / "check_deploy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def manifest_objects(*files: Path) -> list[dict[str, Any]]:
@@ -66,16 +56,6 @@ def find(kind: str, name: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ---- the static checks -----------------------------------------------------------------------------
-
-
-def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    deploy = tmp_path / "deploy"
-    shutil.copytree(ROOT / "deploy", deploy)
-    path = deploy / file
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {file}"
-    path.write_text(text.replace(old, new, 1))
-    return deploy
 
 
 @pytest.mark.unit

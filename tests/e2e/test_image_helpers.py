@@ -7,7 +7,6 @@ named as slow.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,16 @@ from typing import Any
 import pytest
 import yaml
 
+from deploykit import ROOT, load_script
+
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "scripts" / "images"
 PORTS = {"5555": "41001", "5556": "41002", "8000": "41003", "9464": "41004", "5432": "41006"}
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, IMAGES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_script(IMAGES / f"{name}.py", name)
 
 
 def failover_copy(tmp_path: Path, *extra: str) -> dict[str, Any]:
