@@ -44,6 +44,7 @@ from tts_protocol.curve import close_monitor
 from tts_broker.backlog import reply_bytes
 from tts_broker.hooks import Hook
 from tts_broker.outbox import Outgoing
+from tts_broker.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ClientLinks(Hook):
         self._held_bytes = 0
         self.withheld = 0  # replies withheld so far
         self.dropped = 0  # replies not sent: to an id that will not come back, or beyond the budget
+        self._drop_log = LogThrottle(log)  # a flood over the budget drops one reply per reply: one line a minute
 
     # ---- the monitor -------------------------------------------------------------------------------
 
@@ -201,8 +203,8 @@ class ClientLinks(Hook):
             self.dropped += 1
             if not old_queue:
                 del self._held[oldest]
-            log.warning("replies withheld from disconnected clients exceed %d bytes: the oldest (to %r) dropped",
-                        self.max_withheld_bytes, oldest)
+            self._drop_log.warning("replies withheld from disconnected clients exceed %d bytes: the oldest"
+                                   " (to %r) dropped", self.max_withheld_bytes, oldest)
 
     def _release(self, identity: bytes) -> list[Outgoing]:
         queue = self._held.pop(identity, None)
