@@ -208,7 +208,12 @@ def test_unroutable_jobs_fail_when_the_clock_passes_the_timeout(
     RawWorker(ctx, broker.backend, engine="tone")
     client.submit("nobody-serves", model="fish-speech")
     client.recv_until(Command.ACCEPTED)
-    client.ping()  # a turn of the loop later: the timer has seen the job's key unserved
-    broker.clock.advance(31.0)  # half a minute without waiting for it
+    # The timers run when the clock has moved (core.TICK_S): move it a second, and wait until they have seen
+    # the key unserved (a ping alone only proved a turn of the loop, so on a loaded machine the first timer
+    # run could come after the jump below and start the half minute there).
+    broker.clock.advance(1.0)
+    core = broker.broker.core
+    wait_for(lambda: "fish-speech" in core.unroutable_since, 10, what="the timer saw the key unserved")
+    broker.clock.advance(30.0)  # half a minute without waiting for it
     error = client.recv_until(Command.ERROR)
     assert (error.body.code, error.body.retryable) == ("no_workers", True)
