@@ -29,7 +29,7 @@ DEMO_WAIT_S ?= 180
 help:
 	@echo "make demo   - start a local broker + $(DEMO_WORKERS) $(DEMO_ENGINE) workers, speak the seed example into ./$(DEMO_OUTPUT)/, stop"
 	@echo "make test   - lint, pytest, then the Node client's tests, then scripts/test-*.sh"
-	@echo "make lint   - ruff check . and mypy on the five packages (also for Python 3.10)"
+	@echo "make lint   - ruff check . and mypy on the packages, benchmarks and scripts (also for Python 3.10)"
 	@echo "make test-fast - lint, pytest and the Node tests, without the heavy scripts/test-*.sh suites"
 	@echo "make test-unit - the fast in-process tests only (pytest -m unit)"
 	@echo "make clean  - remove output/, caches and the demo state (keeps .venv)"

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from benchkit import ROOT, Stack, percentile, wait_file
 
@@ -96,7 +96,8 @@ async def streams(stack: Stack, redis_url: str, jobs: int, inflight: int,
         nonlocal last
         got: list[tuple[str, dict]] = []
         while len(got) < count:
-            reply = await r.xread({results: last}, block=5000, count=1000)
+            # redis-py types XREAD loosely: [(stream, [(entry id, fields), ...]), ...]
+            reply: Any = await r.xread({results: last}, block=5000, count=1000)
             for _s, entries in reply or []:
                 got.extend(entries)
                 last = entries[-1][0]

@@ -29,7 +29,7 @@ import zmq
 
 from tts_protocol import Command, Side, decode, encode
 from tts_protocol.curve import CurveKeys, generate
-from tts_protocol.messages import Heartbeat, Ready, Submit, WorkerResult
+from tts_protocol.messages import Heartbeat, JobAssignment, Ready, Submit, WorkerResult
 
 from benchkit import Stack, percentile
 
@@ -129,6 +129,7 @@ def ttsp_echo_worker(back: str, curve: bool = False) -> None:
             msg = decode(sock.recv_multipart(), side=Side.WORKER, to_broker=False)
             if msg.command is Command.B_JOB:
                 job = msg.body
+                assert isinstance(job, JobAssignment)
                 result = WorkerResult(job_id=job.job_id, attempt=job.attempt, sample_rate=16000)
                 sock.send_multipart(encode(Command.W_RESULT, result, REPLY))
         if time.monotonic() >= next_hb:
@@ -149,7 +150,7 @@ def ttsp_done(sock: zmq.Socket) -> bool:
 
 
 def client_socket(front: str, curve: bool) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if curve:
         keys_for("bench-client").apply(sock)

@@ -35,7 +35,16 @@ import psutil
 import zmq
 
 from tts_protocol import Command, Side, decode, encode
-from tts_protocol.messages import Heartbeat, Ready, Request, StatusRequest, Submit, WorkerResult
+from tts_protocol.messages import (
+    BrokerStatusReply,
+    Heartbeat,
+    JobAssignment,
+    Ready,
+    Request,
+    StatusRequest,
+    Submit,
+    WorkerResult,
+)
 
 from benchkit import Processes, broker_command, percentile, wait_file, wait_until
 
@@ -111,6 +120,7 @@ def worker_fleet(back: str, count: int, tag: str, conn: Connection) -> None:
                     continue
                 msg = decode(frames, side=Side.WORKER, to_broker=False)
                 job = msg.body
+                assert isinstance(job, JobAssignment)
                 latencies.append(time.monotonic() - float(job.text.partition(":")[2]))
                 result = WorkerResult(job_id=job.job_id, attempt=job.attempt, sample_rate=16000)
                 sock.send_multipart(encode(Command.W_RESULT, result, REPLY))
@@ -135,7 +145,7 @@ def client_fleet(front: str, count: int, tag: str, conn: Connection) -> None:
     socks = []
     ping = encode(Command.PING, Request(req_id="hello"))
     for _ in range(count):
-        sock = ctx.socket(zmq.DEALER)
+        sock: zmq.Socket = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(front)
         sock.send_multipart(ping)
@@ -235,8 +245,7 @@ class BrokerUnderTest:
         return self.ps.memory_info().rss / 2**20
 
     def workers(self) -> int:
-        ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.DEALER)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.front)
         # The count only: a page of thousands of workers is a large reply (and holds only part of them).
@@ -245,7 +254,8 @@ class BrokerUnderTest:
             if not sock.poll(10_000):
                 return -1
             msg = decode(sock.recv_multipart(), side=Side.CLIENT, to_broker=False)
-            return int(msg.body.status.worker_count)  # type: ignore[union-attr]
+            assert isinstance(msg.body, BrokerStatusReply)
+            return int(msg.body.status.worker_count)
         finally:
             sock.close(0)
 

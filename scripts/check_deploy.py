@@ -427,7 +427,8 @@ def check_dockerfile(path: Path, check: Checker, *, gpu: bool) -> None:
     # Build arguments may come before the first FROM (the base image is one: BASE=...); nothing else may.
     head = [ln for ln in instructions if not ln.upper().startswith("ARG ")]
     check.need(head and head[0].upper().startswith("FROM "), f"{path.name}: FROM comes first")
-    args = dict(m.groups() for ln in instructions if (m := re.match(r"ARG\s+(\w+)=(\S+)", ln, re.I)))
+    args: dict[str, str] = {m.group(1): m.group(2) for ln in instructions
+                            if (m := re.match(r"ARG\s+(\w+)=(\S+)", ln, re.I))}
     base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), head[0]) if head else ""
     if gpu:
         check.need("nvidia/cuda" in base, f"{path.name}: an NVIDIA CUDA base")

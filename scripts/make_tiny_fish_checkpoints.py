@@ -37,7 +37,7 @@ LLM_CONFIG = {
     "s1-mini": {**LLM_CONFIG_COMMON, "vocab_size": 256 + 15 + 1024, "num_codebooks": 4, "max_seq_len": 2560},
 }
 # Hyperparameter overrides of the packaged codec configs (class targets stay upstream's).
-CODEC_OVERRIDE = {
+CODEC_OVERRIDE: dict[str, dict[str, Any]] = {
     "1.5": {
         "backbone": {"input_channels": 160, "depths": [1, 1, 1, 1], "dims": [16, 16, 32, 32]},
         "head": {"num_mels": 32, "upsample_initial_channel": 64, "resblock_kernel_sizes": [3],
