@@ -7,12 +7,13 @@ adds the fields we rely on, so a change that breaks the deployment's promises fa
 - every manifest parses; every object has apiVersion, kind, metadata.name;
 - the broker Deployment: 1 replica, strategy Recreate, its state dir on a PersistentVolumeClaim defined here,
   a Service whose selector matches its pods, probes, a token file for a non-loopback --http; the GPU worker:
-  nvidia.com/gpu limit, readiness and liveness probes, weights on a read-only volume;
+  nvidia.com/gpu limit, readiness and liveness probes, weights on a read-only volume; every worker: a readinessProbe
+  that reads its --ready-file;
 - each KEDA ScaledObject (keda.sh/v1alpha1): targets a Deployment defined here, min <= max, prometheus
   triggers with serverAddress, a numeric threshold and a query on tts_queue_depth or
   tts_queue_oldest_age_seconds; the GPU worker's minReplicaCount is 0 (scale to zero);
 - compose.yaml: broker + piper-worker + gateway, the journal on a named volume, the GPU worker only under a
-  profile with an NVIDIA device reservation;
+  profile with an NVIDIA device reservation; each worker's healthcheck reads its TTS_WORKER_READY_FILE;
 - the gateway Deployment: readiness on /health, API keys from a Secret, a Service; a ServiceMonitor that selects
   the broker's metrics port; the GPU workers' weights on a PersistentVolumeClaim defined here;
 - the Dockerfiles: FROM first (after build arguments), the GPU one on nvidia/cuda (the BASE argument's default),
@@ -118,6 +119,16 @@ def check_kubernetes(objects: list[dict[str, Any]], check: Checker) -> None:
 
     check_gateway(deployments.get("tts-gateway"), by_kind, check)
     check_monitoring(by_kind, check)
+
+    for name, deployment in deployments.items():  # a worker is ready while the broker answers it, not while it runs
+        for container in containers(deployment):
+            command = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+            if command[:1] != ["tts-worker"]:
+                continue
+            ready = command[command.index("--ready-file") + 1] if "--ready-file" in command[:-1] else None
+            probe = " ".join(str(a) for a in dig(container, "readinessProbe", "exec", "command") or [])
+            check.need(ready is not None and ready in probe,
+                       f"{name}: the readinessProbe reads the worker's --ready-file (the broker answers it)")
 
     gpu = [d for d in deployments.values()
            if any("nvidia.com/gpu" in (dig(c, "resources", "limits") or {}) for c in containers(d))]
@@ -419,6 +430,10 @@ def check_compose(path: Path, check: Checker) -> None:
     check.need("gpu" in (gpu.get("profiles") or []), "compose: fish-worker only under the gpu profile")
     devices = dig(gpu, "deploy", "resources", "reservations", "devices") or []
     check.need(any(d.get("driver") == "nvidia" for d in devices), "compose: fish-worker reserves an NVIDIA GPU")
+    for name in ("piper-worker", "fish-worker"):  # healthy while the broker answers it, as in Kubernetes
+        ready = str(dig(services, name, "environment", "TTS_WORKER_READY_FILE") or "")
+        test = " ".join(str(a) for a in dig(services, name, "healthcheck", "test") or [])
+        check.need(bool(ready) and ready in test, f"compose: {name}'s healthcheck reads its TTS_WORKER_READY_FILE")
 
 
 def check_dockerfile(path: Path, check: Checker, *, gpu: bool) -> None:

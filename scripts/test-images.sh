@@ -197,6 +197,16 @@ code=$(curl -s -o "$WORK/speech.wav" -w '%{http_code}' "http://127.0.0.1:$CGATE/
 "$PY" -c 'import sys, soundfile as sf; i = sf.info(sys.argv[1]); assert i.frames > i.samplerate, i' "$WORK/speech.wav" ||
     fail "the gateway's WAV holds under a second of audio"
 step "the OpenAI endpoint answered with speech"
+# Each worker container's healthcheck, run as dockerd runs it (CMD-SHELL: sh -c): its ready file is fresh because
+# the broker answers it. (dockerd's own first check comes only after the 15 s interval.)
+for container in $($COMPOSE ps -q piper-worker); do
+    check=$(docker inspect -f '{{json .Config.Healthcheck.Test}}' "$container" | "$PY" -c '
+import json, sys; test = json.load(sys.stdin); print(test[1] if test[0] == "CMD-SHELL" else "")')
+    [ -n "$check" ] || fail "compose: worker container $container has no CMD-SHELL healthcheck"
+    for _ in $(seq 1 40); do docker exec "$container" sh -c "$check" && break; sleep 0.5; done
+    docker exec "$container" sh -c "$check" || fail "compose: the healthcheck of worker container $container fails"
+done
+step "compose: each Piper worker's healthcheck passes (its ready file: the broker answers it)"
 
 "$PY" "$ROOT/scripts/images/jobs_survive.py" --broker "$CURL" --jobs 6 "$COMPOSE down" "$COMPOSE up -d" ||
     fail "jobs lost across compose down/up"

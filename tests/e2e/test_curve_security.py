@@ -399,3 +399,23 @@ def test_a_client_routing_id_taken_by_another_key_gets_no_replies(curve_broker: 
     assert [m.command for m in got] == [Command.PARTIAL, Command.RESULT, Command.PONG]
     assert bytes(got[0].payload) == b"\x05\x06" * 8
     assert got[1].body.job_id == "j1" and bytes(got[1].payload) == b"\x01\x02" * 8
+
+
+def test_the_ready_file_says_ready_only_while_the_broker_takes_the_worker(
+        curve_broker: BrokerProc, keys: Keys, start_worker: Callable[..., Proc], tmp_path: Path) -> None:
+    """--ready-file (the Kubernetes readiness probe): absent while the broker refuses the worker's key (the loop
+    still turns: --health-file is fresh), there once the key is listed, gone when the worker drains."""
+    secret = keys.make("gpu", "unlisted")
+    health, ready = tmp_path / "worker.alive", tmp_path / "worker.ready"
+    ready.write_text("")  # a stale one from before a restart must not say ready
+    worker = start_worker(curve_broker, extra_args=[
+        "--single", "--curve-secret", str(secret), "--broker-key", str(keys.root / "broker/broker.key"),
+        "--health-file", str(health), "--ready-file", str(ready)], env={"TTS_WORKER_RECONNECT_MAX_S": "1"})
+    wait_for(lambda: REFUSED in worker.log() and health.exists(), 30, what="the refused worker's loop turning")
+    assert not ready.exists(), "a worker whose key the broker refuses says it is ready"
+    (keys.folder("unlisted") / "gpu.key").rename(keys.folder("workers") / "gpu.key")  # re-read live
+    wait_for(ready.exists, 30, what="the ready file once the key is listed")
+    touched = ready.stat().st_mtime_ns
+    wait_for(lambda: ready.exists() and ready.stat().st_mtime_ns > touched, 10, what="the ready file touched again")
+    assert worker.stop(30) == 0
+    assert not ready.exists() and health.exists()

@@ -36,6 +36,12 @@ def test_committed_deploy_files_pass(capsys: pytest.CaptureFixture[str]) -> None
      "RestartPreventExitStatus"),
     ("systemd/tts-broker.service", "LimitNOFILE=65536", "#LimitNOFILE=65536", "tts-broker.service: LimitNOFILE"),
     ("systemd/tts-worker.service", "LimitNOFILE=65536", "LimitNOFILE=1024", "tts-worker.service: LimitNOFILE"),
+    ("kubernetes/fish-worker.yaml", '"find /tmp/tts-worker.ready -newermt', '"find /tmp/tts-worker.alive -newermt',
+     "tts-fish-worker: the readinessProbe reads the worker's --ready-file"),
+    ("kubernetes/piper-worker.yaml", '"--ready-file", "/tmp/tts-worker.ready"]', '"--name", "piper"]',
+     "tts-piper-worker: the readinessProbe reads"),
+    ("compose.yaml", '      test: ["CMD-SHELL", "find /tmp/tts-worker.ready', '      test: ["CMD-SHELL", "find /tmp/x',
+     "compose: piper-worker's healthcheck reads its TTS_WORKER_READY_FILE"),
 ])
 def test_broken_copies_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, old: str, new: str,
                             message: str) -> None:

@@ -104,8 +104,10 @@ CERTIFICATE_LINE = 'public-key = "' + "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
     ("kubernetes/secrets.yaml", '  keys: "REPLACE: one random token a line"', '  keys: "sk-live-0123456789"',
      "tts-gateway-keys: key keys is a placeholder"),
     # Probes a CURVE broker would refuse, or that need no key.
-    ("kubernetes/piper-worker.yaml", 'command: ["sh", "-c", "test $(( $(date +%s) - $(stat -c %Y '
-     '/tmp/tts-worker.alive) )) -lt 30"]', 'command: ["tts", "health"]', "readinessProbe runs a client of the broker"),
+    ("kubernetes/piper-worker.yaml",
+     """command: ["sh", "-c", "find /tmp/tts-worker.ready -newermt '30 seconds ago' 2>/dev/null | grep -q ."]""",
+     'command: ["tts", "health"]',
+     "readinessProbe runs a client of the broker"),
     ("kubernetes/broker.yaml", "          readinessProbe:\n            httpGet:\n              path: /healthz",
      "          readinessProbe:\n            httpGet:\n              path: /metrics", "readinessProbe is GET /healthz"),
 ])
@@ -250,6 +252,12 @@ class Pod:
         program, *args = [str(a) for a in self.container["command"] + self.container.get("args", [])]
         return [*self.as_user(), str(BIN / program), *(self.rewrite(a) for a in args), *extra]
 
+    def probe(self, name: str) -> int:
+        """The container's exec probe `name` as the kubelet runs it (the pod's /tmp is under its root)."""
+        tmp = str(self.path("/tmp"))
+        command = [c.replace("/tmp/", tmp + "/") for c in self.container[name]["exec"]["command"]]
+        return subprocess.run([*self.as_user(), *command], timeout=30).returncode
+
     def run(self, args: list[str], *, overrides: Optional[dict[str, Optional[str]]] = None,
             timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
         """A `tts` command in this pod's container, as `kubectl exec` runs it."""
@@ -353,6 +361,11 @@ def test_manifests_speak_under_curve(tmp_path: Path, procs: list[Proc], pod_root
         return all(name in done.stdout for name in workers)
 
     wait_for(registered, 240, interval_s=1.0, what="both workers registered, as the admin's tts status shows")
+    for worker_pod in (piper, fish):  # their exec probes, polled as the kubelet does: ready once the broker answers
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe in worker_pod.container:
+                wait_for(lambda: worker_pod.probe(probe) == 0, 30, interval_s=0.5,  # noqa: B023 (called here)
+                         what=f"{worker_pod.name}: {probe} passing")
 
     # `tts say` with the gateway pod's client key: speech from Piper (the default model) and from the other
     # worker (tone), each under its own worker key.

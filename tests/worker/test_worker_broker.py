@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 import types
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psutil
@@ -174,3 +175,16 @@ def test_a_worker_at_the_client_port_is_told_so(broker: BrokerProc, start_worker
     assert proc.alive() and "malformed message from broker" not in proc.log()
     assert "sent READY to the client port" in broker.log()
     assert workers(raw) == []  # nothing registered, and the client port still answers
+
+
+def test_the_ready_file_goes_when_the_broker_does(broker: BrokerProc, start_worker: Callable[..., Proc],
+                                                  tmp_path: Path) -> None:
+    """Two supervised children, each with its own ready file (FILE.0, FILE.1, as --health-file's)."""
+    files = [tmp_path / "worker.ready.0", tmp_path / "worker.ready.1"]
+    worker = start_worker(broker, concurrency=2, extra_args=["--ready-file", str(tmp_path / "worker.ready")])
+    wait_for(lambda: all(f.exists() for f in files), 60, what="both ready files while the broker answers")
+    broker.kill()  # kill -9: the workers notice the silence (3 x 1 s)
+    wait_for(lambda: not any(f.exists() for f in files), 15, what="the ready files removed once the broker is silent")
+    assert worker.alive() and "not ready" in worker.log()
+    broker.start()  # same ports: ready again
+    wait_for(lambda: all(f.exists() for f in files), 30, what="both ready files after the broker's restart")

@@ -102,6 +102,8 @@ def _print_engines() -> None:
               "measure the running workers.")
 @click.option("--health-file", type=click.Path(dir_okay=False), help="Touch this file every heartbeat interval "
               "while the worker's loop runs (for liveness probes).")
+@click.option("--ready-file", type=click.Path(dir_okay=False), help="Touch this file every heartbeat interval "
+              "while a broker answers this worker and it takes jobs; removed when it does not (readiness probes).")
 @click.option("--stdio", is_flag=True, help="Debug mode: one worker without a broker, JSON lines on stdin "
               "(load_model, generate), one JSON answer per line on stdout.")
 @click.option("--list-engines", is_flag=True, help="List the engines with their licences and exit.")
@@ -119,7 +121,8 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
          max_rss_mb: Optional[int], curve_secret: Optional[str], broker_key: Optional[str],
          min_workers: Optional[int], max_workers: Optional[int],
          broker_frontend: Optional[str], scale_down_idle_s: Optional[float], scale_up_wait_s: Optional[float],
-         worker_memory_mb: Optional[int], health_file: Optional[str], stdio: bool, list_engines: bool,
+         worker_memory_mb: Optional[int], health_file: Optional[str], ready_file: Optional[str], stdio: bool,
+         list_engines: bool,
          single: bool, supervised: bool,
          load_error_file: Optional[Path], supervisor_status_file: Optional[Path]) -> None:
     """Speech synthesis worker for tts-broker: loads an engine once and serves jobs from the broker."""
@@ -135,7 +138,7 @@ def main(broker_url: Optional[str], engine: Optional[str], engine_opts: dict[str
         "curve_secret": curve_secret, "broker_key": broker_key,
         "min_workers": min_workers, "max_workers": max_workers, "broker_frontend": broker_frontend,
         "scale_down_idle_s": scale_down_idle_s, "scale_up_wait_s": scale_up_wait_s,
-        "worker_memory_mb": worker_memory_mb, "health_file": health_file,
+        "worker_memory_mb": worker_memory_mb, "health_file": health_file, "ready_file": ready_file,
     }.items() if v is not None}
     try:
         settings = WorkerSettings(**overrides)

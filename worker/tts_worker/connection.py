@@ -59,6 +59,7 @@ class BrokerConnection:
         self.routing_id = ""
         self.generation = 0  # counts sockets; a lease belongs to the generation that received it
         self.last_heard = 0.0
+        self.answered = False  # this socket has received a message from a broker (not only connected)
         self.reconnect_at = 0.0
         self._backoff_s = backoff_min_s
 
@@ -90,6 +91,7 @@ class BrokerConnection:
         self.socket = sock
         self.generation += 1
         self.last_heard = time.monotonic()
+        self.answered = False
         log.info("[%s] connecting to broker %s", self.routing_id, self.endpoint)
 
     def close(self, *, linger_ms: int = 0) -> None:
@@ -150,6 +152,7 @@ class BrokerConnection:
                 continue
             self.last_heard = time.monotonic()
             if message.command is not Command.B_DISCONNECT:
+                self.answered = True
                 self._backoff_s = self.backoff_min_s
                 self._untried = len(self.endpoints) - 1
             messages.append(message)
@@ -168,6 +171,11 @@ class BrokerConnection:
     def refused(self) -> bool:
         """True once the broker refused this socket's CURVE key (REFUSED says what to check)."""
         return self._watch is not None and self._watch.poll() is not None and self._watch.refused
+
+    def answering(self, now: float) -> bool:
+        """A broker answered on this socket, and within the liveness timeout (the worker is registered)."""
+        return (self.socket is not None and self.answered and now - self.last_heard <= self.timeout_s
+                and self.handshake_failure is None)
 
     def broker_silent(self, now: float) -> bool:
         """Time to give up on this socket: the broker is silent too long, or the handshake failed."""

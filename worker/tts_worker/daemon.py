@@ -80,6 +80,8 @@ class WorkerDaemon:
                  supervisor_status_file: Optional[Path] = None) -> None:
         self.supervisor_status_file = supervisor_status_file
         self._next_health_touch = 0.0
+        self._next_ready_touch = 0.0
+        self._ready_shown = False  # this process made the ready file (run() removes a stale one first)
         self.settings = settings
         self.supervised = supervised
         self.stats = WorkerStats()
@@ -107,6 +109,7 @@ class WorkerDaemon:
     def run(self) -> int:
         """Load the engine (EngineLoadError propagates), then serve until stopped."""
         self._install_signals()
+        self._remove_ready_file()  # a stale one (a restart) must not say ready while the model loads
         loaded = self.engine_host.load()
         self.stats.load_time_ms = loaded.load_time_ms
         info = loaded.info
@@ -125,6 +128,7 @@ class WorkerDaemon:
         try:
             return int(self._loop())
         finally:
+            self._remove_ready_file()
             self.conn.close()
             self._context.term()
             if threading.current_thread() is threading.main_thread():
@@ -212,6 +216,7 @@ class WorkerDaemon:
             now = time.monotonic()
             self._check_cancel_grace(now)
             self._touch_health_file(now)
+            self._show_ready(now)
             self._advertise_capacity(now)
             if conn.connected and now >= self._next_heartbeat:
                 self._send_heartbeat()
@@ -229,6 +234,7 @@ class WorkerDaemon:
         return self._stopping or self._exit_code in (ExitCode.RECYCLE, ExitCode.DRAINED)
 
     def _leave(self, reason: str) -> None:
+        self._show_ready(time.monotonic())  # leaving: not ready
         self._disconnect(reason, linger_ms=LEAVE_LINGER_MS)
         log.info("[%s] leaving (%s) after %d job(s) done, %d failed", self._tag(), reason,
                  self.stats.jobs_done, self.stats.jobs_failed)
@@ -483,6 +489,41 @@ class WorkerDaemon:
         except OSError as exc:
             log.warning("[%s] cannot touch health file %s: %s", self._tag(), self.settings.health_file, exc)
             self._next_health_touch = now + 60.0
+
+    def _show_ready(self, now: float) -> None:
+        """Readiness for probes: settings.ready_file is fresh while a broker answers and this worker takes jobs.
+
+        A key the broker refuses, a broker that is gone or silent, and a drain remove it at this turn of the loop;
+        while ready, its mtime moves every heartbeat interval (so a wedged loop also stops looking ready).
+        """
+        path = self.settings.ready_file
+        if path is None:
+            return
+        assert self.conn is not None
+        ready = self.conn.answering(now) and not self._leaving()
+        if ready == self._ready_shown and (not ready or now < self._next_ready_touch):
+            return
+        self._next_ready_touch = now + self.settings.heartbeat_interval_s
+        try:
+            if ready:
+                Path(path).touch()
+            else:
+                Path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("[%s] cannot update ready file %s: %s", self._tag(), path, exc)
+            self._next_ready_touch = now + 60.0
+            return
+        if ready != self._ready_shown:
+            log.info("[%s] %s", self._tag(), f"ready: {path} is touched" if ready else f"not ready: {path} removed")
+        self._ready_shown = ready
+
+    def _remove_ready_file(self) -> None:
+        if self.settings.ready_file is not None:
+            try:
+                Path(self.settings.ready_file).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("[%s] cannot remove ready file %s: %s", self._tag(), self.settings.ready_file, exc)
+        self._ready_shown = False
 
     def _supervisor_status(self) -> dict[str, Any]:
         """The autoscaling supervisor's last decision (a small JSON file it rewrites atomically), if any."""

@@ -100,6 +100,12 @@ class WorkerSettings(BaseSettings):
         None, validation_alias=_env("TTS_WORKER_HEALTH_FILE", "health_file"),
         description="touched by the worker's I/O loop every heartbeat interval (a liveness probe checks its age)",
     )
+    ready_file: Optional[str] = Field(
+        None, validation_alias=_env("TTS_WORKER_READY_FILE", "ready_file"),
+        description="touched every heartbeat interval while a broker answers this worker and it takes jobs; "
+                    "removed when the broker goes silent or refuses its key and when the worker drains (a readiness "
+                    "probe checks its age)",
+    )
     min_workers: Optional[int] = Field(
         None, ge=0, le=256, validation_alias=_env("TTS_WORKER_MIN", "min_workers"),
         description="autoscale: fewest worker processes (with max_workers; replaces concurrency)",

@@ -80,8 +80,9 @@ def child_command(settings: WorkerSettings, options: Mapping[str, Any], name: st
         args.append("--log-json")
     if status_file is not None:
         args += ["--supervisor-status-file", str(status_file)]
-    if settings.health_file:  # one file per child: NAME/i -> FILE.i
-        args += ["--health-file", f"{settings.health_file}.{name.rsplit('/', 1)[-1]}"]
+    for flag, path in (("--health-file", settings.health_file), ("--ready-file", settings.ready_file)):
+        if path:  # one file per child: NAME/i -> FILE.i
+            args += [flag, f"{path}.{name.rsplit('/', 1)[-1]}"]
     for key, value in options.items():
         args += ["--engine-opt", f"{key}={_option_text(value)}"]
     return args
