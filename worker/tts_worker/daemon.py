@@ -81,6 +81,7 @@ class WorkerDaemon:
         self.supervisor_status_file = supervisor_status_file
         self._next_health_touch = 0.0
         self._next_ready_touch = 0.0
+        self._ready_retry_at = 0.0  # after a failed touch or removal: once a minute, not every turn
         self._ready_shown = False  # this process made the ready file (run() removes a stale one first)
         self.settings = settings
         self.supervised = supervised
@@ -497,7 +498,7 @@ class WorkerDaemon:
         while ready, its mtime moves every heartbeat interval (so a wedged loop also stops looking ready).
         """
         path = self.settings.ready_file
-        if path is None:
+        if path is None or now < self._ready_retry_at:
             return
         assert self.conn is not None
         ready = self.conn.answering(now) and not self._leaving()
@@ -511,7 +512,7 @@ class WorkerDaemon:
                 Path(path).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("[%s] cannot update ready file %s: %s", self._tag(), path, exc)
-            self._next_ready_touch = now + 60.0
+            self._ready_retry_at = now + 60.0
             return
         if ready != self._ready_shown:
             log.info("[%s] %s", self._tag(), f"ready: {path} is touched" if ready else f"not ready: {path} removed")
