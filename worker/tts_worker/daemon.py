@@ -68,6 +68,49 @@ CAPACITY_MIN_INTERVAL_S = 0.05  # an adaptive engine's capacity changes go out a
 _UNSENT = -1
 
 
+class ProbeFile:
+    """A file a probe checks by age: touched at most once an interval while shown, removed when not.
+
+    A touch or removal that fails logs one warning and is retried a minute later, not at every turn of the loop.
+    """
+
+    def __init__(self, path: Optional[str], interval_s: float, what: str) -> None:
+        self.path = Path(path) if path else None
+        self.interval_s = interval_s
+        self.what = what
+        self.shown = False  # this process made the file (run() removes a stale one first)
+        self._next_touch = 0.0
+        self._retry_at = 0.0
+
+    def show(self, now: float, shown: bool) -> None:
+        if self.path is None or now < self._retry_at:
+            return
+        if shown == self.shown and (not shown or now < self._next_touch):
+            return
+        self._next_touch = now + self.interval_s
+        try:
+            if shown:
+                self.path.touch()
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot update %s file %s: %s", self.what, self.path, exc)
+            self._retry_at = now + 60.0
+            return
+        if shown != self.shown:
+            log.info("%s", f"{self.what}: {self.path} is touched" if shown else f"not {self.what}: {self.path} removed")
+        self.shown = shown
+
+    def remove(self) -> None:
+        """At start and exit: no file, whatever this process showed."""
+        if self.path is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove %s file %s: %s", self.what, self.path, exc)
+        self.shown = False
+
+
 def _name(text: str) -> str:
     """`text` as a READY name: at most 256 characters, control characters replaced (the broker logs them)."""
     return "".join(c if c.isprintable() else "?" for c in text[:MAX_STR])
@@ -79,10 +122,9 @@ class WorkerDaemon:
     def __init__(self, settings: WorkerSettings, options: Mapping[str, Any], *, supervised: bool = False,
                  supervisor_status_file: Optional[Path] = None) -> None:
         self.supervisor_status_file = supervisor_status_file
-        self._next_health_touch = 0.0
-        self._next_ready_touch = 0.0
-        self._ready_retry_at = 0.0  # after a failed touch or removal: once a minute, not every turn
-        self._ready_shown = False  # this process made the ready file (run() removes a stale one first)
+        # Files probes check by age: the loop turns (liveness); a broker answers this worker (readiness).
+        self.health_file = ProbeFile(settings.health_file, settings.heartbeat_interval_s, "health")
+        self.ready_file = ProbeFile(settings.ready_file, settings.heartbeat_interval_s, "ready")
         self.settings = settings
         self.supervised = supervised
         self.stats = WorkerStats()
@@ -110,7 +152,7 @@ class WorkerDaemon:
     def run(self) -> int:
         """Load the engine (EngineLoadError propagates), then serve until stopped."""
         self._install_signals()
-        self._remove_ready_file()  # a stale one (a restart) must not say ready while the model loads
+        self.ready_file.remove()  # a stale one (a restart) must not say ready while the model loads
         loaded = self.engine_host.load()
         self.stats.load_time_ms = loaded.load_time_ms
         info = loaded.info
@@ -129,7 +171,7 @@ class WorkerDaemon:
         try:
             return int(self._loop())
         finally:
-            self._remove_ready_file()
+            self.ready_file.remove()
             self.conn.close()
             self._context.term()
             if threading.current_thread() is threading.main_thread():
@@ -216,7 +258,7 @@ class WorkerDaemon:
             self._handle_events()
             now = time.monotonic()
             self._check_cancel_grace(now)
-            self._touch_health_file(now)
+            self.health_file.show(now, True)
             self._show_ready(now)
             self._advertise_capacity(now)
             if conn.connected and now >= self._next_heartbeat:
@@ -480,51 +522,14 @@ class WorkerDaemon:
             self._advertised = capacity
         self.conn.send(Command.W_HEARTBEAT, Heartbeat(stats=stats, capacity=capacity))
 
-    def _touch_health_file(self, now: float) -> None:
-        """Liveness for probes: the I/O loop is turning (settings.health_file's mtime is recent)."""
-        if self.settings.health_file is None or now < self._next_health_touch:
-            return
-        self._next_health_touch = now + self.settings.heartbeat_interval_s
-        try:
-            Path(self.settings.health_file).touch()
-        except OSError as exc:
-            log.warning("[%s] cannot touch health file %s: %s", self._tag(), self.settings.health_file, exc)
-            self._next_health_touch = now + 60.0
-
     def _show_ready(self, now: float) -> None:
-        """Readiness for probes: settings.ready_file is fresh while a broker answers and this worker takes jobs.
+        """Readiness for probes: the ready file is fresh while a broker answers and this worker takes jobs.
 
         A key the broker refuses, a broker that is gone or silent, and a drain remove it at this turn of the loop;
         while ready, its mtime moves every heartbeat interval (so a wedged loop also stops looking ready).
         """
-        path = self.settings.ready_file
-        if path is None or now < self._ready_retry_at:
-            return
         assert self.conn is not None
-        ready = self.conn.answering(now) and not self._leaving()
-        if ready == self._ready_shown and (not ready or now < self._next_ready_touch):
-            return
-        self._next_ready_touch = now + self.settings.heartbeat_interval_s
-        try:
-            if ready:
-                Path(path).touch()
-            else:
-                Path(path).unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("[%s] cannot update ready file %s: %s", self._tag(), path, exc)
-            self._ready_retry_at = now + 60.0
-            return
-        if ready != self._ready_shown:
-            log.info("[%s] %s", self._tag(), f"ready: {path} is touched" if ready else f"not ready: {path} removed")
-        self._ready_shown = ready
-
-    def _remove_ready_file(self) -> None:
-        if self.settings.ready_file is not None:
-            try:
-                Path(self.settings.ready_file).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("[%s] cannot remove ready file %s: %s", self._tag(), self.settings.ready_file, exc)
-        self._ready_shown = False
+        self.ready_file.show(now, self.conn.answering(now) and not self._leaving())
 
     def _supervisor_status(self) -> dict[str, Any]:
         """The autoscaling supervisor's last decision (a small JSON file it rewrites atomically), if any."""
